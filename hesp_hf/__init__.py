@@ -1,0 +1,39 @@
+"""hesp-hf: open-set video facial expression recognition with HESP on Hugging Face Transformers.
+
+Importing the package registers HESP with `AutoConfig`, `AutoModel`, `AutoModelForVideoClassification` and
+`AutoVideoProcessor`, so checkpoints load without `trust_remote_code`.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForVideoClassification,
+    AutoVideoProcessor,
+)
+
+from .modeling.configuration_hesp import HESPConfig
+from .modeling.loss_hesp import HESPOpenSetLoss
+from .modeling.modeling_hesp import HESPForOpenSetVideoClassification, HESPVideoClassifierOutput
+from .modeling.video_processing_hesp import HESPVideoProcessor, VideoDecodeError
+
+
+__version__ = "0.1.0"
+
+AutoConfig.register(HESPConfig.model_type, HESPConfig, exist_ok=True)
+AutoModel.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)
+AutoModelForVideoClassification.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)
+AutoVideoProcessor.register(HESPConfig, HESPVideoProcessor, exist_ok=True)
+# Saving copies the defining files into the checkpoint and records them in `auto_map` (remote-code loading).
+HESPConfig.register_for_auto_class()
+HESPForOpenSetVideoClassification.register_for_auto_class("AutoModelForVideoClassification")
+HESPVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+
+__all__ = [
+    "HESPConfig",
+    "HESPForOpenSetVideoClassification",
+    "HESPOpenSetLoss",
+    "HESPVideoClassifierOutput",
+    "HESPVideoProcessor",
+    "VideoDecodeError",
+    "__version__",
+]

@@ -1,0 +1,258 @@
+"""HESP configuration: a CLIP configuration plus every number of the prompts, the temporal module and the loss.
+
+Paper: "Open-Set Video-based Facial Expression Recognition with Human Expression-sensitive Prompting" (ACM MM 2024).
+This file travels inside every checkpoint (remote code): it imports nothing beyond transformers and the standard library.
+"""
+
+from typing import Any, ClassVar, Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
+
+# OpenAI CLIP's pixel statistics; the visual prompt is added before normalisation, so the model needs the std.
+CLIP_IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
+
+# What `auto_map` holds in every saved config, so that a checkpoint loads with `trust_remote_code=True` through
+# each Auto class (transformers keeps only one Auto class per registered class; see hf-notes).
+HESP_AUTO_MAP = {
+    "AutoConfig": "configuration_hesp.HESPConfig",
+    "AutoModel": "modeling_hesp.HESPForOpenSetVideoClassification",
+    "AutoModelForVideoClassification": "modeling_hesp.HESPForOpenSetVideoClassification",
+}
+
+
+@strict
+class HESPConfig(CLIPConfig):
+    r"""
+    Configuration of [`HESPForOpenSetVideoClassification`]: a frozen CLIP (`text_config`, `vision_config`,
+    `projection_dim`, as in [`CLIPConfig`]) with learned text prompts, a pixel-space visual prompt, a temporal
+    module and reciprocal points.
+
+    Labels: `id2label` lists the `K` known classes in label order and then `unknown_label` (so `num_labels = K + 1`).
+    The text prompts are tokenized once, by [`HESPConfig.from_clip_config`], and kept here as token ids, so a saved
+    checkpoint loads without a tokenizer.
+
+    Args:
+        num_frames (`int`, *optional*, defaults to 8):
+            Frames sampled per clip by the processor and the pipeline. The model itself takes `T` from its input.
+        n_ctx (`int`, *optional*, defaults to 16):
+            Learnable context vectors per class in the CoOp prompt `[SOS] ctx_1..ctx_M <class name> . [EOS]`.
+        prompt_init_std (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the context vectors.
+        class_token_ids (`list[list[int]]`, *optional*):
+            Per known class, the token ids of `class_prompt_template` (with start and end tokens, no padding).
+        negative_prompt_token_ids (`list[list[int]]`, *optional*):
+            Per known class, the token ids of `negative_prompt_template` ("This video is not {label}.").
+        class_prompt_template (`str`, *optional*, defaults to `"{}."`):
+            Text after the context vectors; `{}` is the class name.
+        negative_prompt_template (`str`, *optional*, defaults to `"This video is not {}."`):
+            The fixed negative text prompt of each known class.
+        visual_prompt_size (`int`, *optional*):
+            Side in pixels of the learnable square visual prompt; defaults to a quarter of the image size
+            (56 at 224, the paper's patch).
+        visual_prompt_location (`str`, *optional*, defaults to `"dataset"`):
+            `"dataset"`: one location (`visual_prompt_center`) for all frames, estimated once from CLIP saliency over
+            training clips, free at inference. `"per_frame"`: the location is recomputed for every frame from the
+            saliency of that frame (the paper's per-frame mask), at the cost of one more vision-tower pass.
+        visual_prompt_center (`list[int]`, *optional*):
+            `[row, col]` pixel centre of the visual prompt in `"dataset"` mode; the image centre until estimated.
+        image_std (`list[float]`, *optional*):
+            Per-channel std of the processor's normalisation (CLIP's by default): the prompt lives in [0, 1] pixel
+            space, so it is added as `prompt / std` to normalised pixels.
+        temporal_pooling (`str`, *optional*, defaults to `"mean"`):
+            `"mean"`: temporal global pooling (the paper's TGP). `"attention"`: expression-sensitive frame weights
+            from a learned query and the frames' similarity to the class prompts (starts equal to the mean).
+        freeze_vision_tower (`bool`, *optional*, defaults to `True`):
+            Keep the CLIP vision tower and `visual_projection` frozen. Small models trained from scratch need `False`.
+        freeze_text_tower (`bool`, *optional*, defaults to `True`):
+            Keep the CLIP text tower, `text_projection` and `logit_scale` frozen.
+        unknown_label (`str`, *optional*, defaults to `"unknown"`):
+            Name of the last label, predicted when the known-ness score falls below `unknown_threshold`.
+        unknown_threshold (`float`, *optional*):
+            Threshold on the known-ness score (max ensemble logit), calibrated on validation data. `None` (not
+            calibrated): the `"unknown"` column is the lowest finite value, so it is never the top label.
+        known_ce_weight, known_contrastive_weight, negative_clip_weight, negative_ce_weight, hybrid_ce_weight
+        (`float`, *optional*, default to 1.0):
+            Weights of the five loss terms `L_KN(CE)`, `L_KN(CL)`, `L_NE(CLIP)`, `L_NE(CE)`, `L_H`; 0 removes a term.
+        reciprocal_margin_weight (`float`, *optional*, defaults to 0.1):
+            Weight of the ARPL radius margin inside `L_NE(CE)`.
+        reciprocal_margin (`float`, *optional*, defaults to 1.0):
+            Margin of that term.
+        reciprocal_temperature (`float`, *optional*, defaults to 1.0):
+            Temperature dividing the reciprocal logits in `L_NE(CE)`.
+        contrastive_temperature (`float`, *optional*, defaults to 0.5):
+            Temperature of the supervised contrastive term `L_KN(CL)`.
+        negative_visual_prompt_init_std (`float`, *optional*, defaults to 1.0):
+            Std of the normal initialisation of the negative visual prompt images (normalised pixel space).
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Std for new linear layers (CLIP's config has none, and transformers would fall back to 1.0).
+    """
+
+    model_type = "hesp"
+    # Class-major tensors and the loss breakdown must not be concatenated over batches by `Trainer.predict`.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["text_embeds", "negative_visual_embeds", "loss_terms"]
+
+    num_frames: int = 8
+    n_ctx: int = 16
+    prompt_init_std: float = 0.02
+    class_token_ids: list[list[int]] | None = None
+    negative_prompt_token_ids: list[list[int]] | None = None
+    class_prompt_template: str = "{}."
+    negative_prompt_template: str = "This video is not {}."
+    visual_prompt_size: int | None = None
+    visual_prompt_location: Literal["dataset", "per_frame"] = "dataset"
+    visual_prompt_center: list[int] | None = None
+    image_std: list[float] | None = None
+    temporal_pooling: Literal["mean", "attention"] = "mean"
+    freeze_vision_tower: bool = True
+    freeze_text_tower: bool = True
+    unknown_label: str = "unknown"
+    unknown_threshold: float | None = None
+    known_ce_weight: float = 1.0
+    known_contrastive_weight: float = 1.0
+    negative_clip_weight: float = 1.0
+    negative_ce_weight: float = 1.0
+    hybrid_ce_weight: float = 1.0
+    reciprocal_margin_weight: float = 0.1
+    reciprocal_margin: float = 1.0
+    reciprocal_temperature: float = 1.0
+    contrastive_temperature: float = 0.5
+    negative_visual_prompt_init_std: float = 1.0
+    initializer_range: float = 0.02
+    auto_map: dict[str, str] | None = None
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.image_std is None:
+            self.image_std = list(CLIP_IMAGE_STD)
+        if self.visual_prompt_size is None:
+            self.visual_prompt_size = max(1, self.vision_config.image_size // 4)
+        self.auto_map = {**HESP_AUTO_MAP, **(self.auto_map or {})}
+
+    @property
+    def known_labels(self) -> list[str]:
+        """The `K` known class names in label order (every label but the trailing `unknown_label`)."""
+        return [self.id2label[i] for i in range(self.num_labels - 1)]
+
+    @property
+    def num_known_labels(self) -> int:
+        return self.num_labels - 1
+
+    def validate_architecture(self):
+        super().validate_architecture()
+        image_size = self.vision_config.image_size
+        if self.num_frames < 1:
+            raise ValueError(f"HESPConfig.num_frames must be >= 1, got {self.num_frames}.")
+        if self.n_ctx < 0:
+            raise ValueError(f"HESPConfig.n_ctx must be >= 0, got {self.n_ctx}.")
+        if not 1 <= self.visual_prompt_size <= image_size:
+            raise ValueError(
+                f"HESPConfig.visual_prompt_size must lie in [1, {image_size}] (the vision tower's image size), "
+                f"got {self.visual_prompt_size}."
+            )
+        if self.visual_prompt_center is not None and (
+            len(self.visual_prompt_center) != 2 or not all(0 <= c < image_size for c in self.visual_prompt_center)
+        ):
+            raise ValueError(
+                f"HESPConfig.visual_prompt_center must be [row, col] inside the {image_size}x{image_size} image, "
+                f"got {self.visual_prompt_center}."
+            )
+        if len(self.image_std) != self.vision_config.num_channels or min(self.image_std) <= 0:
+            raise ValueError(
+                f"HESPConfig.image_std must hold {self.vision_config.num_channels} positive values, got {self.image_std}."
+            )
+        for name in (
+            "known_ce_weight",
+            "known_contrastive_weight",
+            "negative_clip_weight",
+            "negative_ce_weight",
+            "hybrid_ce_weight",
+            "reciprocal_margin_weight",
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"HESPConfig.{name} must be >= 0, got {getattr(self, name)}.")
+        for name in ("contrastive_temperature", "reciprocal_temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"HESPConfig.{name} must be > 0, got {getattr(self, name)}.")
+        if self.class_token_ids is None:
+            return  # a bare config (e.g. `AutoConfig.for_model("hesp")`): the model refuses it with a clear error
+        num_known = len(self.class_token_ids)
+        if self.id2label is None or len(self.id2label) != num_known + 1:
+            raise ValueError(
+                f"HESPConfig.id2label must list the {num_known} known classes of class_token_ids and then "
+                f"'{self.unknown_label}', got {self.id2label}."
+            )
+        if self.id2label[num_known] != self.unknown_label:
+            raise ValueError(
+                f"HESPConfig.id2label[{num_known}] (the last label) must be unknown_label='{self.unknown_label}', "
+                f"got '{self.id2label[num_known]}'."
+            )
+        if self.negative_prompt_token_ids is None or len(self.negative_prompt_token_ids) != num_known:
+            raise ValueError(
+                f"HESPConfig.negative_prompt_token_ids must hold one token list per known class ({num_known})."
+            )
+        max_len = self.text_config.max_position_embeddings
+        for label, ids in zip(self.known_labels, self.class_token_ids):
+            if len(ids) < 2:
+                raise ValueError(f"HESPConfig.class_token_ids for '{label}' must hold start and end tokens, got {ids}.")
+            if len(ids) + self.n_ctx > max_len:
+                raise ValueError(
+                    f"The prompt for '{label}' needs {len(ids) + self.n_ctx} tokens ({len(ids)} text tokens + "
+                    f"n_ctx={self.n_ctx}), more than the text tower's max_position_embeddings={max_len}."
+                )
+        for label, ids in zip(self.known_labels, self.negative_prompt_token_ids):
+            if not 2 <= len(ids) <= max_len:
+                raise ValueError(
+                    f"HESPConfig.negative_prompt_token_ids for '{label}' must hold 2..{max_len} tokens, got {len(ids)}."
+                )
+
+    @classmethod
+    def from_clip_config(
+        cls, clip_config: CLIPConfig, labels: list[str], tokenizer: Any, **overrides: Any
+    ) -> "HESPConfig":
+        """Build a HESP configuration on the towers of `clip_config` for the known `labels` (in label order).
+
+        `tokenizer` (the CLIP checkpoint's) turns the class and negative prompts into token ids once; they are kept
+        in the configuration, so nothing later needs the tokenizer.
+        """
+        labels = [str(label) for label in labels]
+        unknown_label = overrides.get("unknown_label", cls.unknown_label)
+        if len(labels) < 1:
+            raise ValueError("labels must name at least one known class.")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct, got {labels}.")
+        if unknown_label in labels:
+            raise ValueError(f"'{unknown_label}' is reserved for unseen expressions and cannot be a known label.")
+        class_template = overrides.get("class_prompt_template", cls.class_prompt_template)
+        negative_template = overrides.get("negative_prompt_template", cls.negative_prompt_template)
+
+        def token_ids(text: str) -> list[int]:
+            ids = list(tokenizer(text)["input_ids"])
+            if len(ids) < 2 or ids[0] != tokenizer.bos_token_id or ids[-1] != tokenizer.eos_token_id:
+                raise ValueError(
+                    f"The tokenizer must add start ({tokenizer.bos_token_id}) and end ({tokenizer.eos_token_id}) "
+                    f"tokens around '{text}', got {ids}."
+                )
+            return ids
+
+        all_labels = [*labels, unknown_label]
+        fields = {
+            "text_config": clip_config.text_config.to_dict(),
+            "vision_config": clip_config.vision_config.to_dict(),
+            "projection_dim": clip_config.projection_dim,
+            "logit_scale_init_value": clip_config.logit_scale_init_value,
+            "initializer_factor": clip_config.initializer_factor,
+            "id2label": dict(enumerate(all_labels)),
+            "label2id": {label: i for i, label in enumerate(all_labels)},
+            "class_token_ids": [token_ids(class_template.format(label)) for label in labels],
+            "negative_prompt_token_ids": [token_ids(negative_template.format(label)) for label in labels],
+        }
+        fields.update(overrides)
+        return cls(**fields)
+
+
+__all__ = ["HESPConfig"]

@@ -1,0 +1,130 @@
+"""HESP's open-set multi-task loss (paper Sec. 3, "Open-set Multi-task Learning Scheme"; hesp-method.md §2.5).
+
+Five config-weighted terms; the model owns every learnable tensor (the reciprocal radius included) and hands them in,
+so the loss has no state and is never needed at inference. This file travels inside every checkpoint (remote code).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .configuration_hesp import HESPConfig
+
+
+def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Supervised contrastive loss on L2-normalised `features` `(B, D)`, scaled by the temperature.
+
+    For anchor i with positives P(i) = {j != i : y_j = y_i}:
+    `l_i = -tau * mean_{j in P(i)} [ f_i.f_j / tau - log sum_{k != i} exp(f_i.f_k / tau) ]`, averaged over the anchors
+    that have a positive. Zero (still attached to the graph) when no anchor has one.
+    """
+    batch = features.shape[0]
+    if batch < 2:
+        return features.sum() * 0.0
+    features = F.normalize(features, dim=-1)
+    similarity = features @ features.T / temperature  # (B, B)
+    self_mask = torch.eye(batch, dtype=torch.bool, device=features.device)
+    log_denominator = torch.logsumexp(similarity.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
+    log_prob = similarity - log_denominator  # (B, B)
+    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    num_positives = positives.sum(dim=1)
+    mean_log_prob = torch.where(positives, log_prob, 0.0).sum(dim=1) / num_positives.clamp(min=1)
+    has_positive = num_positives > 0
+    if not has_positive.any():
+        return features.sum() * 0.0
+    return -(temperature * mean_log_prob[has_positive]).mean()
+
+
+def reciprocal_logits(video_embeds: torch.Tensor, reciprocal_points: torch.Tensor) -> torch.Tensor:
+    """ARPL logits `d_l2 - d_dot` `(B, K)`: the farther a clip is from class k's reciprocal point, the larger logit k.
+
+    `d_l2 = ||v - p_k||^2 / D`, computed from norms and one matrix product rather than a `(B, K, D)` difference.
+    """
+    dim = video_embeds.shape[-1]
+    dot = video_embeds @ reciprocal_points.T  # (B, K)
+    squared_distance = (
+        video_embeds.pow(2).sum(dim=-1, keepdim=True) + reciprocal_points.pow(2).sum(dim=-1)[None, :] - 2 * dot
+    )
+    return squared_distance / dim - dot
+
+
+class HESPOpenSetLoss(nn.Module):
+    """`L = w1 L_KN(CE) + w2 L_KN(CL) + w3 L_NE(CLIP) + w4 L_NE(CE) + w5 L_H` (paper names; weights from the config).
+
+    - `known_ce`, L_KN(CE): cross-entropy on the CLIP logits `s * cos(v, t_k)` of the learned class prompts.
+    - `known_contrastive`, L_KN(CL): supervised contrastive loss on the video features.
+    - `negative_clip`, L_NE(CLIP): CLIP loss aligning negative visual prompt k with "This video is not <class k>.".
+    - `negative_ce`, L_NE(CE): ARPL loss on the reciprocal logits, plus the radius margin term.
+    - `hybrid_ce`, L_H: cross-entropy on the ensemble logits `(clip + reciprocal) / 2`.
+    """
+
+    term_names = ("known_ce", "known_contrastive", "negative_clip", "negative_ce", "hybrid_ce")
+
+    def __init__(self, config: HESPConfig):
+        super().__init__()
+        self.config = config
+
+    def weights(self) -> dict[str, float]:
+        config = self.config
+        return {
+            "known_ce": config.known_ce_weight,
+            "known_contrastive": config.known_contrastive_weight,
+            "negative_clip": config.negative_clip_weight,
+            "negative_ce": config.negative_ce_weight,
+            "hybrid_ce": config.hybrid_ce_weight,
+        }
+
+    def forward(
+        self,
+        labels: torch.Tensor,
+        clip_logits: torch.Tensor,
+        reciprocal_logits: torch.Tensor,
+        video_embeds: torch.Tensor,
+        negative_visual_embeds: torch.Tensor,
+        negative_text_embeds: torch.Tensor | None,
+        logit_scale: torch.Tensor,
+        radius: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Returns the weighted total and the unweighted value of each active term (a zero weight skips its term).
+
+        Shapes: `labels (B,)` in `0..K-1`; `clip_logits`, `reciprocal_logits (B, K)`; `video_embeds (B, D)`;
+        `negative_visual_embeds`, `negative_text_embeds (K, D)`; `logit_scale`, `radius` scalars.
+        """
+        config = self.config
+        # Losses in float32 at least: bf16 cross-entropies and distances lose the small differences that train prompts.
+        compute_dtype = torch.promote_types(clip_logits.dtype, torch.float32)
+        clip_logits = clip_logits.to(compute_dtype)
+        reciprocal_logits = reciprocal_logits.to(compute_dtype)
+        terms: dict[str, torch.Tensor] = {}
+        weights = self.weights()
+        if weights["known_ce"] > 0:
+            terms["known_ce"] = F.cross_entropy(clip_logits, labels)
+        if weights["known_contrastive"] > 0:
+            terms["known_contrastive"] = supervised_contrastive_loss(
+                video_embeds.to(compute_dtype), labels, config.contrastive_temperature
+            )
+        if weights["negative_clip"] > 0:
+            if negative_text_embeds is None:
+                raise ValueError("The negative_clip term needs the negative text embeddings.")
+            negative_logits = (
+                logit_scale.to(compute_dtype)
+                * F.normalize(negative_visual_embeds.to(compute_dtype), dim=-1)
+                @ F.normalize(negative_text_embeds.to(compute_dtype), dim=-1).T
+            )  # (K, K): row j = negative visual prompt j against every negative text prompt
+            targets = torch.arange(negative_logits.shape[0], device=negative_logits.device)
+            terms["negative_clip"] = F.cross_entropy(negative_logits, targets)
+        if weights["negative_ce"] > 0:
+            reciprocal_ce = F.cross_entropy(reciprocal_logits / config.reciprocal_temperature, labels)
+            own_points = negative_visual_embeds.to(compute_dtype)[labels]  # (B, D)
+            distance_to_own = (video_embeds.to(compute_dtype) - own_points).pow(2).mean(dim=-1)  # (B,)
+            margin = F.relu(distance_to_own - radius.to(compute_dtype) + config.reciprocal_margin).mean()
+            terms["negative_ce"] = reciprocal_ce + config.reciprocal_margin_weight * margin
+        if weights["hybrid_ce"] > 0:
+            terms["hybrid_ce"] = F.cross_entropy((clip_logits + reciprocal_logits) / 2, labels)
+        if not terms:
+            raise ValueError("Every loss weight of the HESPConfig is 0: at least one term must be active.")
+        total = sum(weights[name] * value for name, value in terms.items())
+        return total, terms
+
+
+__all__ = ["HESPOpenSetLoss", "reciprocal_logits", "supervised_contrastive_loss"]

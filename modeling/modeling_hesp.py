@@ -1,0 +1,547 @@
+"""HESP: a frozen CLIP made expression-sensitive by learned prompts, for open-set video facial expression recognition.
+
+Paper: "Open-Set Video-based Facial Expression Recognition with Human Expression-sensitive Prompting" (ACM MM 2024).
+Data flow, top to bottom as in the file: textual prompts -> visual prompt -> frames through the vision tower ->
+temporal module -> CLIP and reciprocal logits -> ensemble + "unknown" column -> open-set loss.
+This file travels inside every checkpoint (remote code): only single-dot relative imports and installed packages.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import CLIPConfig, CLIPTextModel, CLIPVisionModel
+from transformers import initialization as init
+from transformers.masking_utils import create_causal_mask
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
+from transformers.utils import logging
+
+from .configuration_hesp import HESPConfig
+from .loss_hesp import HESPOpenSetLoss, reciprocal_logits
+
+
+logger = logging.get_logger(__name__)
+
+
+@dataclass
+class HESPVideoClassifierOutput(ModelOutput):
+    r"""
+    Output of [`HESPForOpenSetVideoClassification`]. `B` clips, `T` frames, `K` known classes, `D = projection_dim`.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
+        The weighted open-set loss (sum of the active terms of `loss_terms`).
+    logits (`torch.FloatTensor` of shape `(B, K + 1)`):
+        The `K` ensemble logits `(clip_logits + reciprocal_logits) / 2`, then the "unknown" column, whose value is
+        `config.unknown_threshold`: the arg-max is "unknown" exactly when `open_set_score` falls below the threshold.
+    open_set_score (`torch.FloatTensor` of shape `(B,)`):
+        Known-ness score: the maximum ensemble logit (higher means more likely a known expression).
+    clip_logits (`torch.FloatTensor` of shape `(B, K)`):
+        `logit_scale * cos(video_embeds, text_embeds)`.
+    reciprocal_logits (`torch.FloatTensor` of shape `(B, K)`):
+        ARPL logits `d_l2 - d_dot` against the negative visual embeddings (reciprocal points).
+    video_embeds (`torch.FloatTensor` of shape `(B, D)`):
+        The temporally pooled, unnormalised video feature.
+    frame_weights (`torch.FloatTensor` of shape `(B, T)`):
+        Weights of the frames in `video_embeds` (uniform for `temporal_pooling="mean"`); each row sums to 1.
+    text_embeds (`torch.FloatTensor` of shape `(K, D)`):
+        Features of the learned class prompts.
+    negative_visual_embeds (`torch.FloatTensor` of shape `(K, D)`):
+        Features of the negative visual prompts, the reciprocal points.
+    loss_terms (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` is given):
+        Unweighted value of each active loss term, for logging.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    open_set_score: torch.FloatTensor | None = None
+    clip_logits: torch.FloatTensor | None = None
+    reciprocal_logits: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    frame_weights: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    negative_visual_embeds: torch.FloatTensor | None = None
+    loss_terms: dict[str, torch.FloatTensor] | None = None
+
+
+class _StateCache:
+    """Keeps one value derived from some tensors and recomputes it when any of them changes.
+
+    A change is a new storage (`.to()`, reload), an in-place update (the optimizer bumps `_version`) or another
+    autocast state. Used only where the value needs no graph: frozen inputs, or gradients disabled.
+    """
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.value: Any = None
+
+    def get(self, tensors: Sequence[torch.Tensor], compute: Callable[[], Any]) -> Any:
+        device_type = tensors[0].device.type
+        key = (
+            torch.is_autocast_enabled(device_type),
+            torch.get_autocast_dtype(device_type),
+            *((t.data_ptr(), t._version, t.dtype) for t in tensors),
+        )
+        if key != self.key:
+            self.value = compute()
+            self.key = key
+        return self.value
+
+    def clear(self) -> None:
+        self.key, self.value = None, None
+
+
+class HESPPromptLearner(nn.Module):
+    """Textual prompting (paper: learnable textual prompts; CoOp form, class-specific context).
+
+    Prompt of class k: `[SOS] ctx_k,1 .. ctx_k,M <tokens of "name."> [EOS]`; the context vectors are the only
+    learnable part. The fixed token ids come from the config and are rebuilt in `_init_weights` (non-persistent).
+    """
+
+    def __init__(self, config: HESPConfig):
+        super().__init__()
+        self.config = config
+        num_known = len(config.class_token_ids)
+        self.n_ctx = config.n_ctx
+        self.ctx = nn.Parameter(torch.empty(num_known, config.n_ctx, config.text_config.hidden_size))
+        ids, lengths = self.token_id_tensors(config)
+        self.class_token_ids = nn.Buffer(ids, persistent=False)  # (K, L) with n_ctx placeholder slots after SOS
+        self.class_lengths = nn.Buffer(lengths, persistent=False)  # (K,) position of EOS + 1
+
+    @staticmethod
+    def token_id_tensors(config: HESPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        placeholder = config.class_token_ids[0][-1]  # any id: these slots are overwritten by the context vectors
+        sequences = [[ids[0], *([placeholder] * config.n_ctx), *ids[1:]] for ids in config.class_token_ids]
+        return pad_token_ids(sequences)
+
+    def prompt_embeds(self, token_embedding: nn.Embedding) -> torch.Tensor:
+        embeds = token_embedding(self.class_token_ids)  # (K, L, W)
+        prefix = embeds[:, :1]  # (K, 1, W) SOS
+        suffix = embeds[:, 1 + self.n_ctx :]  # (K, L - 1 - M, W) class name, ".", EOS, padding
+        return torch.cat([prefix, self.ctx.to(embeds.dtype), suffix], dim=1)  # (K, L, W)
+
+
+class HESPVisualPrompt(nn.Module):
+    """Expression-sensitive visual prompt (paper: learnable visual prompt inside the expression-sensitive mask).
+
+    A `P x P` pixel-space patch, zero at init, added inside a square at the expression-salient location. Adding
+    `delta` to [0, 1] pixels before normalisation equals adding `delta / std` to the normalised pixels.
+    """
+
+    def __init__(self, config: HESPConfig):
+        super().__init__()
+        self.config = config
+        self.size = config.visual_prompt_size
+        self.delta = nn.Parameter(torch.empty(config.vision_config.num_channels, self.size, self.size))
+
+    def top_left(self, center: Sequence[int], image_size: int) -> tuple[int, int]:
+        """Clamp a `[row, col]` centre so the whole square fits inside the image."""
+        highest = image_size - self.size
+        return tuple(min(max(int(c) - self.size // 2, 0), highest) for c in center)
+
+    def scaled_delta(self, like: torch.Tensor) -> torch.Tensor:
+        std = torch.tensor(self.config.image_std, device=like.device, dtype=like.dtype)
+        return self.delta.to(like.dtype) / std[:, None, None]  # (C, P, P)
+
+    def add_at(self, pixel_values: torch.Tensor, top: int, left: int) -> torch.Tensor:
+        """One location for every frame: `pixel_values (..., C, H, W)`, one broadcast over batch and time."""
+        height, width = pixel_values.shape[-2:]
+        padded = F.pad(self.scaled_delta(pixel_values), (left, width - left - self.size, top, height - top - self.size))
+        return pixel_values + padded  # (C, H, W) broadcast over the leading axes
+
+    def add_per_frame(self, frames: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:
+        """A location per frame: `frames (N, C, H, W)`, `tops`, `lefts (N,)`; gathers the patch, no Python loop."""
+        _, _, height, width = frames.shape
+        rows = torch.arange(height, device=frames.device)[None, :] - tops[:, None]  # (N, H) offsets in the patch
+        cols = torch.arange(width, device=frames.device)[None, :] - lefts[:, None]  # (N, W)
+        inside = ((rows >= 0) & (rows < self.size))[:, :, None] & ((cols >= 0) & (cols < self.size))[:, None, :]
+        patch = self.scaled_delta(frames)[
+            :, rows.clamp(0, self.size - 1)[:, :, None], cols.clamp(0, self.size - 1)[:, None, :]
+        ]  # (C, N, H, W)
+        return frames + patch.permute(1, 0, 2, 3) * inside[:, None].to(frames.dtype)
+
+
+class HESPTemporalPooling(nn.Module):
+    """Temporal prompting: frame features `(B, T, D)` -> video feature `(B, D)` and frame weights `(B, T)`.
+
+    `"mean"` is the paper's temporal global pooling (TGP). `"attention"` weighs frames by a learned query and by
+    their similarity to the class prompts (expression-sensitive); both start at zero, so it starts as the mean.
+    """
+
+    def __init__(self, config: HESPConfig):
+        super().__init__()
+        self.mode = config.temporal_pooling
+        if self.mode == "attention":
+            self.query = nn.Parameter(torch.empty(config.projection_dim))
+            self.text_guidance = nn.Parameter(torch.empty(()))
+
+    def forward(self, frame_embeds: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, frames, _ = frame_embeds.shape
+        if self.mode == "mean":
+            weights = frame_embeds.new_full((batch, frames), 1.0 / frames)
+            return frame_embeds.mean(dim=1), weights
+        normalized = F.normalize(frame_embeds, dim=-1)  # (B, T, D)
+        relevance = (normalized @ F.normalize(text_embeds, dim=-1).T).amax(dim=-1)  # (B, T) best class match
+        scores = normalized @ self.query.to(normalized.dtype) + self.text_guidance.to(normalized.dtype) * relevance
+        weights = scores.softmax(dim=-1)  # (B, T)
+        return (weights[:, :, None] * frame_embeds).sum(dim=1), weights
+
+
+class HESPReciprocalPoints(nn.Module):
+    """Negative visual prompts (paper): one learnable image per known class, encoded by the frozen vision tower into
+    the reciprocal points of the ARPL branch, with the learnable radius of its margin term."""
+
+    def __init__(self, config: HESPConfig):
+        super().__init__()
+        vision = config.vision_config
+        num_known = len(config.class_token_ids)
+        self.images = nn.Parameter(torch.empty(num_known, vision.num_channels, vision.image_size, vision.image_size))
+        self.radius = nn.Parameter(torch.empty(()))
+
+
+def pad_token_ids(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists to one tensor `(N, L)` and return their lengths `(N,)`.
+
+    The text tower is causal, so padding after EOS never changes the EOS feature: sequences are kept as short as the
+    longest prompt instead of CLIP's 77 positions.
+    """
+    width = max(len(sequence) for sequence in sequences)  # plain Python: the model may be built on the meta device
+    padded = [[*sequence, *([sequence[-1]] * (width - len(sequence)))] for sequence in sequences]
+    lengths = [len(sequence) for sequence in sequences]
+    return torch.tensor(padded, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
+
+
+class HESPPreTrainedModel(CLIPPreTrainedModel):
+    config: HESPConfig
+    config_class = HESPConfig
+    base_model_prefix = "hesp"
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video",)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # CLIP's own sub-modules
+        config = self.config
+        factor = config.initializer_factor
+        if isinstance(module, HESPForOpenSetVideoClassification):
+            init.normal_(module.text_projection.weight, std=config.text_config.hidden_size**-0.5 * factor)
+            init.normal_(module.visual_projection.weight, std=config.vision_config.hidden_size**-0.5 * factor)
+            init.constant_(module.logit_scale, config.logit_scale_init_value)
+        elif isinstance(module, HESPPromptLearner):
+            init.normal_(module.ctx, std=config.prompt_init_std)
+            ids, lengths = HESPPromptLearner.token_id_tensors(config)
+            init.copy_(module.class_token_ids, ids)
+            init.copy_(module.class_lengths, lengths)
+        elif isinstance(module, HESPVisualPrompt):
+            init.zeros_(module.delta)
+        elif isinstance(module, HESPTemporalPooling) and module.mode == "attention":
+            init.zeros_(module.query)
+            init.zeros_(module.text_guidance)
+        elif isinstance(module, HESPReciprocalPoints):
+            init.normal_(module.images, std=config.negative_visual_prompt_init_std)
+            init.zeros_(module.radius)
+
+
+class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
+    """HESP video classifier: `K` known expressions plus "unknown".
+
+    CLIP's attribute names (`text_model`, `vision_model`, `visual_projection`, `text_projection`, `logit_scale`) are
+    kept, so any CLIP checkpoint loads into it 1:1 (see `from_clip`).
+    """
+
+    accepts_loss_kwargs = False  # the loss is a plain batch mean: Trainer must not rescale it
+
+    def __init__(self, config: HESPConfig):
+        super().__init__(config)
+        if not config.class_token_ids:
+            raise ValueError(
+                "HESPConfig.class_token_ids is empty: build the model with "
+                "HESPForOpenSetVideoClassification.from_clip(clip_name_or_path, labels=[...]) "
+                "or the config with HESPConfig.from_clip_config(...)."
+            )
+        self.text_model = CLIPTextModel._from_config(config.text_config)
+        self.vision_model = CLIPVisionModel._from_config(config.vision_config)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+
+        self.prompt_learner = HESPPromptLearner(config)
+        self.visual_prompt = HESPVisualPrompt(config)
+        self.temporal_pooling = HESPTemporalPooling(config)
+        self.reciprocal_points = HESPReciprocalPoints(config)
+        self.open_set_loss = HESPOpenSetLoss(config)
+
+        negative_ids, negative_lengths = pad_token_ids(config.negative_prompt_token_ids)
+        self.negative_token_ids = nn.Buffer(negative_ids, persistent=False)  # (K, Ln)
+        self.negative_lengths = nn.Buffer(negative_lengths, persistent=False)  # (K,)
+        self._negative_text_cache = _StateCache()
+        self._class_text_cache = _StateCache()
+        self._reciprocal_cache = _StateCache()
+        self.post_init()
+        self.freeze_clip_towers()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        if module is self:
+            negative_ids, negative_lengths = pad_token_ids(self.config.negative_prompt_token_ids)
+            init.copy_(self.negative_token_ids, negative_ids)
+            init.copy_(self.negative_lengths, negative_lengths)
+
+    def freeze_clip_towers(self) -> None:
+        """Apply `config.freeze_vision_tower` / `config.freeze_text_tower` (frozen by name, as in the paper)."""
+        vision = [self.vision_model, self.visual_projection]
+        text = [self.text_model, self.text_projection]
+        for modules, frozen in ((vision, self.config.freeze_vision_tower), (text, self.config.freeze_text_tower)):
+            for module in modules:
+                module.requires_grad_(not frozen)
+        self.logit_scale.requires_grad_(not self.config.freeze_text_tower)
+
+    # ----------------------------------------------------------------------------------------------- CLIP towers
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP image features `(N, D)` of normalised images `(N, C, H, W)` (= `CLIPModel.get_image_features`)."""
+        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+
+    def encode_text_embeds(self, inputs_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """CLIP text features `(N, D)` of token embeddings `(N, L, W)` pooled at position `lengths - 1` (EOS).
+
+        `CLIPTextModel.forward` only takes token ids, so this runs its parts: embeddings (adds positions), causal
+        mask, encoder, final layer norm, EOS pooling, projection.
+        """
+        text = self.text_model
+        hidden = text.embeddings(inputs_embeds=inputs_embeds)
+        mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=None, cache=None)
+        hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
+        hidden = text.final_layer_norm(hidden)
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]  # (N, W)
+        return self.text_projection(pooled)
+
+    def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """CLIP text features `(N, D)` of token ids `(N, L)`, each ending with its EOS and then padding."""
+        eos = self.config.text_config.eos_token_id
+        lengths = (input_ids == eos).int().argmax(dim=-1) + 1
+        return self.encode_text_embeds(self.text_model.embeddings.token_embedding(input_ids), lengths)
+
+    # --------------------------------------------------------------------------------------- prompt features
+    def class_text_embeds(self) -> torch.Tensor:
+        """Features `(K, D)` of the learned class prompts; cached while no gradient is being recorded."""
+
+        def compute() -> torch.Tensor:
+            embeds = self.prompt_learner.prompt_embeds(self.text_model.embeddings.token_embedding)
+            return self.encode_text_embeds(embeds, self.prompt_learner.class_lengths)
+
+        if torch.is_grad_enabled():
+            self._class_text_cache.clear()
+            return compute()
+        return self._class_text_cache.get(self._text_state() + [self.prompt_learner.ctx], compute)
+
+    def negative_text_embeds(self) -> torch.Tensor:
+        """Features `(K, D)` of "This video is not <class>.": constants for a frozen text tower, computed once."""
+
+        def compute() -> torch.Tensor:
+            with torch.set_grad_enabled(not self.config.freeze_text_tower and torch.is_grad_enabled()):
+                return self.get_text_features_from_ids(self.negative_token_ids, self.negative_lengths)
+
+        if not self.config.freeze_text_tower and torch.is_grad_enabled():
+            return compute()
+        return self._negative_text_cache.get(self._text_state(), compute)
+
+    def get_text_features_from_ids(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.encode_text_embeds(self.text_model.embeddings.token_embedding(input_ids), lengths)
+
+    def negative_visual_embeds(self) -> torch.Tensor:
+        """Reciprocal points `(K, D)`: the negative visual prompt images through the vision tower."""
+        images = self.reciprocal_points.images
+
+        def compute() -> torch.Tensor:
+            return self.get_image_features(images.to(self.visual_projection.weight.dtype))
+
+        if torch.is_grad_enabled():
+            self._reciprocal_cache.clear()
+            return compute()
+        return self._reciprocal_cache.get(self._vision_state() + [images], compute)
+
+    def _text_state(self) -> list[torch.Tensor]:
+        return [*self.text_model.parameters(), self.text_projection.weight]
+
+    def _vision_state(self) -> list[torch.Tensor]:
+        return [*self.vision_model.parameters(), self.visual_projection.weight]
+
+    # ------------------------------------------------------------------------------------ visual prompt location
+    @torch.no_grad()
+    def saliency_maps(self, frames: torch.Tensor, text_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Expression saliency `(N, H, W)` of normalised frames `(N, C, H, W)` from the frozen CLIP itself.
+
+        Each patch token (through `post_layernorm` and `visual_projection`) is compared with the class prompt features;
+        the similarities are weighted by the frame's own class probabilities (a CAM of the predicted expressions,
+        from real CLIP features instead of the released code's untrained layer), then upsampled to pixels.
+        """
+        if text_embeds is None:
+            text_embeds = self.class_text_embeds()
+        outputs = self.vision_model(pixel_values=frames.to(self.visual_projection.weight.dtype))
+        patch_tokens = self.vision_model.post_layernorm(outputs.last_hidden_state[:, 1:])  # (N, P, W)
+        patches = F.normalize(self.visual_projection(patch_tokens), dim=-1)  # (N, P, D)
+        image = F.normalize(self.visual_projection(outputs.pooler_output), dim=-1)  # (N, D)
+        text = F.normalize(text_embeds.to(patches.dtype), dim=-1)  # (K, D)
+        probs = (self.logit_scale.exp() * image @ text.T).softmax(dim=-1)  # (N, K)
+        saliency = ((patches @ text.T) * probs[:, None, :]).sum(dim=-1)  # (N, P)
+        grid = int(round(saliency.shape[1] ** 0.5))
+        saliency = saliency.view(-1, 1, grid, grid).float()
+        return F.interpolate(saliency, size=frames.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+
+    def prompt_top_left(self, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-left corners `(N,)`, `(N,)` of the `P x P` square with the highest mean saliency in each map `(N, H, W)`."""
+        size = self.visual_prompt.size
+        box_mean = F.avg_pool2d(saliency[:, None], kernel_size=size, stride=1)[:, 0]  # (N, H-P+1, W-P+1)
+        flat = box_mean.flatten(1).argmax(dim=1)
+        return flat // box_mean.shape[-1], flat % box_mean.shape[-1]
+
+    @torch.no_grad()
+    def estimate_visual_prompt_location(self, videos: Iterable[torch.Tensor]) -> list[int]:
+        """Set `config.visual_prompt_center` from the mean saliency over `videos` (batches `(B, T, C, H, W)` of
+        normalised frames, e.g. a sample of training clips) and return it as `[row, col]`."""
+        total, count = None, 0
+        text_embeds = self.class_text_embeds()
+        for video in videos:
+            frames = video.flatten(0, 1).to(self.device)
+            maps = self.saliency_maps(frames, text_embeds)
+            total = maps.sum(dim=0) if total is None else total + maps.sum(dim=0)
+            count += maps.shape[0]
+        if count == 0:
+            raise ValueError("estimate_visual_prompt_location needs at least one clip.")
+        top, left = self.prompt_top_left((total / count)[None])
+        half = self.visual_prompt.size // 2
+        self.config.visual_prompt_center = [int(top) + half, int(left) + half]
+        logger.info("Visual prompt centre estimated from %d frames: %s", count, self.config.visual_prompt_center)
+        return self.config.visual_prompt_center
+
+    def add_visual_prompt(self, frames: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Prompted frames `(N, C, H, W)` from normalised frames `(N, C, H, W)`."""
+        image_size = frames.shape[-1]
+        if self.config.visual_prompt_location == "per_frame":
+            tops, lefts = self.prompt_top_left(self.saliency_maps(frames, text_embeds.detach()))
+            return self.visual_prompt.add_per_frame(frames, tops, lefts)
+        center = self.config.visual_prompt_center or [image_size // 2, image_size // 2]
+        top, left = self.visual_prompt.top_left(center, image_size)
+        return self.visual_prompt.add_at(frames, top, left)
+
+    # -------------------------------------------------------------------------------------------------- forward
+    def forward(
+        self,
+        pixel_values_videos: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> HESPVideoClassifierOutput | tuple:
+        r"""
+        pixel_values_videos (`torch.FloatTensor` of shape `(B, T, C, H, W)`):
+            Normalised frames, as produced by [`HESPVideoProcessor`]; `T` may differ from `config.num_frames`.
+        labels (`torch.LongTensor` of shape `(B,)`, *optional*):
+            Known-class indices `0..K-1`; when given, the open-set loss is returned.
+        """
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                f"pixel_values_videos must be (batch, frames, channels, height, width), got {tuple(pixel_values_videos.shape)}."
+            )
+        batch, frames = pixel_values_videos.shape[:2]
+        dtype = self.visual_projection.weight.dtype
+        pixel_values_videos = pixel_values_videos.to(dtype)
+
+        text_embeds = self.class_text_embeds()  # (K, D)
+        flat = pixel_values_videos.flatten(0, 1)  # (B*T, C, H, W)
+        prompted = self.add_visual_prompt(flat, text_embeds)
+        frame_embeds = self.get_image_features(prompted).view(batch, frames, -1)  # (B, T, D)
+        video_embeds, frame_weights = self.temporal_pooling(frame_embeds, text_embeds)  # (B, D), (B, T)
+
+        logit_scale = self.logit_scale.exp()
+        clip_logits = logit_scale * F.normalize(video_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T  # (B, K)
+        negative_visual = self.negative_visual_embeds()  # (K, D)
+        recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
+        ensemble = (clip_logits + recip_logits) / 2
+        open_set_score = ensemble.amax(dim=-1)  # (B,)
+        threshold = self.config.unknown_threshold
+        unknown = ensemble.new_full(
+            (batch, 1), torch.finfo(ensemble.dtype).min if threshold is None else float(threshold)
+        )
+        logits = torch.cat([ensemble, unknown], dim=-1)  # (B, K + 1)
+
+        loss, loss_terms = None, None
+        if labels is not None:
+            labels = self._check_labels(labels, batch)
+            loss, loss_terms = self.open_set_loss(
+                labels=labels,
+                clip_logits=clip_logits,
+                reciprocal_logits=recip_logits,
+                video_embeds=video_embeds,
+                negative_visual_embeds=negative_visual,
+                negative_text_embeds=self.negative_text_embeds() if self.config.negative_clip_weight > 0 else None,
+                logit_scale=logit_scale,
+                radius=self.reciprocal_points.radius,
+            )
+
+        output = HESPVideoClassifierOutput(
+            loss=loss,
+            logits=logits,
+            open_set_score=open_set_score,
+            clip_logits=clip_logits,
+            reciprocal_logits=recip_logits,
+            video_embeds=video_embeds,
+            frame_weights=frame_weights,
+            text_embeds=text_embeds,
+            negative_visual_embeds=negative_visual,
+            loss_terms=loss_terms,
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+    def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
+        labels = torch.as_tensor(labels, device=self.logit_scale.device).long().view(-1)
+        num_known = self.config.num_known_labels
+        if labels.numel() != batch:
+            raise ValueError(f"labels holds {labels.numel()} values for a batch of {batch} clips.")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_known):
+            raise ValueError(
+                f"labels must be known-class indices in 0..{num_known - 1} ({self.config.known_labels}); got "
+                f"{sorted(set(labels.tolist()))}. Unknown-class clips belong to evaluation only."
+            )
+        return labels
+
+    # ----------------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_clip(
+        cls,
+        pretrained_model_name_or_path: str,
+        labels: Sequence[str],
+        *,
+        tokenizer: Any = None,
+        dtype: torch.dtype | str | None = None,
+        **config_overrides: Any,
+    ) -> "HESPForOpenSetVideoClassification":
+        """HESP on the towers of an HF CLIP checkpoint (Hub id or local folder) for the known `labels`, in label order.
+
+        The CLIP weights load 1:1; only HESP's own parameters are new. The checkpoint's tokenizer (or `tokenizer`)
+        turns the prompts into token ids once; they are stored in the config. `config_overrides` set any
+        [`HESPConfig`] field (e.g. `num_frames=8`, `temporal_pooling="attention"`).
+        """
+        from transformers import AutoTokenizer
+
+        clip_config = CLIPConfig.from_pretrained(pretrained_model_name_or_path)
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path)
+        config = HESPConfig.from_clip_config(clip_config, list(labels), tokenizer, **config_overrides)
+        model, info = cls.from_pretrained(
+            pretrained_model_name_or_path, config=config, dtype=dtype, output_loading_info=True
+        )
+        new_prefixes = ("prompt_learner.", "visual_prompt.", "temporal_pooling.", "reciprocal_points.")
+        missing = [key for key in info["missing_keys"] if not key.startswith(new_prefixes)]
+        unexpected = [key for key in info["unexpected_keys"] if not key.endswith("position_ids")]
+        if missing or unexpected:
+            raise ValueError(
+                f"{pretrained_model_name_or_path} is not a CLIP checkpoint HESP can load 1:1: missing CLIP weights "
+                f"{missing[:10]}, unexpected weights {unexpected[:10]}."
+            )
+        return model
+
+
+__all__ = ["HESPForOpenSetVideoClassification", "HESPPreTrainedModel", "HESPVideoClassifierOutput"]
