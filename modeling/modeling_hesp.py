@@ -282,6 +282,15 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         self.post_init()
         self.freeze_clip_towers()
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """As `PreTrainedModel.from_pretrained`, then re-applies the tower freezing (loading replaces parameters,
+        which resets `requires_grad`)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.freeze_clip_towers()
+        return loaded
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if module is self:

@@ -1,0 +1,252 @@
+"""HESP model: shapes, Auto-class round trips, batching, determinism, float64, gradients, CLIP equivalence."""
+
+import pytest
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForVideoClassification,
+    AutoTokenizer,
+    CLIPModel,
+)
+
+from hesp_hf import HESPConfig, HESPForOpenSetVideoClassification
+
+from .conftest import LABELS
+
+
+B, T, K = 2, 4, len(LABELS)
+
+
+def videos(batch=B, frames=T, seed=0, dtype=torch.float32):
+    return torch.randn(batch, frames, 3, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+@pytest.mark.parametrize("location", ["dataset", "per_frame"])
+def test_output_shapes(make_model, pooling, location):
+    model = make_model(temporal_pooling=pooling, visual_prompt_location=location).eval()
+    out = model(videos(), labels=torch.tensor([0, 2]))
+    D = model.config.projection_dim
+    assert out.logits.shape == (B, K + 1)
+    assert out.open_set_score.shape == (B,)
+    assert out.clip_logits.shape == out.reciprocal_logits.shape == (B, K)
+    assert out.video_embeds.shape == (B, D)
+    assert out.frame_weights.shape == (B, T)
+    assert torch.allclose(out.frame_weights.sum(-1), torch.ones(B))
+    assert out.text_embeds.shape == out.negative_visual_embeds.shape == (K, D)
+    assert out.loss.shape == ()
+    assert set(out.loss_terms) == {"known_ce", "known_contrastive", "negative_clip", "negative_ce", "hybrid_ce"}
+    # logits: ensemble of the two branches, then the unknown column; the score is the best known logit.
+    ensemble = (out.clip_logits + out.reciprocal_logits) / 2
+    torch.testing.assert_close(out.logits[:, :K], ensemble)
+    torch.testing.assert_close(out.open_set_score, ensemble.max(-1).values)
+
+
+def test_labels_and_unknown_column(make_model):
+    model = make_model().eval()
+    config = model.config
+    assert config.id2label == {0: "happy", 1: "sad", 2: "neutral", 3: "unknown"}
+    assert config.known_labels == LABELS
+    with torch.no_grad():
+        out = model(videos())
+        assert (out.logits.argmax(-1) < K).all()  # uncalibrated: unknown never wins
+        score = out.open_set_score
+        model.config.unknown_threshold = float(score.max()) + 1.0  # rejects every clip
+        assert (model(videos()).logits.argmax(-1) == K).all()
+        model.config.unknown_threshold = float(score.min()) - 1.0  # accepts every clip
+        assert (model(videos()).logits.argmax(-1) < K).all()
+
+
+def test_rejects_bad_labels(make_model):
+    model = make_model()
+    with pytest.raises(ValueError, match="known-class indices in 0..2"):
+        model(videos(), labels=torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match="known-class indices"):
+        model(videos(), labels=torch.tensor([-1, 0]))
+
+
+def test_auto_round_trip(make_model, tmp_path):
+    model = make_model(temporal_pooling="attention").eval()
+    with torch.no_grad():  # make the new parameters non-trivial so the round trip checks them
+        model.prompt_learner.ctx.normal_()
+        model.visual_prompt.delta.uniform_(-0.5, 0.5)
+        model.temporal_pooling.query.normal_()
+        model.reciprocal_points.radius.fill_(0.7)
+    model.config.unknown_threshold = 1.5
+    model.save_pretrained(tmp_path)
+    expected = model(videos()).logits.detach()
+
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), HESPConfig)
+    for auto in (AutoModel, AutoModelForVideoClassification, HESPForOpenSetVideoClassification):
+        loaded = auto.from_pretrained(tmp_path).eval()
+        assert isinstance(loaded, HESPForOpenSetVideoClassification)
+        torch.testing.assert_close(loaded(videos()).logits, expected, rtol=0, atol=0)
+        assert loaded.config.unknown_threshold == 1.5
+    files = {p.name for p in tmp_path.iterdir()}
+    assert {"configuration_hesp.py", "modeling_hesp.py", "loss_hesp.py", "model.safetensors"} <= files
+
+
+def test_single_clip_equals_batch_and_eval_is_deterministic(make_model):
+    model = make_model(temporal_pooling="attention", visual_prompt_location="per_frame").eval()
+    batch = videos(batch=3)
+    with torch.no_grad():
+        together = model(batch)
+        alone = model(batch[1:2])
+        again = model(batch)
+    for name in ("logits", "open_set_score", "video_embeds", "frame_weights"):
+        torch.testing.assert_close(alone[name][0], together[name][1], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(again[name], together[name], atol=0, rtol=0)
+
+
+def test_runs_in_float64(make_model):
+    model = make_model().double()
+    out = model(videos(dtype=torch.float64), labels=torch.tensor([1, 1]))
+    assert out.logits.dtype == out.loss.dtype == torch.float64
+    assert torch.isfinite(out.loss)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_gradients_reach_trainable_parameters_only(make_model, pooling):
+    model = make_model(temporal_pooling=pooling).train()
+    out = model(videos(batch=4), labels=torch.tensor([0, 0, 1, 2]))
+    out.loss.backward()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {"prompt_learner.ctx", "visual_prompt.delta", "reciprocal_points.images", "reciprocal_points.radius"}
+    if pooling == "attention":
+        expected |= {"temporal_pooling.query", "temporal_pooling.text_guidance"}
+    assert trainable == expected
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            assert param.grad is not None and param.grad.abs().sum() > 0, name
+        else:
+            assert param.grad is None, name
+
+
+def test_optimizer_step_changes_text_context(make_model):
+    model = make_model().train()
+    before = model.prompt_learner.ctx.detach().clone()
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model(videos(), labels=torch.tensor([0, 1])).loss.backward()
+    optimizer.step()
+    assert not torch.equal(model.prompt_learner.ctx, before)
+
+
+def test_unfrozen_vision_tower_trains(make_model):
+    model = make_model(freeze_vision_tower=False)
+    assert all(p.requires_grad for p in model.vision_model.parameters())
+    assert not any(p.requires_grad for p in model.text_model.parameters())
+
+
+def test_zero_weight_removes_term(make_model):
+    model = make_model(known_contrastive_weight=0.0, negative_clip_weight=0.0)
+    out = model(videos(), labels=torch.tensor([0, 1]))
+    assert set(out.loss_terms) == {"known_ce", "negative_ce", "hybrid_ce"}
+    torch.testing.assert_close(out.loss, sum(out.loss_terms.values()))
+
+
+def test_from_clip_matches_clip_features(make_model, tiny_clip_dir):
+    model = make_model().eval()
+    clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_clip_dir)
+    images = torch.randn(3, 3, 32, 32)
+    ids = tokenizer(["a happy face.", "sad", "this video is not neutral."], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.get_image_features(images), clip.get_image_features(pixel_values=images).pooler_output
+        )
+        torch.testing.assert_close(
+            model.get_text_features(ids["input_ids"]), clip.get_text_features(**ids).pooler_output
+        )
+        # The learned prompt with its context replaced by real token embeddings is CLIP's text feature of that text.
+        filler = tokenizer("x " * model.config.n_ctx)["input_ids"][1:-1]
+        learner = model.prompt_learner
+        learner.ctx.copy_(model.text_model.embeddings.token_embedding.weight[filler].expand_as(learner.ctx))
+        prompts = [("x " * model.config.n_ctx) + f"{label}." for label in LABELS]
+        reference = clip.get_text_features(**tokenizer(prompts, padding=True, return_tensors="pt")).pooler_output
+        torch.testing.assert_close(model.class_text_embeds(), reference, atol=1e-5, rtol=1e-5)
+        # The negative prompts are CLIP's features of "This video is not <label>."
+        negatives = [f"This video is not {label}." for label in LABELS]
+        reference = clip.get_text_features(**tokenizer(negatives, padding=True, return_tensors="pt")).pooler_output
+        torch.testing.assert_close(model.negative_text_embeds(), reference, atol=1e-5, rtol=1e-5)
+    assert torch.equal(model.logit_scale, clip.logit_scale)
+
+
+def test_from_clip_rejects_bad_labels(tiny_clip_dir):
+    with pytest.raises(ValueError, match="reserved"):
+        HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=["happy", "unknown"])
+    with pytest.raises(ValueError, match="distinct"):
+        HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=["sad", "sad"])
+
+
+def test_config_validation(make_model):
+    config = make_model().config.to_dict()
+    for field, value, message in [
+        ("visual_prompt_size", 64, "visual_prompt_size"),
+        ("num_frames", 0, "num_frames"),
+        ("n_ctx", 60, "max_position_embeddings"),
+        ("visual_prompt_center", [40, 3], "visual_prompt_center"),
+    ]:
+        with pytest.raises(Exception, match=message):
+            HESPConfig(**{**config, field: value})
+    with pytest.raises(Exception, match="temporal_pooling"):
+        HESPConfig(**{**config, "temporal_pooling": "max"})
+    with pytest.raises(ValueError, match="class_token_ids is empty"):
+        HESPForOpenSetVideoClassification(HESPConfig())
+
+
+def test_frozen_text_features_are_computed_once(make_model):
+    model = make_model().train()
+    calls = []
+    original = model.encode_text_embeds
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    model.encode_text_embeds = counting
+    for _ in range(3):
+        model(videos(), labels=torch.tensor([0, 1])).loss.backward()
+    # 3 steps re-encode the learned prompts (K each) but the negative prompts (K) only once.
+    assert calls == [K] * 4
+    model.eval()
+    calls.clear()
+    with torch.no_grad():
+        model(videos())
+        model(videos())
+    assert calls == [K]  # eval: the learned prompts are encoded once per model state
+
+
+def test_estimate_visual_prompt_location(make_model):
+    model = make_model().eval()
+    size = model.visual_prompt.size
+    center = model.estimate_visual_prompt_location([videos(), videos(seed=1)])
+    assert model.config.visual_prompt_center == center
+    assert all(size // 2 <= c <= 32 - (size - size // 2) for c in center)
+    # The chosen square is the one with the highest mean saliency, checked by brute force.
+    frames = torch.cat([videos(), videos(seed=1)]).flatten(0, 1)
+    mean_map = model.saliency_maps(frames).mean(0)
+    scores = {
+        (r, c): mean_map[r : r + size, c : c + size].mean().item()
+        for r in range(32 - size + 1)
+        for c in range(32 - size + 1)
+    }
+    best = max(scores, key=scores.get)
+    assert [best[0] + size // 2, best[1] + size // 2] == center
+
+
+def test_visual_prompt_is_added_inside_the_square_only(make_model):
+    model = make_model(visual_prompt_center=[10, 20]).eval()
+    with torch.no_grad():
+        model.visual_prompt.delta.fill_(0.5)
+    frames = torch.zeros(2, 3, 32, 32)
+    prompted = model.add_visual_prompt(frames, model.class_text_embeds())
+    size = model.visual_prompt.size  # 8 at 32 px
+    top, left = 10 - size // 2, 20 - size // 2
+    std = torch.tensor(model.config.image_std)
+    expected = torch.zeros(2, 3, 32, 32)
+    expected[:, :, top : top + size, left : left + size] = (0.5 / std)[:, None, None]
+    torch.testing.assert_close(prompted, expected)
+    # per-frame placement at given corners equals the single-location placement.
+    per_frame = model.visual_prompt.add_per_frame(frames, torch.tensor([top, top]), torch.tensor([left, left]))
+    torch.testing.assert_close(per_frame, expected)

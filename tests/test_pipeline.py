@@ -1,0 +1,93 @@
+"""Saved checkpoints through `pipeline("video-classification")`, with the package and as remote code without it."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from transformers import AutoVideoProcessor, pipeline
+
+from hesp_hf import HESPVideoProcessor
+
+from .conftest import LABELS
+
+
+@pytest.fixture
+def checkpoint(make_model, tiny_clip_dir, tmp_path):
+    model = make_model()
+    processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
+    directory = tmp_path / "ckpt"
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory
+
+
+def test_pipeline_names_known_labels_and_unknown(checkpoint, sample_clip):
+    classifier = pipeline("video-classification", model=str(checkpoint))
+    result = classifier(str(sample_clip))
+    assert [r["label"] for r in result][-1] == "unknown"  # uncalibrated: "unknown" has probability 0
+    assert {r["label"] for r in result} == set(LABELS) | {"unknown"}
+    assert result[0]["label"] in LABELS
+    assert sum(r["score"] for r in result) == pytest.approx(1.0, abs=1e-5)
+
+    # A threshold above every score makes "unknown" the top label.
+    config = json.loads((checkpoint / "config.json").read_text())
+    config["unknown_threshold"] = 1e9
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    rejecting = pipeline("video-classification", model=str(checkpoint))
+    assert rejecting(str(sample_clip))[0]["label"] == "unknown"
+
+
+def test_pipeline_matches_model_on_processor_output(checkpoint, sample_clip):
+    classifier = pipeline("video-classification", model=str(checkpoint))
+    processor = AutoVideoProcessor.from_pretrained(checkpoint)
+    assert isinstance(processor, HESPVideoProcessor)
+    inputs = processor(str(sample_clip), return_tensors="pt")
+    with torch.no_grad():
+        probs = classifier.model(**inputs).logits[0].softmax(-1)
+    top = classifier(str(sample_clip), top_k=1)[0]
+    assert top["label"] == classifier.model.config.id2label[int(probs.argmax())]
+    assert top["score"] == pytest.approx(float(probs.max()), rel=1e-5)
+
+
+def test_remote_code_without_the_package(checkpoint, sample_clip, tmp_path):
+    """A fresh interpreter where `hesp_hf` cannot be imported loads everything from the checkpoint's own files."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hesp_hf"] = None  # `import hesp_hf` now raises ImportError
+        try:
+            import hesp_hf
+            raise SystemExit("hesp_hf should not be importable here")
+        except ImportError:
+            pass
+        import torch
+        from transformers import AutoModel, AutoModelForVideoClassification, AutoVideoProcessor, pipeline
+        model = AutoModel.from_pretrained({str(checkpoint)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert not any(p.requires_grad for p in model.vision_model.parameters())
+        AutoModelForVideoClassification.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        processor = AutoVideoProcessor.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        inputs = processor({str(sample_clip)!r}, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**inputs).logits
+        torch.save(logits, {str(tmp_path / "remote.pt")!r})
+        classifier = pipeline("video-classification", model={str(checkpoint)!r}, trust_remote_code=True)
+        print("LABELS", [r["label"] for r in classifier({str(sample_clip)!r})])
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    labels = eval(done.stdout.split("LABELS", 1)[1].strip())
+    assert set(labels) == set(LABELS) | {"unknown"}
+
+    from transformers import AutoModel
+
+    local = AutoModel.from_pretrained(checkpoint).eval()
+    inputs = AutoVideoProcessor.from_pretrained(checkpoint)(str(sample_clip), return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), local(**inputs).logits, rtol=0, atol=0)
