@@ -196,15 +196,17 @@ class HESPConfig(CLIPConfig):
                 f"HESPConfig.negative_prompt_token_ids must hold one token list per known class ({num_known})."
             )
         max_len = self.text_config.max_position_embeddings
-        for label, ids in zip(self.known_labels, self.class_token_ids):
+        for label, ids in zip(self.known_labels, self.class_token_ids, strict=True):
             if len(ids) < 2:
-                raise ValueError(f"HESPConfig.class_token_ids for '{label}' must hold start and end tokens, got {ids}.")
+                raise ValueError(
+                    f"HESPConfig.class_token_ids for '{label}' must hold start and end tokens, got {ids}."
+                )
             if len(ids) + self.n_ctx > max_len:
                 raise ValueError(
                     f"The prompt for '{label}' needs {len(ids) + self.n_ctx} tokens ({len(ids)} text tokens + "
                     f"n_ctx={self.n_ctx}), more than the text tower's max_position_embeddings={max_len}."
                 )
-        for label, ids in zip(self.known_labels, self.negative_prompt_token_ids):
+        for label, ids in zip(self.known_labels, self.negative_prompt_token_ids, strict=True):
             if not 2 <= len(ids) <= max_len:
                 raise ValueError(
                     f"HESPConfig.negative_prompt_token_ids for '{label}' must hold 2..{max_len} tokens, got {len(ids)}."

@@ -149,7 +149,9 @@ class HESPVisualPrompt(nn.Module):
     def add_at(self, pixel_values: torch.Tensor, top: int, left: int) -> torch.Tensor:
         """One location for every frame: `pixel_values (..., C, H, W)`, one broadcast over batch and time."""
         height, width = pixel_values.shape[-2:]
-        padded = F.pad(self.scaled_delta(pixel_values), (left, width - left - self.size, top, height - top - self.size))
+        padded = F.pad(
+            self.scaled_delta(pixel_values), (left, width - left - self.size, top, height - top - self.size)
+        )
         return pixel_values + padded  # (C, H, W) broadcast over the leading axes
 
     def add_per_frame(self, frames: torch.Tensor, tops: torch.Tensor, lefts: torch.Tensor) -> torch.Tensor:

@@ -84,9 +84,7 @@ def read_video_pyav(path: str | Path, sample_indices_fn: Any = None) -> tuple[np
             height=stream.height,
             width=stream.width,
         )
-        indices = (
-            np.arange(total) if sample_indices_fn is None else np.asarray(sample_indices_fn(metadata=metadata))
-        )
+        indices = np.arange(total) if sample_indices_fn is None else np.asarray(sample_indices_fn(metadata=metadata))
         wanted = set(int(i) for i in indices)
         last = max(wanted)
         frames: dict[int, np.ndarray] = {}

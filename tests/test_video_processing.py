@@ -1,0 +1,149 @@
+"""HESPVideoProcessor: sampling, shapes for awkward inputs, PyAV decoding, clear errors for undecodable files."""
+
+import numpy as np
+import pytest
+import torch
+
+from hesp_hf import HESPVideoProcessor, VideoDecodeError
+from hesp_hf.modeling.video_processing_hesp import segment_indices
+from hesp_hf.video_writer import write_video
+
+from .conftest import random_video
+
+
+@pytest.fixture
+def processor(tiny_clip_dir):
+    return HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
+
+
+def test_from_clip_reads_the_vision_size(processor):
+    assert processor.crop_size.height == processor.crop_size.width == 32
+    assert processor.size.shortest_edge == 32
+    assert processor.num_frames == 4
+    assert processor.image_mean == pytest.approx([0.48145466, 0.4578275, 0.40821073])
+
+
+def test_from_clip_prefers_the_image_processor_config(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text(
+        '{"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": 48, "width": 48},'
+        ' "size": {"shortest_edge": 50}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}'
+    )
+    processor = HESPVideoProcessor.from_clip(str(tmp_path), num_frames=3)
+    out = processor(random_video(frames=5, height=60, width=70), return_tensors="pt")
+    assert out["pixel_values_videos"].shape == (1, 3, 3, 48, 48)
+    assert list(processor.image_std) == [0.25, 0.25, 0.25]
+
+
+def test_segment_indices_centres_random_and_loops():
+    # 16 frames in 4 segments [0,4) [4,8) [8,12) [12,16): centres 1, 5, 9, 13.
+    assert segment_indices(16, 4).tolist() == [1, 5, 9, 13]
+    assert segment_indices(10, 4).tolist() == [0, 3, 5, 8]  # segments [0,2) [2,5) [5,7) [7,10)
+    assert segment_indices(3, 8).tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert segment_indices(1, 4).tolist() == [0, 0, 0, 0]
+    generator = torch.Generator().manual_seed(0)
+    draws = np.stack([segment_indices(16, 4, True, generator) for _ in range(400)])
+    for segment in range(4):
+        assert set(draws[:, segment].tolist()) == set(range(4 * segment, 4 * segment + 4))
+    with pytest.raises(ValueError, match="at least one frame"):
+        segment_indices(0, 4)
+
+
+@pytest.mark.parametrize("frames", [1, 3, 9])
+def test_short_and_long_arrays_give_num_frames(processor, frames):
+    video = random_video(frames=frames, height=37, width=51)  # odd sizes
+    out = processor(video, return_tensors="pt")["pixel_values_videos"]
+    assert out.shape == (1, 4, 3, 32, 32)
+    if frames == 1:
+        assert torch.equal(out[0, 0], out[0, 3])  # looped
+
+
+def test_sampled_frames_are_the_segment_centres(processor):
+    video = np.zeros((16, 32, 32, 3), dtype=np.uint8)
+    video[:, 0, 0, 0] = np.arange(16) * 10  # frame index written into one pixel
+    out = processor(video, return_tensors="pt", do_normalize=False, do_resize=False, do_center_crop=False)
+    picked = (out["pixel_values_videos"][0, :, 0, 0, 0] * 255).round().long().tolist()
+    assert picked == [10, 50, 90, 130]
+
+
+def test_grayscale_array(processor):
+    gray = random_video(frames=2)[..., :1]  # (T, H, W, 1)
+    out = processor(gray, return_tensors="pt")["pixel_values_videos"]
+    assert out.shape == (1, 4, 3, 32, 32)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "codec", "pix_fmt"),
+    [
+        ("h264.mp4", (3, 40, 48, 3), "libx264", "yuv420p"),
+        ("one-frame.mp4", (1, 40, 48, 3), "libx264", "yuv420p"),
+        ("odd.mkv", (5, 33, 47, 3), "ffv1", "yuv444p"),
+        ("gray.mkv", (3, 30, 40), "ffv1", "gray"),
+        ("ten-bit.mkv", (3, 30, 40, 3), "ffv1", "yuv420p10le"),
+        ("ten-bit-h264.mp4", (3, 30, 40, 3), "libx264", "yuv420p10le"),
+        ("mpeg4.avi", (6, 30, 40, 3), "mpeg4", "yuv420p"),
+    ],
+)
+def test_files_decode_to_the_right_shape(processor, tmp_path, name, shape, codec, pix_fmt):
+    frames = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    path = write_video(tmp_path / name, frames, codec=codec, pix_fmt=pix_fmt)
+    out = processor(str(path), return_tensors="pt")["pixel_values_videos"]
+    assert out.shape == (1, 4, 3, 32, 32)
+    assert torch.isfinite(out).all()
+
+
+def test_lossless_file_round_trip(processor, tmp_path):
+    """A lossless file gives the same pixel values as the array it was written from."""
+    video = np.random.default_rng(1).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    path = write_video(tmp_path / "lossless.mkv", video, codec="ffv1", pix_fmt="bgr0")
+    from_file = processor(str(path), return_tensors="pt")["pixel_values_videos"]
+    from_array = processor(video, return_tensors="pt")["pixel_values_videos"]
+    torch.testing.assert_close(from_file, from_array)
+
+
+def test_batch_of_files(processor, tmp_path):
+    paths = [
+        str(write_video(tmp_path / f"{i}.mp4", random_video(frames=2 + i, height=40, width=40))) for i in range(3)
+    ]
+    out = processor(paths, return_tensors="pt")["pixel_values_videos"]
+    assert out.shape == (3, 4, 3, 32, 32)
+
+
+def test_undecodable_files_raise_a_clear_error(processor, tmp_path, sample_clip):
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(sample_clip.read_bytes()[: sample_clip.stat().st_size // 3])
+    audio = tmp_path / "audio.wav"
+    _write_audio(audio)
+    for path in (empty, text, truncated, audio):
+        with pytest.raises(VideoDecodeError, match=str(path.name)):
+            processor(str(path), return_tensors="pt")
+    with pytest.raises(VideoDecodeError, match="no video stream"):
+        processor(str(audio), return_tensors="pt")
+    with pytest.raises(FileNotFoundError, match="missing.mp4"):
+        processor(str(tmp_path / "missing.mp4"), return_tensors="pt")
+
+
+def test_random_sampling_for_training(tiny_clip_dir):
+    processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4, random_sampling=True)
+    video = np.zeros((40, 32, 32, 3), dtype=np.uint8)
+    video[:, 0, 0, 0] = np.arange(40) * 6
+    seen = set()
+    for _ in range(20):
+        out = processor(video, return_tensors="pt", do_normalize=False, do_resize=False, do_center_crop=False)
+        seen.add(tuple((out["pixel_values_videos"][0, :, 0, 0, 0] * 255 / 6).round().long().tolist()))
+    assert len(seen) > 1
+    assert all(10 * s <= i < 10 * (s + 1) for draw in seen for s, i in enumerate(draw))
+
+
+def _write_audio(path):
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
