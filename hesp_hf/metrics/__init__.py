@@ -1,0 +1,55 @@
+"""Open-set metrics: ACC / AUROC / OSCR as pure functions, as an `evaluate` module, and as plots."""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .oscr.oscr import (
+    SCORES,
+    OpenSetCurves,
+    ScoreName,
+    known_class_predictions,
+    open_set_curves,
+    open_set_metrics,
+    oscr_curve,
+)
+from .plots import plot_open_set_curves
+
+
+OSCR_METRIC_PATH = Path(__file__).parent / "oscr"
+
+
+def load_oscr_metric(**kwargs: Any):
+    """The OSCR metric as an `evaluate.Metric`, loaded offline from this package's folder."""
+    import evaluate
+
+    return evaluate.load(str(OSCR_METRIC_PATH), **kwargs)
+
+
+def trainer_compute_metrics(unknown_label: int = -1, score: ScoreName = "max_logit"):
+    """A `Trainer(compute_metrics=...)` function for HESP models: takes the model's `(N, K + 1)` logits (the first
+    prediction array) and the labels, and returns accuracy, AUROC, OSCR and FPR at 95% TPR."""
+
+    def compute_metrics(eval_prediction: Any) -> dict[str, float | int]:
+        predictions = eval_prediction.predictions
+        logits = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
+        return open_set_metrics(
+            np.asarray(logits), np.asarray(eval_prediction.label_ids), unknown_label, score, has_unknown_column=True
+        )
+
+    return compute_metrics
+
+
+__all__ = [
+    "OSCR_METRIC_PATH",
+    "SCORES",
+    "OpenSetCurves",
+    "known_class_predictions",
+    "load_oscr_metric",
+    "open_set_curves",
+    "open_set_metrics",
+    "oscr_curve",
+    "plot_open_set_curves",
+    "trainer_compute_metrics",
+]

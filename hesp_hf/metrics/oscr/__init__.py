@@ -1,0 +1,1 @@
+"""The OSCR `evaluate` module; `evaluate.load` reads `oscr.py` from this folder."""
