@@ -52,8 +52,13 @@ def segment_indices(
 def read_video_pyav(path: str | Path, sample_indices_fn: Any = None) -> tuple[np.ndarray, VideoMetadata]:
     """Decode the frames chosen by `sample_indices_fn(metadata=...)` (all frames if `None`) as RGB `(T, H, W, 3)`.
 
-    Any pixel format (grayscale, 10-bit, ...) comes out as 8-bit RGB. Decoding stops after the last frame needed.
-    Raises [`VideoDecodeError`] naming the file for an empty, truncated, non-video or audio-only file.
+    Reads only what the sampled frames need: the packets are demuxed first (cheap, no decoding), which gives the
+    exact frame count and where the keyframes are; each sampled frame is then decoded from the last keyframe before
+    it, continuing forward instead of restarting when that keyframe is already behind the decoder. Streams without
+    timestamps are decoded sequentially up to the last sampled frame. Threaded decoding.
+
+    Any pixel format (grayscale, 10-bit, ...) comes out as 8-bit RGB. Raises [`VideoDecodeError`] naming the file
+    for an empty, truncated, non-video or audio-only file.
     """
     import av
 
@@ -68,42 +73,80 @@ def read_video_pyav(path: str | Path, sample_indices_fn: Any = None) -> tuple[np
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         try:
-            total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size)
-            if not stream.frames:
-                container.seek(0)
+            packets = [packet for packet in container.demux(stream) if packet.size]
         except av.error.FFmpegError as error:
-            raise VideoDecodeError(f"Cannot read video file {path}: {error}") from error
-        if total < 1:
+            raise VideoDecodeError(f"Video file {path} is corrupt or truncated: {error}") from error
+        if not packets:
             raise VideoDecodeError(f"Video file {path} holds no frames.")
         fps = float(stream.average_rate) if stream.average_rate else None
         metadata = VideoMetadata(
-            total_num_frames=int(total),
+            total_num_frames=len(packets),
             fps=fps,
-            duration=total / fps if fps else None,
+            duration=len(packets) / fps if fps else None,
             video_backend="pyav",
             height=stream.height,
             width=stream.width,
         )
-        indices = np.arange(total) if sample_indices_fn is None else np.asarray(sample_indices_fn(metadata=metadata))
-        wanted = set(int(i) for i in indices)
-        last = max(wanted)
-        frames: dict[int, np.ndarray] = {}
-        decoded = 0
+        indices = np.arange(len(packets)) if sample_indices_fn is None else np.asarray(sample_indices_fn(metadata=metadata))
+        wanted = sorted(set(int(i) for i in indices))
+        if wanted[0] < 0 or wanted[-1] >= len(packets):
+            raise ValueError(f"Frame indices {wanted} fall outside the {len(packets)} frames of {path}.")
         try:
-            for index, frame in enumerate(container.decode(stream)):
-                if index in wanted:
-                    frames[index] = frame.to_ndarray(format="rgb24")
-                decoded = index + 1
-                if index >= last:
-                    break
+            if any(packet.pts is None for packet in packets):
+                frames = _decode_sequentially(stream.codec_context, packets, wanted)
+            else:
+                frames = _decode_from_keyframes(stream.codec_context, packets, wanted)
         except av.error.FFmpegError as error:
             raise VideoDecodeError(f"Video file {path} is corrupt or truncated: {error}") from error
-    if decoded <= last:
+    missing = [i for i in wanted if i not in frames]
+    if missing:
         raise VideoDecodeError(
-            f"Video file {path} is truncated: its header announces {total} frames but only {decoded} decode."
+            f"Video file {path} is truncated or corrupt: frames {missing[:5]} of {len(packets)} do not decode."
         )
     metadata.frames_indices = indices.tolist()
     return np.stack([frames[int(i)] for i in indices]), metadata
+
+
+def _decode_sequentially(codec: Any, packets: list, wanted: list[int]) -> dict[int, np.ndarray]:
+    """Decode in stream order up to the last wanted frame (for streams whose packets carry no timestamps)."""
+    frames, position, last, targets = {}, 0, wanted[-1], set(wanted)
+    for packet in [*packets, None]:
+        for frame in codec.decode(packet):
+            if position in targets:
+                frames[position] = frame.to_ndarray(format="rgb24")
+            position += 1
+        if position > last:
+            break
+    return frames
+
+
+def _decode_from_keyframes(codec: Any, packets: list, wanted: list[int]) -> dict[int, np.ndarray]:
+    """Decode the wanted frames (presentation-order indices), each from the last keyframe at or before it."""
+    pts_in_order = sorted(packet.pts for packet in packets)  # presentation order
+    index_of_pts = {pts: index for index, pts in enumerate(pts_in_order)}
+    keyframes = [position for position, packet in enumerate(packets) if packet.is_keyframe] or [0]
+    frames: dict[int, np.ndarray] = {}
+    wanted_set = set(wanted)
+    next_packet = None  # decode position in `packets`; None: the decoder holds nothing useful
+    for target in wanted:
+        if target in frames:
+            continue
+        target_pts = pts_in_order[target]
+        start = max((k for k in keyframes if packets[k].pts <= target_pts), default=0)
+        if next_packet is None or next_packet <= start:  # the decoder is behind that keyframe: jump to it
+            codec.flush_buffers()
+            next_packet = start
+        while target not in frames:
+            packet = packets[next_packet] if next_packet < len(packets) else None
+            for frame in codec.decode(packet):
+                index = index_of_pts.get(frame.pts)
+                if index in wanted_set and index not in frames:
+                    frames[index] = frame.to_ndarray(format="rgb24")
+            if packet is None:  # flushed: nothing more will come
+                next_packet = None
+                break
+            next_packet += 1
+    return frames
 
 
 class HESPVideoProcessor(BaseVideoProcessor):
