@@ -92,9 +92,15 @@ def test_list_layout_and_label_order(list_layout):
 def test_validation_holdout_is_stratified_and_seeded(list_layout):
     records = read_annotation(list_layout / "train.txt", MAFW) * 5  # 10 clips per class
     records = [r.__class__(f"{r.path}#{i}", r.label, r.num_frames, r.source, i) for i, r in enumerate(records)]
-    split = make_open_set_split(MAFW, records, records, known_labels=["anger", "fear"], validation_fraction=0.2, seed=1)
-    again = make_open_set_split(MAFW, records, records, known_labels=["anger", "fear"], validation_fraction=0.2, seed=1)
-    other = make_open_set_split(MAFW, records, records, known_labels=["anger", "fear"], validation_fraction=0.2, seed=2)
+    split = make_open_set_split(
+        MAFW, records, records, known_labels=["anger", "fear"], validation_fraction=0.2, seed=1
+    )
+    again = make_open_set_split(
+        MAFW, records, records, known_labels=["anger", "fear"], validation_fraction=0.2, seed=1
+    )
+    other = make_open_set_split(
+        MAFW, records, records, known_labels=["anger", "fear"], validation_fraction=0.2, seed=2
+    )
     assert [r.label for r in split.validation].count(0) == 2 and [r.label for r in split.validation].count(1) == 2
     assert split.validation == again.validation and split.validation != other.validation
     assert not {r.path for r in split.validation} & {r.path for r in split.train}

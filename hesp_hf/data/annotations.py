@@ -68,7 +68,9 @@ def read_annotation(
     for record in records:
         if record.path in seen:
             first = seen[record.path]
-            problems.append(f"{record.source}:{record.line}: duplicate entry {record.path} (first at line {first.line})")
+            problems.append(
+                f"{record.source}:{record.line}: duplicate entry {record.path} (first at line {first.line})"
+            )
         else:
             seen[record.path] = record
     if check_disk:
@@ -151,7 +153,9 @@ def _read_class_folders(path: Path, preset: DatasetPreset, root: Path) -> tuple[
     folders = {child.name.lower(): child for child in sorted(path.iterdir()) if child.is_dir()}
     known = {name.lower() for name in preset.class_names}
     for extra in sorted(set(folders) - known):
-        problems.append(f"{folders[extra]}: unknown class folder '{folders[extra].name}' (expected {list(preset.class_names)})")
+        problems.append(
+            f"{folders[extra]}: unknown class folder '{folders[extra].name}' (expected {list(preset.class_names)})"
+        )
     for index, name in enumerate(preset.class_names):
         folder = folders.get(name.lower())
         if folder is None:

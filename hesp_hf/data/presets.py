@@ -58,8 +58,17 @@ PRESETS: dict[str, DatasetPreset] = {
     "mafw": DatasetPreset(
         name="mafw",
         class_names=(
-            "anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise",
-            "contempt", "anxiety", "helplessness", "disappointment",
+            "anger",
+            "disgust",
+            "fear",
+            "happiness",
+            "neutral",
+            "sadness",
+            "surprise",
+            "contempt",
+            "anxiety",
+            "helplessness",
+            "disappointment",
         ),  # fmt: skip
         label_base=0,
         folds=(1, 2, 3, 4, 5),

@@ -66,7 +66,9 @@ class OpenSetSplit:
         return "\n".join(rows)
 
 
-def known_classes_for(preset: DatasetPreset, split_index: int | None, known_labels: list[str] | None) -> tuple[int, ...]:
+def known_classes_for(
+    preset: DatasetPreset, split_index: int | None, known_labels: list[str] | None
+) -> tuple[int, ...]:
     """Original indices of the known classes: the preset's released list `split_index` (0..19, file order), or the
     named `known_labels`; sorted, which is the label order."""
     if (split_index is None) == (known_labels is None):
@@ -130,7 +132,9 @@ def make_open_set_split(
 
     train_known = [reindex(r, relabel[r.label]) for r in train_records if r.label in relabel]
     if not train_known:
-        raise ValueError(f"The training list holds no clip of the known classes {[preset.class_names[i] for i in known]}.")
+        raise ValueError(
+            f"The training list holds no clip of the known classes {[preset.class_names[i] for i in known]}."
+        )
     train, validation = stratified_holdout(train_known, validation_fraction, seed)
     test = [reindex(r, relabel.get(r.label, unknown_label)) for r in test_records]
     split = OpenSetSplit(preset, known, tuple(train), tuple(validation), tuple(test), unknown_label)
