@@ -87,23 +87,29 @@ class HESPOpenSetLoss(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Returns the weighted total and the unweighted value of each active term (a zero weight skips its term).
 
-        Shapes: `labels (B,)` in `0..K-1`; `clip_logits`, `reciprocal_logits (B, K)`; `video_embeds (B, D)`;
+        Shapes: `labels (B,)` in `0..K-1`, or -1 for an unknown clip (left out of the label terms); `clip_logits`, `reciprocal_logits (B, K)`; `video_embeds (B, D)`;
         `negative_visual_embeds`, `negative_text_embeds (K, D)`; `logit_scale`, `radius` scalars.
         """
         config = self.config
         # Losses in float32 at least: bf16 cross-entropies and distances lose the small differences that train prompts.
         compute_dtype = torch.promote_types(clip_logits.dtype, torch.float32)
-        clip_logits = clip_logits.to(compute_dtype)
-        reciprocal_logits = reciprocal_logits.to(compute_dtype)
+        known = labels >= 0  # unknown clips (label -1, evaluation data only) take no part in the label terms
+        labels = labels[known]
+        clip_logits = clip_logits.to(compute_dtype)[known]
+        reciprocal_logits = reciprocal_logits.to(compute_dtype)[known]
+        video_embeds = video_embeds[known]
         terms: dict[str, torch.Tensor] = {}
         weights = self.weights()
-        if weights["known_ce"] > 0:
+        if not known.any():  # no label term is defined; keep the graph and the keys
+            weights = {name: w for name, w in weights.items() if name == "negative_clip"}
+            terms = {name: clip_logits.sum() * 0.0 for name in self.term_names if name != "negative_clip"}
+        if weights.get("known_ce", 0) > 0:
             terms["known_ce"] = F.cross_entropy(clip_logits, labels)
-        if weights["known_contrastive"] > 0:
+        if weights.get("known_contrastive", 0) > 0:
             terms["known_contrastive"] = supervised_contrastive_loss(
                 video_embeds.to(compute_dtype), labels, config.contrastive_temperature
             )
-        if weights["negative_clip"] > 0:
+        if weights.get("negative_clip", 0) > 0:
             if negative_text_embeds is None:
                 raise ValueError("The negative_clip term needs the negative text embeddings.")
             negative_logits = (
@@ -113,17 +119,17 @@ class HESPOpenSetLoss(nn.Module):
             )  # (K, K): row j = negative visual prompt j against every negative text prompt
             targets = torch.arange(negative_logits.shape[0], device=negative_logits.device)
             terms["negative_clip"] = F.cross_entropy(negative_logits, targets)
-        if weights["negative_ce"] > 0:
+        if weights.get("negative_ce", 0) > 0:
             reciprocal_ce = F.cross_entropy(reciprocal_logits / config.reciprocal_temperature, labels)
             own_points = negative_visual_embeds.to(compute_dtype)[labels]  # (B, D)
             distance_to_own = (video_embeds.to(compute_dtype) - own_points).pow(2).mean(dim=-1)  # (B,)
             margin = F.relu(distance_to_own - radius.to(compute_dtype) + config.reciprocal_margin).mean()
             terms["negative_ce"] = reciprocal_ce + config.reciprocal_margin_weight * margin
-        if weights["hybrid_ce"] > 0:
+        if weights.get("hybrid_ce", 0) > 0:
             terms["hybrid_ce"] = F.cross_entropy((clip_logits + reciprocal_logits) / 2, labels)
         if not terms:
             raise ValueError("Every loss weight of the HESPConfig is 0: at least one term must be active.")
-        total = sum(weights[name] * value for name, value in terms.items())
+        total = sum(weights.get(name, 0.0) * value for name, value in terms.items())
         return total, terms
 
 

@@ -26,6 +26,8 @@ from .loss_hesp import HESPOpenSetLoss, reciprocal_logits
 
 logger = logging.get_logger(__name__)
 
+UNKNOWN_CLIP_LABEL = -1  # label of unknown-class clips in evaluation data; the loss leaves them out
+
 
 @dataclass
 class HESPVideoClassifierOutput(ModelOutput):
@@ -449,7 +451,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         pixel_values_videos (`torch.FloatTensor` of shape `(B, T, C, H, W)`):
             Normalised frames, as produced by [`HESPVideoProcessor`]; `T` may differ from `config.num_frames`.
         labels (`torch.LongTensor` of shape `(B,)`, *optional*):
-            Known-class indices `0..K-1`; when given, the open-set loss is returned.
+            Known-class indices `0..K-1`; when given, the open-set loss is returned. `-1` marks an unknown clip, left
+            out of the label terms (so a `Trainer` can evaluate on open-set data).
         """
         if pixel_values_videos.dim() != 5:
             raise ValueError(
@@ -511,10 +514,11 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         num_known = self.config.num_known_labels
         if labels.numel() != batch:
             raise ValueError(f"labels holds {labels.numel()} values for a batch of {batch} clips.")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_known):
+        bad = (labels != UNKNOWN_CLIP_LABEL) & ((labels < 0) | (labels >= num_known))
+        if bad.any():
             raise ValueError(
-                f"labels must be known-class indices in 0..{num_known - 1} ({self.config.known_labels}); got "
-                f"{sorted(set(labels.tolist()))}. Unknown-class clips belong to evaluation only."
+                f"labels must be known-class indices in 0..{num_known - 1} ({self.config.known_labels}) or "
+                f"{UNKNOWN_CLIP_LABEL} for an unknown clip; got {sorted(set(labels[bad].tolist()))}."
             )
         return labels
 

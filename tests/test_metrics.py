@@ -163,7 +163,14 @@ def test_evaluate_module_batches_and_trainer_hook():
 
     model_logits = np.c_[logits, np.zeros(len(logits))]
     prediction = EvalPrediction(predictions=(model_logits, logits.max(1)), label_ids=references)
-    assert trainer_compute_metrics()(prediction) == open_set_metrics(logits, references)
+    expected = open_set_metrics(logits, references)
+    assert trainer_compute_metrics()(prediction) == {
+        **expected,
+        "oscr_plus_auroc": expected["oscr"] + expected["auroc"],
+    }
+    known = references != -1
+    known_only = EvalPrediction(predictions=(model_logits[known],), label_ids=references[known])
+    assert trainer_compute_metrics()(known_only) == {"accuracy": expected["accuracy"], "num_known": int(known.sum())}
 
 
 def test_plot_writes_a_png(tmp_path):

@@ -63,7 +63,19 @@ def test_rejects_bad_labels(make_model):
     with pytest.raises(ValueError, match="known-class indices in 0..2"):
         model(videos(), labels=torch.tensor([0, 3]))
     with pytest.raises(ValueError, match="known-class indices"):
-        model(videos(), labels=torch.tensor([-1, 0]))
+        model(videos(), labels=torch.tensor([-2, 0]))
+
+
+def test_unknown_clips_are_left_out_of_the_loss(make_model):
+    model = make_model().eval()
+    batch = videos(batch=3)
+    with torch.no_grad():
+        mixed = model(batch, labels=torch.tensor([1, -1, 0]))
+        known_only = model(batch[[0, 2]], labels=torch.tensor([1, 0]))
+        only_unknown = model(batch[1:2], labels=torch.tensor([-1]))
+    torch.testing.assert_close(mixed.loss, known_only.loss)
+    torch.testing.assert_close(only_unknown.loss, only_unknown.loss_terms["negative_clip"])
+    assert only_unknown.loss_terms["known_ce"] == 0
 
 
 def test_auto_round_trip(make_model, tmp_path):

@@ -21,6 +21,7 @@ def load_open_set_split(
     label_base: int | None = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
+    validation_unknown_fraction: float = 0.0,
 ) -> OpenSetSplit:
     """Read and check both annotations (every problem of both reported at once), then apply the open-set protocol.
 
@@ -38,7 +39,14 @@ def load_open_set_split(
     if problems:
         raise AnnotationError(problems)
     return make_open_set_split(
-        preset, lists[0], lists[1], split_index, known_labels, validation_fraction=validation_fraction, seed=seed
+        preset,
+        lists[0],
+        lists[1],
+        split_index,
+        known_labels,
+        validation_fraction=validation_fraction,
+        seed=seed,
+        validation_unknown_fraction=validation_unknown_fraction,
     )
 
 

@@ -19,6 +19,15 @@ class DatasetPreset:
     excluded_labels: tuple[int, ...] = ()
     folds: tuple[int, ...] = ()
     open_set_splits: tuple[tuple[int, ...], ...] = field(default=())
+    annotation_files: tuple[str, str] | None = None  # (train, test) under the data root; `{fold}` is filled in
+
+    def default_annotations(self, fold: int | None = None) -> tuple[str, str]:
+        """The preset's usual (train, test) annotation paths relative to the data root, for `fold` if it has folds."""
+        if self.annotation_files is None:
+            raise ValueError(f"'{self.name}' has no default annotation files: pass the train and test annotations.")
+        if self.folds and fold not in self.folds:
+            raise ValueError(f"'{self.name}' needs a fold in {list(self.folds)}, got {fold}.")
+        return tuple(name.format(fold=fold) for name in self.annotation_files)
 
     @property
     def num_classes(self) -> int:
@@ -54,6 +63,7 @@ PRESETS: dict[str, DatasetPreset] = {
         excluded_labels=(0,),
         folds=(1, 2, 3, 4, 5),
         open_set_splits=DFEW_SPLITS,
+        annotation_files=("annotation/set_{fold}_train.txt", "annotation/set_{fold}_test.txt"),  # DFER-CLIP lists
     ),
     "mafw": DatasetPreset(
         name="mafw",
@@ -71,19 +81,21 @@ PRESETS: dict[str, DatasetPreset] = {
             "disappointment",
         ),  # fmt: skip
         label_base=0,
-        folds=(1, 2, 3, 4, 5),
         open_set_splits=MAFW_SPLITS,
+        annotation_files=("annotation_text_label/MAFW_train.txt", "annotation_text_label/MAFW_val.txt"),  # HESP's
     ),
     "afew": DatasetPreset(
         name="afew",
         class_names=("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"),
         open_set_splits=AFEW_SPLITS,
+        annotation_files=("Train", "Val"),  # class folders
     ),
     # FERV39k has fixed train/test lists and no released open-set lists: pass the known classes explicitly.
     "ferv39k": DatasetPreset(
         name="ferv39k",
         class_names=("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"),
         label_base=1,
+        annotation_files=("annotation/FERV39k_train.txt", "annotation/FERV39k_test.txt"),  # DFER-CLIP lists
     ),
 }
 

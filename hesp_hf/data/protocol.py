@@ -54,10 +54,14 @@ class OpenSetSplit:
             name = self.preset.class_names[original]
             c = [counts[s][label] for s in ("train", "validation", "test")]
             rows.append(f"{name:<16} {'known':<8} {label:>5} {c[0]:>7} {c[1]:>7} {c[2]:>7}")
+        unknown_val = Counter(r.original_label for r in self.validation if r.label == self.unknown_label)
         unknown_test = Counter(r.original_label for r in self.test if r.label == self.unknown_label)
         for original in self.unknown_classes:
             name = self.preset.class_names[original]
-            rows.append(f"{name:<16} {'unknown':<8} {self.unknown_label:>5} {0:>7} {0:>7} {unknown_test[original]:>7}")
+            rows.append(
+                f"{name:<16} {'unknown':<8} {self.unknown_label:>5} {0:>7} {unknown_val[original]:>7} "
+                f"{unknown_test[original]:>7}"
+            )
         rows.append(
             f"{'total':<16} {'':<8} {'':>5} {len(self.train):>7} {len(self.validation):>7} {len(self.test):>7}"
             f"  (test: {sum(r.label != self.unknown_label for r in self.test)} known + "
@@ -122,8 +126,14 @@ def make_open_set_split(
     validation_fraction: float = 0.1,
     seed: int = 0,
     unknown_label: int = UNKNOWN_LABEL,
+    validation_unknown_fraction: float = 0.0,
 ) -> OpenSetSplit:
-    """Apply the open-set protocol to a training and a test list (records labelled in preset order)."""
+    """Apply the open-set protocol to a training and a test list (records labelled in preset order).
+
+    `validation_unknown_fraction` > 0 also puts that share of the *training list's* unknown-class clips (otherwise
+    unused) into the validation subset, labelled `unknown_label`, so that model selection can use AUROC and OSCR
+    without ever looking at the test list. Threshold calibration uses the known validation clips only.
+    """
     known = known_classes_for(preset, split_index, known_labels)
     relabel = {original: label for label, original in enumerate(known)}
 
@@ -136,6 +146,10 @@ def make_open_set_split(
             f"The training list holds no clip of the known classes {[preset.class_names[i] for i in known]}."
         )
     train, validation = stratified_holdout(train_known, validation_fraction, seed)
+    if validation_unknown_fraction > 0:
+        train_unknown = [r for r in train_records if r.label not in relabel]  # still in preset order: stratified
+        _, held_unknown = stratified_holdout(train_unknown, validation_unknown_fraction, seed)
+        validation += [reindex(r, unknown_label) for r in held_unknown]
     test = [reindex(r, relabel.get(r.label, unknown_label)) for r in test_records]
     split = OpenSetSplit(preset, known, tuple(train), tuple(validation), tuple(test), unknown_label)
     logger.info("Open-set split:\n%s", split.summary())

@@ -29,14 +29,19 @@ def load_oscr_metric(**kwargs: Any):
 
 def trainer_compute_metrics(unknown_label: int = -1, score: ScoreName = "max_logit"):
     """A `Trainer(compute_metrics=...)` function for HESP models: takes the model's `(N, K + 1)` logits (the first
-    prediction array) and the labels, and returns accuracy, AUROC, OSCR and FPR at 95% TPR."""
+    prediction array) and the labels, and returns accuracy, AUROC, OSCR, FPR at 95% TPR and `oscr_plus_auroc` (the
+    model-selection criterion). On data without unknown clips, where AUROC and OSCR are undefined, it returns the
+    accuracy alone."""
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float | int]:
         predictions = eval_prediction.predictions
-        logits = predictions[0] if isinstance(predictions, (tuple, list)) else predictions
-        return open_set_metrics(
-            np.asarray(logits), np.asarray(eval_prediction.label_ids), unknown_label, score, has_unknown_column=True
-        )
+        logits = np.asarray(predictions[0] if isinstance(predictions, (tuple, list)) else predictions)
+        labels = np.asarray(eval_prediction.label_ids)
+        if not (labels == unknown_label).any():
+            known_logits = logits[:, :-1]
+            return {"accuracy": float((known_logits.argmax(axis=1) == labels).mean()), "num_known": int(len(labels))}
+        metrics = open_set_metrics(logits, labels, unknown_label, score, has_unknown_column=True)
+        return {**metrics, "oscr_plus_auroc": metrics["oscr"] + metrics["auroc"]}
 
     return compute_metrics
 

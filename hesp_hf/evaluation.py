@@ -1,0 +1,101 @@
+"""Evaluating a HESP model on an open-set test set: predictions through the `Trainer`, then metrics JSON, the curves
+PNG and a confusion table, each written whole or not at all."""
+
+import csv
+import io
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import Trainer
+
+from .metrics import open_set_metrics, plot_open_set_curves
+
+
+logger = logging.getLogger(__name__)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder, renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(text)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def predict_open_set(trainer: Trainer, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`(logits (N, K + 1), open_set_score (N,), labels (N,))` of a dataset, gathered over every process."""
+    output = trainer.predict(dataset, metric_key_prefix="predict")
+    predictions = output.predictions
+    logits, scores = (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
+    if scores is None:
+        scores = logits[:, :-1].max(axis=1)
+    return np.asarray(logits), np.asarray(scores), np.asarray(output.label_ids)
+
+
+def confusion_table(
+    logits: np.ndarray, labels: np.ndarray, label_names: list[str], threshold: float | None
+) -> list[list]:
+    """Rows: true class (known classes, then "unknown"); columns: decision with the threshold (the same)."""
+    num_known = len(label_names) - 1
+    known_logits = logits[:, :num_known]
+    decisions = known_logits.argmax(axis=1)
+    if threshold is not None:
+        decisions = np.where(known_logits.max(axis=1) < threshold, num_known, decisions)
+    truth = np.where(labels < 0, num_known, labels)
+    table = np.zeros((num_known + 1, num_known + 1), dtype=np.int64)
+    np.add.at(table, (truth, decisions), 1)
+    return [["true \\ predicted", *label_names]] + [
+        [name, *row.tolist()] for name, row in zip(label_names, table, strict=True)
+    ]
+
+
+def write_open_set_report(
+    output_dir: str | Path,
+    logits: np.ndarray,
+    labels: np.ndarray,
+    label_names: list[str],
+    threshold: float | None,
+    title: str = "",
+    extra: dict[str, Any] | None = None,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Write `{prefix}metrics.json`, `{prefix}curves.png` and `{prefix}confusion.csv` into `output_dir`; return the
+    metrics. `label_names`: the model's `id2label` values (known classes, then "unknown")."""
+    output_dir = Path(output_dir)
+    metrics: dict[str, Any] = open_set_metrics(logits, labels, has_unknown_column=True)
+    if threshold is not None:
+        known = labels >= 0
+        accepted = logits[:, :-1].max(axis=1) >= threshold
+        metrics.update(
+            unknown_threshold=float(threshold),
+            known_accepted_share=float(accepted[known].mean()),
+            unknown_rejected_share=float((~accepted[~known]).mean()),
+        )
+    metrics.update(extra or {})
+    write_text_atomic(output_dir / f"{prefix}metrics.json", json.dumps(metrics, indent=2) + "\n")
+    plot_open_set_curves(
+        logits, labels, output_dir / f"{prefix}curves.png", has_unknown_column=True, title=title or None
+    )
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(confusion_table(logits, labels, label_names, threshold))
+    write_text_atomic(output_dir / f"{prefix}confusion.csv", buffer.getvalue())
+    logger.info(
+        "%s accuracy=%.4f auroc=%.4f oscr=%.4f",
+        title or "test",
+        metrics["accuracy"],
+        metrics["auroc"],
+        metrics["oscr"],
+    )
+    return metrics

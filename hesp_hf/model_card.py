@@ -1,0 +1,71 @@
+"""Model cards for trained HESP checkpoints, rendered from `model_cards/hesp_model_card.md` (installed as
+`hesp_hf.model_cards`), with the YAML front matter the Hub reads (`model-index` holds ACC / AUROC / OSCR)."""
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .evaluation import write_text_atomic
+
+
+def render_model_card(
+    *,
+    repo_id: str,
+    base_model: str,
+    dataset_name: str,
+    known_labels: list[str],
+    unknown_labels: list[str],
+    metrics: dict[str, Any],
+    split_description: str,
+    training_summary: str,
+    temporal_pooling: str,
+    threshold: float | None,
+    keep_share: float,
+    license: str = "apache-2.0",
+) -> ModelCard:
+    results = [
+        EvalResult(
+            task_type="video-classification",
+            task_name="Open-set video facial expression recognition",
+            dataset_type=dataset_name,
+            dataset_name=dataset_name,
+            dataset_split=f"test ({split_description})",
+            metric_type=name,
+            metric_name=label,
+            metric_value=round(float(metrics[name]), 6),
+        )
+        for name, label in (("accuracy", "ACC"), ("auroc", "AUROC"), ("oscr", "OSCR"))
+    ]
+    card_data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="video-classification",
+        base_model=base_model,
+        datasets=[dataset_name],
+        license=license,
+        tags=["hesp", "open-set-recognition", "facial-expression-recognition", "clip", "video-classification"],
+        model_name=repo_id,
+        eval_results=results,
+    )
+    template = resources.files("hesp_hf.model_cards").joinpath("hesp_model_card.md").read_text()
+    return ModelCard.from_template(
+        card_data,
+        template_str=template,
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        base_model=base_model,
+        dataset_name=dataset_name,
+        known_labels=known_labels,
+        unknown_labels=unknown_labels,
+        metrics=metrics,
+        split_description=split_description,
+        training_summary=training_summary,
+        temporal_pooling=temporal_pooling,
+        threshold="not calibrated" if threshold is None else f"{threshold:.4f}",
+        keep_share=f"{keep_share:.0%}",
+    )
+
+
+def write_model_card(card: ModelCard, output_dir: str | Path) -> Path:
+    return write_text_atomic(Path(output_dir) / "README.md", str(card))

@@ -1,0 +1,230 @@
+"""One training run, end to end: data -> model -> `Trainer` -> threshold calibration -> test report -> saved,
+card-carrying checkpoint -> optional Hub upload. `scripts/train.py` parses the arguments and calls `run_training`.
+
+Under `accelerate launch` / `torchrun` every process runs this; predictions are gathered over all of them by the
+`Trainer`, and only the main process writes.
+"""
+
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainingArguments
+
+from .data import ClipAugmentation, ClipTransform, OpenSetSplit, clip_dataset, collate_clips, load_open_set_split
+from .data.dataset import read_bad_clip_log
+from .data.presets import get_preset
+from .evaluation import predict_open_set, write_open_set_report, write_text_atomic
+from .metrics import trainer_compute_metrics
+from .model_card import render_model_card, write_model_card
+from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from .modeling.video_processing_hesp import HESPVideoProcessor
+from .training import HESPTrainer, calibrate_threshold
+
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_annotations(data_args: Any) -> tuple[str, str]:
+    """The train and test annotations: given ones, else the preset's usual files under `data_root`."""
+    if data_args.train_annotation and data_args.test_annotation:
+        return data_args.train_annotation, data_args.test_annotation
+    if not data_args.data_root:
+        raise ValueError("Pass --train_annotation and --test_annotation, or --data_root for the preset's own files.")
+    preset = get_preset(data_args.dataset, _split_names(data_args.label_names), data_args.label_base)
+    train, test = preset.default_annotations(data_args.fold)
+    root = Path(data_args.data_root)
+    return data_args.train_annotation or str(root / train), data_args.test_annotation or str(root / test)
+
+
+def _split_names(value: str | None) -> list[str] | None:
+    return [name.strip() for name in value.split(",") if name.strip()] if value else None
+
+
+def load_split(data_args: Any, seed: int) -> OpenSetSplit:
+    train_annotation, test_annotation = resolve_annotations(data_args)
+    return load_open_set_split(
+        data_args.dataset,
+        train_annotation,
+        test_annotation,
+        data_root=data_args.data_root,
+        split_index=data_args.split_index,
+        known_labels=_split_names(data_args.known_labels),
+        label_names=_split_names(data_args.label_names),
+        label_base=data_args.label_base,
+        validation_fraction=data_args.validation_fraction,
+        seed=seed,
+        validation_unknown_fraction=data_args.validation_unknown_fraction,
+    )
+
+
+def config_overrides(model_args: Any) -> dict[str, Any]:
+    overrides: dict[str, Any] = {
+        "num_frames": model_args.num_frames,
+        "n_ctx": model_args.n_ctx,
+        "temporal_pooling": model_args.temporal_pooling,
+        "visual_prompt_location": model_args.visual_prompt_location,
+        "freeze_vision_tower": model_args.freeze_vision_tower,
+    }
+    for item in filter(None, (part.strip() for part in model_args.loss_weights.split(","))):
+        name, _, value = item.partition("=")
+        if not name.endswith(("_weight", "_temperature", "_margin")) or not value:
+            raise ValueError(f"--loss_weights takes name=value pairs of HESPConfig loss fields, got '{item}'.")
+        overrides[name.strip()] = float(value)
+    return overrides
+
+
+def run_training(model_args: Any, data_args: Any, training_args: TrainingArguments) -> dict[str, Any]:
+    """Train, calibrate, evaluate and save; returns the test metrics (on every process)."""
+    output_dir = Path(training_args.output_dir)
+    split = load_split(data_args, training_args.seed)
+    main_process = training_args.process_index == 0
+    if main_process:
+        logger.info("Open-set split:\n%s", split.summary())
+
+    model = HESPForOpenSetVideoClassification.from_clip(
+        model_args.clip_model, labels=split.known_labels, **config_overrides(model_args)
+    )
+    processor = HESPVideoProcessor.from_clip(model_args.clip_model, num_frames=model_args.num_frames)
+    crop = (processor.crop_size.height, processor.crop_size.width)
+    bad_clip_log = output_dir / "bad_clips.tsv"
+    train_transform = ClipTransform(
+        processor,
+        training=True,
+        augmentation=ClipAugmentation(size=crop, scale=(data_args.crop_scale_min, 1.0)),
+        on_bad_clip=data_args.on_bad_clip,
+        bad_clip_log=bad_clip_log,
+    )
+    eval_transform = ClipTransform(
+        processor, training=False, on_bad_clip=data_args.on_bad_clip, bad_clip_log=bad_clip_log
+    )
+    train_set = clip_dataset(split.train, train_transform)
+    validation_set = clip_dataset(split.validation, eval_transform)
+    validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
+    test_set = clip_dataset(split.test, eval_transform)
+
+    if model.config.visual_prompt_location == "dataset":
+        place_visual_prompt(model, split, eval_transform, model_args.visual_prompt_estimation_clips)
+
+    has_unknown_validation = any(r.label < 0 for r in split.validation)
+    training_args.metric_for_best_model = "oscr_plus_auroc" if has_unknown_validation else "accuracy"
+    training_args.greater_is_better = True
+    if not has_unknown_validation:
+        logger.warning("The validation subset has no unknown clips: model selection uses validation accuracy.")
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, complete, at the end
+
+    trainer = HESPTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=validation_set if len(validation_set) else None,
+        data_collator=collate_clips,
+        compute_metrics=trainer_compute_metrics(split.unknown_label),
+        milestones=[int(m) for m in model_args.milestones.split(",") if m.strip()],
+        gamma=model_args.gamma,
+        momentum=model_args.momentum,
+        pixel_prompt_step=model_args.pixel_prompt_step,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
+    if len(validation_known):
+        _, scores, _ = predict_open_set(trainer, validation_known)
+        model.config.unknown_threshold = calibrate_threshold(scores, model_args.keep_share)
+    else:
+        logger.warning("No known validation clips: unknown_threshold stays uncalibrated.")
+    logits, _, labels = predict_open_set(trainer, test_set)
+
+    metrics: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        extra = {"split": split_description(split, data_args), "validation_clips": len(split.validation)}
+        skipped = read_bad_clip_log(bad_clip_log)
+        if skipped:
+            logger.warning("%d clips were skipped because they failed to decode (see %s).", len(skipped), bad_clip_log)
+            extra["skipped_clips"] = len(skipped)
+        metrics = write_open_set_report(
+            output_dir, logits, labels, label_names, model.config.unknown_threshold, title=extra["split"], extra=extra
+        )
+        write_text_atomic(output_dir / "split.txt", split.summary() + "\n")
+    trainer.save_model(str(output_dir))  # rank 0 writes; copies the modeling/ files and sets auto_map
+    if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
+        card = render_model_card(
+            repo_id=training_args.hub_model_id or f"hesp-{data_args.dataset}",
+            base_model=model_args.clip_model,
+            dataset_name=data_args.dataset,
+            known_labels=split.known_labels,
+            unknown_labels=[split.preset.class_names[i] for i in split.unknown_classes],
+            metrics=metrics,
+            split_description=split_description(split, data_args),
+            training_summary=training_summary(model_args, training_args, split),
+            temporal_pooling=model.config.temporal_pooling,
+            threshold=model.config.unknown_threshold,
+            keep_share=model_args.keep_share,
+        )
+        write_model_card(card, output_dir)
+        write_text_atomic(
+            output_dir / "run_arguments.json", json.dumps(run_arguments(model_args, data_args), indent=2)
+        )
+        if push_to_hub:
+            push_folder(output_dir, training_args)
+    return metrics
+
+
+def place_visual_prompt(model: Any, split: OpenSetSplit, transform: ClipTransform, max_clips: int) -> None:
+    """Put the visual prompt where the frozen CLIP's expression saliency is highest over training clips."""
+    records = list(split.train[:max_clips])
+    if not records:
+        return
+    dataset = clip_dataset(records, transform)
+    batches = (
+        collate_clips([dataset[i] for i in range(start, min(start + 8, len(dataset)))])["pixel_values_videos"]
+        for start in range(0, len(dataset), 8)
+    )
+    model.eval()
+    model.estimate_visual_prompt_location(batches)
+    model.train()
+
+
+def split_description(split: OpenSetSplit, data_args: Any) -> str:
+    which = f"split {data_args.split_index}" if data_args.split_index is not None else "explicit known classes"
+    fold = f", fold {data_args.fold}" if data_args.fold is not None else ""
+    return (
+        f"{split.preset.name}{fold}, {which}: {len(split.known_classes)} known / {len(split.unknown_classes)} unknown"
+    )
+
+
+def training_summary(model_args: Any, training_args: TrainingArguments, split: OpenSetSplit) -> str:
+    return (
+        f"{len(split.train)} training clips ({len(split.validation)} held out for validation), "
+        f"{training_args.num_train_epochs:g} epochs"
+        + (f" / {training_args.max_steps} steps" if training_args.max_steps > 0 else "")
+        + f", SGD lr {training_args.learning_rate:g}, momentum {model_args.momentum:g}, weight decay "
+        f"{training_args.weight_decay:g}, x{model_args.gamma:g} at epochs {model_args.milestones}, batch "
+        f"{training_args.per_device_train_batch_size} per device x {training_args.world_size} device(s), "
+        f"{model_args.num_frames} frames per clip, seed {training_args.seed}."
+    )
+
+
+def run_arguments(model_args: Any, data_args: Any) -> dict[str, Any]:
+    return {"model": asdict(model_args), "data": asdict(data_args)}
+
+
+def push_folder(output_dir: Path, training_args: TrainingArguments) -> None:
+    """Upload the finished folder (model, processor, code, card, metrics) to `hub_model_id`, checkpoints excluded."""
+    from huggingface_hub import HfApi
+
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/hesp-dfew).")
+    api = HfApi(token=training_args.hub_token)
+    api.create_repo(training_args.hub_model_id, private=bool(training_args.hub_private_repo), exist_ok=True)
+    api.upload_folder(
+        repo_id=training_args.hub_model_id,
+        folder_path=str(output_dir),
+        ignore_patterns=["checkpoint-*", "runs/*", "*.tsv"],
+        commit_message="Upload HESP model trained with hesp-hf",
+    )
+    logger.info("Pushed %s to the Hub as %s", output_dir, training_args.hub_model_id)

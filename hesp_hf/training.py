@@ -1,0 +1,152 @@
+"""Training HESP with the `Trainer`: the paper's optimiser and schedule, loss-term logging, threshold calibration.
+
+The paper's recipe (hesp-method.md §2.7): SGD, lr 0.01, momentum 0.9, weight decay 1e-4, x0.1 at epochs 30/60/90,
+100 epochs, batch 64. The released code's normalised-gradient step for the pixel-space prompts (visual prompt and
+negative visual prompts, step 50) is available as an option, not the default.
+"""
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer
+
+from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
+
+
+logger = logging.getLogger(__name__)
+
+PIXEL_PROMPT_PARAMETERS = ("visual_prompt.delta", "reciprocal_points.images")
+
+
+class PromptSGD(torch.optim.SGD):
+    """SGD whose parameter groups with `normalized_step` set take `p -= normalized_step * g / ||g||` instead (the
+    released code's update of its pixel-space prompts); every other group is plain SGD."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = closure() if closure is not None else None
+        held = []
+        for group in self.param_groups:
+            if group.get("normalized_step"):
+                for param in group["params"]:
+                    if param.grad is None:
+                        continue
+                    norm = param.grad.norm()
+                    if norm > 0:
+                        param.add_(param.grad / norm, alpha=-group["normalized_step"])
+                    held.append((param, param.grad))
+                    param.grad = None  # plain SGD skips parameters without a gradient
+        super().step()
+        for param, grad in held:
+            param.grad = grad
+        return loss
+
+
+def multistep_factor(epoch: float, milestones: Sequence[int], gamma: float) -> float:
+    """Learning-rate factor `gamma ** (number of milestones reached)` at a (fractional) epoch."""
+    return gamma ** sum(epoch >= milestone for milestone in milestones)
+
+
+class HESPTrainer(Trainer):
+    """`Trainer` with the paper's optimiser and epoch-milestone schedule, and each loss term in the logs.
+
+    `milestones` (epochs) and `gamma` set the schedule; `pixel_prompt_step` > 0 switches the pixel-space prompts to
+    the released code's normalised-gradient step of that size.
+    """
+
+    def __init__(
+        self,
+        *args,
+        milestones: Sequence[int] = (30, 60, 90),
+        gamma: float = 0.1,
+        momentum: float = 0.9,
+        pixel_prompt_step: float = 0.0,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.milestones = tuple(milestones)
+        self.gamma = gamma
+        self.momentum = momentum
+        self.pixel_prompt_step = pixel_prompt_step
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_count = 0
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            model = self.model
+            decay, no_decay, pixel = [], [], []
+            for name, param in model.named_parameters():
+                if not param.requires_grad:
+                    continue
+                if self.pixel_prompt_step > 0 and name in PIXEL_PROMPT_PARAMETERS:
+                    pixel.append(param)
+                elif param.ndim <= 1:  # the radius, temporal query and gains: no weight decay
+                    no_decay.append(param)
+                else:
+                    decay.append(param)
+            groups = [
+                {"params": decay, "weight_decay": self.args.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ]
+            if pixel:
+                groups.append({"params": pixel, "weight_decay": 0.0, "normalized_step": self.pixel_prompt_step})
+            groups = [group for group in groups if group["params"]]
+            self.optimizer = PromptSGD(groups, lr=self.args.learning_rate, momentum=self.momentum)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            steps_per_epoch = max(1, self._steps_per_epoch())
+            milestones, gamma = self.milestones, self.gamma
+            warmup = self.args.get_warmup_steps(num_training_steps)
+
+            def factor(step: int) -> float:
+                ramp = min(1.0, (step + 1) / warmup) if warmup else 1.0
+                return ramp * multistep_factor(step / steps_per_epoch, milestones, gamma)
+
+            self.lr_scheduler = LambdaLR(optimizer or self.optimizer, factor)
+        return self.lr_scheduler
+
+    def _steps_per_epoch(self) -> int:
+        per_step = self.args.per_device_train_batch_size * self.args.world_size * self.args.gradient_accumulation_steps
+        drop = self.args.dataloader_drop_last
+        size = len(self.train_dataset)
+        return size // per_step if drop else math.ceil(size / per_step)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if model.training and outputs.loss_terms:
+            for name, value in outputs.loss_terms.items():
+                self._term_sums[name] += float(value.detach())
+            self._term_count += 1
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if "loss" in logs and self._term_count:
+            for name, total in self._term_sums.items():
+                logs[f"loss_{name}"] = round(total / self._term_count, 6)
+            self._term_sums.clear()
+            self._term_count = 0
+        super().log(logs, *args, **kwargs)
+
+
+def calibrate_threshold(scores: np.ndarray, keep_share: float = 0.95) -> float:
+    """The highest threshold on known-ness scores of *known* validation clips that still accepts at least
+    `keep_share` of them (a clip is accepted when its score >= the threshold)."""
+    scores = np.sort(np.asarray(scores, dtype=np.float64))
+    if scores.size == 0:
+        raise ValueError("Threshold calibration needs at least one known validation clip.")
+    if not 0 < keep_share <= 1:
+        raise ValueError(f"keep_share must lie in (0, 1], got {keep_share}.")
+    rejected = math.floor((1 - keep_share) * scores.size + 1e-9)  # at most this many may fall below
+    return float(scores[min(rejected, scores.size - 1)])
+
+
+def set_unknown_threshold(model: HESPForOpenSetVideoClassification, threshold: float) -> None:
+    model.config.unknown_threshold = float(threshold)
+    logger.info("unknown_threshold calibrated to %.6f", threshold)

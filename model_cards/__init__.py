@@ -1,0 +1,1 @@
+"""Model card templates, installed as `hesp_hf.model_cards`."""
