@@ -1,0 +1,94 @@
+"""Command-line arguments of the training and evaluation scripts, as `HfArgumentParser` dataclasses."""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+@dataclass
+class ModelArguments:
+    clip_model: str = field(
+        metadata={"help": "HF CLIP checkpoint: a Hub id (openai/clip-vit-base-patch32) or a folder."}
+    )
+    num_frames: int = field(default=8, metadata={"help": "Frames per clip (segment sampling)."})
+    n_ctx: int = field(default=16, metadata={"help": "Learnable context vectors per class prompt."})
+    temporal_pooling: str = field(default="mean", metadata={"help": "mean (the paper's TGP) or attention."})
+    visual_prompt_location: str = field(
+        default="dataset", metadata={"help": "dataset (one saliency location, free at inference) or per_frame."}
+    )
+    visual_prompt_estimation_clips: int = field(
+        default=64,
+        metadata={"help": "Training clips whose mean CLIP saliency places the visual prompt (dataset mode)."},
+    )
+    freeze_vision_tower: bool = field(default=True, metadata={"help": "Keep the CLIP vision tower frozen."})
+    milestones: str = field(
+        default="30,60,90", metadata={"help": "Epochs at which the learning rate is multiplied by gamma."}
+    )
+    gamma: float = field(default=0.1, metadata={"help": "Learning-rate factor at each milestone."})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
+    pixel_prompt_step: float = field(
+        default=0.0,
+        metadata={"help": "> 0: the released code's normalised-gradient step (it used 50) for the pixel prompts."},
+    )
+    keep_share: float = field(
+        default=0.95, metadata={"help": "Share of known validation clips the calibrated unknown threshold accepts."}
+    )
+    loss_weights: str = field(
+        default="",
+        metadata={
+            "help": "Overrides such as known_contrastive_weight=0,negative_clip_weight=0.5 (HESPConfig fields)."
+        },
+    )
+
+
+@dataclass
+class DataArguments:
+    dataset: str = field(metadata={"help": "dfew, mafw, afew, ferv39k or custom."})
+    data_root: str | None = field(default=None, metadata={"help": "Dataset root; clip paths resolve against it."})
+    train_annotation: str | None = field(
+        default=None,
+        metadata={"help": "List file, CSV or class-folder root (default: the preset's file under data_root)."},
+    )
+    test_annotation: str | None = field(default=None, metadata={"help": "As train_annotation, for the test list."})
+    fold: int | None = field(default=None, metadata={"help": "Fold of datasets with folds (DFEW: 1-5)."})
+    split_index: int | None = field(default=None, metadata={"help": "Released open-set known-class list, 0-19."})
+    known_labels: str | None = field(default=None, metadata={"help": "Known classes by name, comma-separated."})
+    # Filled from --label_names (which TrainingArguments also owns: see HESPTrainingArguments.label_names).
+    label_names: str | None = field(default=None, init=False)
+    label_base: int | None = field(
+        default=None, metadata={"help": "Index of the first class in the annotation files."}
+    )
+    validation_fraction: float = field(default=0.1, metadata={"help": "Known training clips held out for validation."})
+    validation_unknown_fraction: float = field(
+        default=0.1,
+        metadata={
+            "help": "Share of the training list's unknown-class clips (unused otherwise) added to validation, so that "
+            "model selection can use OSCR + AUROC without the test list; 0: select on validation accuracy."
+        },
+    )
+    on_bad_clip: str = field(default="raise", metadata={"help": "raise or skip clips that fail to decode."})
+    crop_scale_min: float = field(default=0.08, metadata={"help": "Smallest area share of the random resized crop."})
+
+
+@dataclass
+class HESPTrainingArguments(TrainingArguments):
+    """TrainingArguments with the paper's defaults (SGD lr 0.01, wd 1e-4, 100 epochs, batch 64) and per-epoch
+    evaluation, checkpointing and best-model selection on the validation subset."""
+
+    learning_rate: float = field(default=0.01, metadata={"help": "SGD learning rate."})
+    weight_decay: float = field(default=1e-4, metadata={"help": "SGD weight decay."})
+    num_train_epochs: float = field(default=100, metadata={"help": "Epochs."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Clips per device and step."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Clips per device in evaluation."})
+    eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate on the validation subset."})
+    save_strategy: str = field(default="epoch", metadata={"help": "When to save a checkpoint."})
+    load_best_model_at_end: bool = field(default=True, metadata={"help": "Keep the best validation checkpoint."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: clips decode on the fly."})
+    report_to: str = field(default="none", metadata={"help": "tensorboard, wandb, ... or none."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    ddp_find_unused_parameters: bool = field(default=False, metadata={"help": "Every trainable parameter is used."})
+    # TrainingArguments' own `label_names` (input keys holding labels) is always ["labels"] for HESP, so the flag
+    # names the classes of a `custom` dataset instead.
+    label_names: str | None = field(
+        default=None, metadata={"help": "custom dataset: all class names in index order, comma-separated."}
+    )

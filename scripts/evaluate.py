@@ -1,0 +1,81 @@
+"""Evaluate a saved HESP checkpoint (folder or Hub id) on the test set of an open-set split.
+
+    python scripts/evaluate.py --checkpoint runs/mafw-0 --dataset mafw --data_root MAFW --split_index 0 \
+        --output_dir runs/mafw-0/eval [--bf16_autocast]
+
+Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, using the checkpoint's calibrated
+`unknown_threshold` for the confusion table.
+"""
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+# Run as a script, this file's folder comes first on sys.path and its name would shadow the `evaluate` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch  # noqa: E402
+from transformers import HfArgumentParser, Trainer, TrainingArguments  # noqa: E402
+
+from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor  # noqa: E402
+from hesp_hf.arguments import DataArguments  # noqa: E402
+from hesp_hf.data import ClipTransform, clip_dataset, collate_clips  # noqa: E402
+from hesp_hf.evaluation import predict_open_set, write_open_set_report  # noqa: E402
+from hesp_hf.recipe import load_split, split_description  # noqa: E402
+
+
+@dataclass
+class EvaluationArguments:
+    checkpoint: str = field(metadata={"help": "A trained HESP folder or Hub id."})
+    output_dir: str = field(metadata={"help": "Where metrics.json, curves.png and confusion.csv are written."})
+    label_names: str | None = field(default=None, metadata={"help": "custom dataset: all class names, index order."})
+    batch_size: int = field(default=32, metadata={"help": "Clips per forward pass."})
+    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding."})
+    bf16_autocast: bool = field(default=False, metadata={"help": "Run the model under bfloat16 autocast."})
+    seed: int = field(default=0, metadata={"help": "Seed of the split's validation hold-out (as in training)."})
+
+
+def main() -> None:
+    parser = HfArgumentParser((EvaluationArguments, DataArguments))
+    eval_args, data_args = parser.parse_args_into_dataclasses()
+    data_args.label_names = eval_args.label_names
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    split = load_split(data_args, eval_args.seed)
+    model = HESPForOpenSetVideoClassification.from_pretrained(eval_args.checkpoint).eval()
+    if model.config.known_labels != split.known_labels:
+        raise ValueError(
+            f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."
+        )
+    processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
+    test_set = clip_dataset(split.test, ClipTransform(processor, training=False, on_bad_clip=data_args.on_bad_clip))
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(
+            output_dir=eval_args.output_dir,
+            per_device_eval_batch_size=eval_args.batch_size,
+            dataloader_num_workers=eval_args.num_workers,
+            remove_unused_columns=False,
+            report_to="none",
+            bf16=eval_args.bf16_autocast,
+            use_cpu=not torch.cuda.is_available(),
+        ),
+        data_collator=collate_clips,
+    )
+    logits, _, labels = predict_open_set(trainer, test_set)
+    if trainer.is_world_process_zero():
+        label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+        write_open_set_report(
+            eval_args.output_dir,
+            logits,
+            labels,
+            label_names,
+            model.config.unknown_threshold,
+            title=split_description(split, data_args),
+            extra={"checkpoint": eval_args.checkpoint, "bf16_autocast": eval_args.bf16_autocast},
+        )
+
+
+if __name__ == "__main__":
+    main()
