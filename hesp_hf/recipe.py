@@ -140,7 +140,11 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        extra = {"split": split_description(split, data_args), "validation_clips": len(split.validation)}
+        extra = {
+            "split": split_description(split, data_args),
+            "validation_clips": len(split.validation),
+            "world_size": training_args.world_size,
+        }
         skipped = read_bad_clip_log(bad_clip_log)
         if skipped:
             logger.warning("%d clips were skipped because they failed to decode (see %s).", len(skipped), bad_clip_log)

@@ -5,6 +5,9 @@ e.g. a local copy of openai/clip-vit-base-patch32): the labels it prints are the
 real one — saving, Auto-class loading, PyAV decoding, the "unknown" column and its threshold.
 """
 
+import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
+
+
 import argparse
 import logging
 import tempfile

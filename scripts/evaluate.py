@@ -7,23 +7,19 @@ Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, us
 `unknown_threshold` for the confusion table.
 """
 
+import _unshadow  # noqa: F401, I001  (first: keeps this file from shadowing the `evaluate` package)
+
 import logging
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import torch
+from transformers import HfArgumentParser, Trainer, TrainingArguments
 
-# Run as a script, this file's folder comes first on sys.path and its name would shadow the `evaluate` package.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import torch  # noqa: E402
-from transformers import HfArgumentParser, Trainer, TrainingArguments  # noqa: E402
-
-from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor  # noqa: E402
-from hesp_hf.arguments import DataArguments  # noqa: E402
-from hesp_hf.data import ClipTransform, clip_dataset, collate_clips  # noqa: E402
-from hesp_hf.evaluation import predict_open_set, write_open_set_report  # noqa: E402
-from hesp_hf.recipe import load_split, split_description  # noqa: E402
+from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
+from hesp_hf.arguments import DataArguments
+from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
+from hesp_hf.evaluation import predict_open_set, write_open_set_report
+from hesp_hf.recipe import load_split, split_description
 
 
 @dataclass

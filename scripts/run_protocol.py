@@ -9,6 +9,9 @@ an interrupted protocol resumes where it stopped. The per-split results are kept
 `results.md` and `results.csv` (settings are the released lists' openness levels: splits 0-4, 5-9, 10-14, 15-19).
 """
 
+import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
+
+
 import argparse
 import csv
 import io

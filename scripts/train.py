@@ -8,6 +8,9 @@ The output folder ends with the model, processor and `modeling/` code files (loa
 `metrics.json` (test accuracy / auroc / oscr ...), `curves.png`, `confusion.csv`, `split.txt` and a model card.
 """
 
+import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
+
+
 import logging
 
 from transformers import HfArgumentParser, set_seed

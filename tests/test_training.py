@@ -1,0 +1,208 @@
+"""scripts/train.py end to end on tiny data: outputs, calibration, resume, two-process DDP, evaluate, protocol."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from hesp_hf.training import PromptSGD, calibrate_threshold, multistep_factor
+from hesp_hf.video_writer import write_video
+
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["calm", "smile", "frown", "gasp"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, tiny_clip_dir):
+    """4 classes of short mp4 clips in the CSV layout, 6 training and 3 test clips per class."""
+    root = tmp_path_factory.mktemp("tiny-data")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 6), ("test", 3)):
+        rows = ["video_path,label"]
+        for index, name in enumerate(CLASSES):
+            for n in range(count):
+                frames = rng.integers(0, 60, (6, 40, 40, 3), dtype=np.uint8) + np.uint8(40 * index)
+                write_video(root / "clips" / f"{split}_{name}_{n}.mp4", frames)
+                rows.append(f"clips/{split}_{name}_{n}.mp4,{name}")
+        (root / f"{split}.csv").write_text("\n".join(rows) + "\n")
+    return root, tiny_clip_dir
+
+
+def train_command(data, output_dir, *extra, launcher=None):
+    root, clip = data
+    arguments = [
+        "--dataset", "custom", "--label_names", ",".join(CLASSES), "--known_labels", "calm,smile,frown",
+        "--train_annotation", str(root / "train.csv"), "--test_annotation", str(root / "test.csv"),
+        "--clip_model", str(clip), "--num_frames", "4", "--output_dir", str(output_dir),
+        "--num_train_epochs", "2", "--per_device_eval_batch_size", "4", "--validation_fraction", "0.2",
+        "--validation_unknown_fraction", "0.5", "--logging_steps", "1", "--seed", "3", "--learning_rate", "0.05",
+        "--milestones", "1", "--temporal_pooling", "attention", "--dataloader_num_workers", "0",
+    ]  # fmt: skip
+    return [*(launcher or [sys.executable]), str(REPO / "scripts" / "train.py"), *arguments, *extra]
+
+
+def run(command, timeout=600):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
+def metrics_of(folder):
+    return json.loads((Path(folder) / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny_data, tmp_path_factory):
+    """One uninterrupted run: batch 4, 2 epochs, a checkpoint each epoch."""
+    output = tmp_path_factory.mktemp("runs") / "reference"
+    run(train_command(tiny_data, output, "--per_device_train_batch_size", "4", "--save_total_limit", "5"))
+    return output
+
+
+def test_train_writes_a_complete_checkpoint_folder(reference_run):
+    files = {p.name for p in reference_run.iterdir()}
+    expected = {
+        "config.json", "model.safetensors", "video_preprocessor_config.json", "configuration_hesp.py",
+        "modeling_hesp.py", "loss_hesp.py", "video_processing_hesp.py", "metrics.json", "curves.png",
+        "confusion.csv", "README.md", "split.txt",
+    }  # fmt: skip
+    assert expected <= files
+    metrics = metrics_of(reference_run)
+    assert all(0 <= metrics[name] <= 1 for name in ("accuracy", "auroc", "oscr"))
+    assert metrics["num_known"] == 9 and metrics["num_unknown"] == 3  # the whole test list
+    config = json.loads((reference_run / "config.json").read_text())
+    assert config["auto_map"]["AutoModel"] == "modeling_hesp.HESPForOpenSetVideoClassification"
+    assert config["unknown_threshold"] == pytest.approx(metrics["unknown_threshold"])
+    assert [config["id2label"][str(i)] for i in range(4)] == ["calm", "smile", "frown", "unknown"]
+    confusion = (reference_run / "confusion.csv").read_text().splitlines()
+    assert confusion[0] == "true \\ predicted,calm,smile,frown,unknown" and len(confusion) == 5
+
+    card = ModelCard.load(reference_run / "README.md")
+    assert card.data.pipeline_tag == "video-classification"
+    assert card.data.library_name == "transformers"
+    assert card.data.license == "apache-2.0"
+    results = {result.metric_type: result.metric_value for result in card.data.eval_results}
+    assert results == pytest.approx({name: metrics[name] for name in ("accuracy", "auroc", "oscr")}, abs=1e-6)
+    assert "gasp" in card.text and "Bias, Risks, and Limitations" in card.text
+
+    state = json.loads(sorted(reference_run.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss_known_ce" in entry]
+    assert logged and all(
+        math.isfinite(entry[f"loss_{term}"])
+        for entry in logged
+        for term in ("known_ce", "known_contrastive", "negative_clip", "negative_ce", "hybrid_ce")
+    )
+    assert any("eval_oscr_plus_auroc" in entry for entry in state["log_history"])  # selection on validation
+
+
+def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path):
+    """Killed after epoch 1 (its checkpoint is all that is left), restarted with --resume_from_checkpoint."""
+    checkpoints = sorted(reference_run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(checkpoints[0], interrupted / checkpoints[0].name)
+    run(
+        train_command(
+            tiny_data,
+            interrupted,
+            "--per_device_train_batch_size",
+            "4",
+            "--save_total_limit",
+            "5",
+            "--resume_from_checkpoint",
+            str(interrupted / checkpoints[0].name),
+        )  # fmt: skip
+    )
+    resumed, reference = metrics_of(interrupted), metrics_of(reference_run)
+    for name in ("accuracy", "auroc", "oscr"):
+        assert resumed[name] == pytest.approx(reference[name], abs=1e-6)
+    assert resumed["unknown_threshold"] == pytest.approx(reference["unknown_threshold"], rel=1e-4)
+
+
+def test_two_process_ddp_matches_single_process(reference_run, tiny_data, tmp_path):
+    """2 CPU processes x batch 2 against 1 process x batch 4 (the same global batch). Tolerance: 5% on the
+    calibrated threshold and 0.12 (one test clip in 9) on each metric; the contrastive term is computed per process,
+    and each process draws its own random frames and crops, so the runs are close but not bit-identical (measured:
+    the same metrics, thresholds 1.4% apart)."""
+    output = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    run(train_command(tiny_data, output, "--per_device_train_batch_size", "2", "--use_cpu", launcher=launcher))
+    ddp, single = metrics_of(output), metrics_of(reference_run)
+    assert ddp["world_size"] == 2 and single["world_size"] == 1  # two processes really ran
+    assert ddp["num_known"] + ddp["num_unknown"] == 12  # predictions gathered over both ranks, no duplicates
+    for name in ("accuracy", "auroc", "oscr"):
+        assert abs(ddp[name] - single[name]) <= 0.12, (name, ddp[name], single[name])
+    assert ddp["unknown_threshold"] == pytest.approx(single["unknown_threshold"], rel=0.05)
+    assert not list(output.glob("*rank*"))  # only rank 0 wrote
+    assert len(list(output.glob("metrics*.json"))) == 1
+
+
+def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, tmp_path):
+    root, _ = tiny_data
+    command = [
+        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
+        "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--label_names", ",".join(CLASSES),
+        "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
+        "--test_annotation", str(root / "test.csv"), "--num_workers", "0",
+    ]  # fmt: skip
+    run(command)
+    evaluated, trained = metrics_of(tmp_path / "eval"), metrics_of(reference_run)
+    for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
+        assert evaluated[name] == pytest.approx(trained[name], abs=1e-6)
+    assert (tmp_path / "eval" / "curves.png").exists()
+
+
+def test_run_protocol_resumes_and_tabulates(tmp_path):
+    """Splits whose metrics exist are not trained again; the table has mean ± std per setting."""
+    for index, values in {0: (0.5, 0.6, 0.3), 1: (0.7, 0.8, 0.5), 5: (0.9, 0.7, 0.6)}.items():
+        folder = tmp_path / f"split-{index}"
+        folder.mkdir()
+        accuracy, auroc, oscr = values
+        metrics = {"accuracy": accuracy, "auroc": auroc, "oscr": oscr, "split": "x: 3 known / 8 unknown"}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
+    run([*command, "--splits", "0-1,5", "--", "--dataset", "mafw", "--clip_model", "none"])
+    table = (tmp_path / "results.md").read_text()
+    assert "| splits 0-4 | 3 known / 8 unknown | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 |" in table
+    assert "| splits 5-9 | 3 known / 8 unknown | 1 | 90.00 ± 0.00 |" in table
+    assert (tmp_path / "results.csv").read_text().splitlines()[1] == "0,splits 0-4,0.5,0.6,0.3"
+
+
+def test_calibration_keeps_the_requested_share():
+    rng = np.random.default_rng(0)
+    for size in (1, 7, 20, 101, 1000):
+        scores = rng.normal(size=size)
+        for keep in (0.5, 0.9, 0.95, 1.0):
+            threshold = calibrate_threshold(scores, keep)
+            accepted = np.mean(scores >= threshold)
+            assert accepted >= keep - 1e-12
+            # the highest such threshold: the next higher score would accept too few
+            higher = np.sort(scores)[np.sort(scores) > threshold]
+            if higher.size:
+                assert np.mean(scores >= higher[0]) < keep
+    with pytest.raises(ValueError, match="keep_share"):
+        calibrate_threshold([1.0], 0.0)
+
+
+def test_schedule_and_normalized_prompt_step():
+    assert [multistep_factor(e, (30, 60, 90), 0.1) for e in (0, 29.9, 30, 61, 95)] == pytest.approx(
+        [1, 1, 0.1, 0.01, 0.001]
+    )
+    pixel, other = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = PromptSGD(
+        [{"params": [other]}, {"params": [pixel], "normalized_step": 50.0, "weight_decay": 0.0}], lr=0.1
+    )
+    pixel.grad, other.grad = torch.tensor([3.0, 0.0, 4.0]), torch.tensor([1.0, -1.0])
+    optimizer.step()
+    torch.testing.assert_close(pixel.detach(), torch.tensor([-30.0, 0.0, -40.0]))  # -50 * g / ||g||
+    torch.testing.assert_close(other.detach(), torch.tensor([-0.1, 0.1]))  # plain SGD
+    assert pixel.grad is not None  # gradients are left as they were
