@@ -5,6 +5,10 @@
 Sections:
 - metric: OSCR + AUROC of `hesp_hf.metrics.open_set_metrics` on N = 1,000,000 predictions, and its speed-up over the
   O(n^2) definition loop (one count over all samples per threshold, as the widely copied ARPL code does) at N = 20,000.
+- inference: clips/s of HESP (each visual-prompt location and temporal pooling) against the bare CLIP vision tower
+  with mean pooling, on random-weight towers of ViT-B/32 size, 8 frames per clip, float32 and bfloat16 autocast.
+- train: one HESP training step split into its parts, against three bare forward passes of the frames.
+- memory: peak resident memory added by a training step, with and without activation checkpointing (subprocesses).
 - decode: clips/s to sample 8 frames (segment centres) from a 10-second 720p H.264 clip with `hesp_hf.data.sample_clip`
   against `transformers.video_utils.load_video(..., backend="pyav")` with the same indices; for a clip with a keyframe
   every second (camera and streaming video) and one with x264's default single keyframe per 250 frames; and from a
@@ -167,6 +171,211 @@ def synthetic_frames(count: int, height: int, width: int) -> np.ndarray:
     return video
 
 
+def vit_b32_models(quick: bool) -> dict[str, object]:
+    """HESP models on one set of random ViT-B/32-size towers (quick: 4 layers), for each temporal pooling."""
+    import tempfile
+
+    import torch
+    from transformers import CLIPConfig
+
+    from hesp_hf import HESPConfig, HESPForOpenSetVideoClassification
+    from hesp_hf.tiny_clip import save_char_tokenizer
+
+    torch.manual_seed(0)
+    layers = 4 if quick else 12
+    clip_config = CLIPConfig(
+        text_config={"num_hidden_layers": layers, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+        vision_config={"num_hidden_layers": layers},
+    )  # ViT-B/32: width 768, patch 32, 224x224; text width 512
+    tokenizer = save_char_tokenizer(tempfile.mkdtemp())
+    labels = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
+    models = {}
+    for pooling in ("mean", "attention"):
+        config = HESPConfig.from_clip_config(clip_config, labels, tokenizer, temporal_pooling=pooling)
+        models[pooling] = HESPForOpenSetVideoClassification(config).eval()
+    # One set of tower weights for all, so every row measures the same CLIP.
+    models["attention"].load_state_dict(models["mean"].state_dict(), strict=False)
+    return models
+
+
+def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
+    import torch
+
+    models = vit_b32_models(quick)
+    model = models["mean"]
+    batch, frames = (2, 8) if quick else (4, 8)
+    clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    repeats = 2 if quick else 3
+
+    def bare(videos):
+        return model.get_image_features(videos.flatten(0, 1)).view(batch, frames, -1).mean(dim=1)
+
+    def timed(function, bf16: bool) -> float:
+        def call():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                function(clips)
+
+        call()  # warm-up (and fills the text / reciprocal-point caches)
+        return best_time(call, repeats)
+
+    rows, ratios = [], {}
+    for bf16 in (False, True):
+        precision = "bf16 autocast" if bf16 else "fp32"
+        bare_time = timed(bare, bf16)
+        rows.append(
+            {
+                "what": f"bare CLIP tower + mean pooling, {precision}: {batch / bare_time:.2f} clips/s",
+                "seconds": bare_time,
+                "ratio": None,
+            }
+        )
+        for location, pooling in (("dataset", "mean"), ("dataset", "attention"), ("per_frame", "mean")):
+            hesp = models[pooling]
+            hesp.config.visual_prompt_location = location
+            hesp_time = timed(lambda videos, hesp=hesp: hesp(videos), bf16)
+            hesp.config.visual_prompt_location = "dataset"
+            rows.append(
+                {
+                    "what": f"HESP {location}/{pooling}, {precision}: {batch / hesp_time:.2f} clips/s (ratio = HESP / bare speed)",
+                    "seconds": hesp_time,
+                    "ratio": bare_time / hesp_time,
+                }
+            )
+            if (location, pooling) == ("dataset", "mean"):
+                ratios[f"inference.hesp_over_bare_{'bf16' if bf16 else 'fp32'}"] = bare_time / hesp_time
+                ratios[f"inference.seconds_{'bf16' if bf16 else 'fp32'}"] = hesp_time
+    ratios["inference.bf16_over_fp32"] = ratios["inference.seconds_fp32"] / ratios["inference.seconds_bf16"]
+    # Top-1 agreement of bf16 with fp32 on a sample of clips.
+    sample = torch.randn(16 if quick else 32, frames, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    known = model.config.num_known_labels
+    with torch.inference_mode():
+        fp32 = torch.cat([model(chunk).logits[:, :known] for chunk in sample.split(batch)])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = torch.cat([model(chunk).logits[:, :known].float() for chunk in sample.split(batch)])
+    ratios["inference.bf16_top1_agreement"] = float((fp32.argmax(1) == bf16.argmax(1)).float().mean())
+    rows.append(
+        {
+            "what": f"bf16 top-1 agreement with fp32 on {len(sample)} clips: {ratios['inference.bf16_top1_agreement']:.3f}; bf16 speed-up over fp32",
+            "seconds": ratios["inference.seconds_bf16"],
+            "ratio": ratios["inference.bf16_over_fp32"],
+        }
+    )
+    return rows, ratios
+
+
+def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
+    import torch
+
+    model = vit_b32_models(quick)["mean"].train()
+    batch, frames = (2, 8) if quick else (8, 8)
+    clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(batch) % model.config.num_known_labels
+    repeats = 1 if quick else 2
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(clips, labels=labels).loss.backward()
+
+    def frames_part():
+        text = model.class_text_embeds().detach()
+        prompted = model.add_visual_prompt(clips.flatten(0, 1), text)
+        model.get_image_features(prompted).sum().backward()
+
+    def negative_part():
+        model.negative_visual_embeds().sum().backward()
+
+    def text_part():
+        model.class_text_embeds().sum().backward()
+
+    def floor():
+        with torch.no_grad():
+            for _ in range(3):
+                model.get_image_features(clips.flatten(0, 1))
+
+    step()  # warm-up
+    times = {
+        name: best_time(fn, repeats)
+        for name, fn in (
+            ("step", step),
+            ("frames", frames_part),
+            ("negative", negative_part),
+            ("text", text_part),
+            ("floor", floor),
+        )
+    }
+    target = times["floor"] + times["negative"]
+    rows = [
+        {
+            "what": f"HESP training step, batch {batch} x {frames} frames: {batch / times['step']:.2f} clips/s",
+            "seconds": times["step"],
+            "ratio": None,
+        },
+        {
+            "what": "  part: frame tower forward + backward to the pixel prompt",
+            "seconds": times["frames"],
+            "ratio": None,
+        },
+        {
+            "what": f"  part: negative visual prompts ({model.config.num_known_labels} images) forward + backward",
+            "seconds": times["negative"],
+            "ratio": None,
+        },
+        {"what": "  part: prompted text tower forward + backward", "seconds": times["text"], "ratio": None},
+        {
+            "what": "floor: three bare forward passes of the frames (ratio = step / (floor + negative prompts))",
+            "seconds": times["floor"],
+            "ratio": times["step"] / target,
+        },
+    ]
+    return rows, {"train.step_over_floor": times["step"] / target, "train.seconds_step": times["step"]}
+
+
+def memory_probe(checkpointing: bool, quick: bool) -> None:
+    """Run one training step in this process and print the resident memory it added at its peak (MiB)."""
+    import resource
+
+    import psutil
+    import torch
+
+    model = vit_b32_models(quick)["mean"].train()
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    batch = 2 if quick else 8
+    clips = torch.randn(batch, 8, 3, 224, 224)
+    labels = torch.arange(batch) % model.config.num_known_labels
+    before = psutil.Process().memory_info().rss
+    model(clips, labels=labels).loss.backward()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    print(json.dumps({"added_peak_mib": (peak - before) / 2**20}))
+
+
+def benchmark_memory(quick: bool) -> tuple[list[dict], dict[str, float]]:
+    import subprocess
+    import sys
+
+    added = {}
+    for checkpointing in (False, True):
+        command = [sys.executable, __file__, "--memory_probe", str(int(checkpointing))] + (
+            ["--quick"] if quick else []
+        )
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+        added[checkpointing] = json.loads(output)["added_peak_mib"]
+    ratio = added[True] / added[False]
+    rows = [
+        {
+            "what": f"peak memory added by a training step: {added[False]:.0f} MiB without checkpointing",
+            "seconds": float("nan"),
+            "ratio": None,
+        },
+        {
+            "what": f"with activation checkpointing: {added[True]:.0f} MiB (ratio = with / without)",
+            "seconds": float("nan"),
+            "ratio": ratio,
+        },
+    ]
+    return rows, {"train.checkpointing_peak_memory_ratio": ratio}
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
 
@@ -175,11 +384,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shrink every size so the script ends in about a minute")
     parser.add_argument("--json", type=Path, help="write the ratios (and times) to this JSON file")
-    parser.add_argument("--only", nargs="*", help="run only these sections (metric, decode)")
+    parser.add_argument("--only", nargs="*", help="run only these sections (inference, train, memory, metric, decode)")
     parser.add_argument("--workdir", type=Path, default=Path("outputs/benchmark"), help="where test clips are cached")
+    parser.add_argument("--memory_probe", type=int, choices=(0, 1), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.memory_probe is not None:
+        memory_probe(bool(args.memory_probe), args.quick)
+        return
 
     sections: dict[str, Callable[[], tuple[list[dict], dict[str, float]]]] = {
+        "inference": lambda: benchmark_inference(args.quick),
+        "train": lambda: benchmark_train(args.quick),
+        "memory": lambda: benchmark_memory(args.quick),
         "metric": lambda: benchmark_metric(args.quick),
         "decode": lambda: benchmark_decode(args.quick, args.workdir),
     }
