@@ -66,6 +66,11 @@ class HESPConfig(CLIPConfig):
         temporal_pooling (`str`, *optional*, defaults to `"mean"`):
             `"mean"`: temporal global pooling (the paper's TGP). `"attention"`: expression-sensitive frame weights
             from a learned query and the frames' similarity to the class prompts (starts equal to the mean).
+        use_visual_prompt (`bool`, *optional*, defaults to `True`):
+            Ablation switch: `False` leaves the frames unprompted (the visual prompt is frozen and unused).
+        use_reciprocal_points (`bool`, *optional*, defaults to `True`):
+            Ablation switch: `False` drops the negative visual prompts: the logits are the CLIP logits alone, and the
+            `L_NE(CLIP)`, `L_NE(CE)` and `L_H` terms are off.
         freeze_vision_tower (`bool`, *optional*, defaults to `True`):
             Keep the CLIP vision tower and `visual_projection` frozen. Small models trained from scratch need `False`.
         freeze_text_tower (`bool`, *optional*, defaults to `True`):
@@ -108,6 +113,8 @@ class HESPConfig(CLIPConfig):
     visual_prompt_center: list[int] | None = None
     image_std: list[float] | None = None
     temporal_pooling: Literal["mean", "attention"] = "mean"
+    use_visual_prompt: bool = True
+    use_reciprocal_points: bool = True
     freeze_vision_tower: bool = True
     freeze_text_tower: bool = True
     unknown_label: str = "unknown"

@@ -78,9 +78,9 @@ class HESPOpenSetLoss(nn.Module):
         self,
         labels: torch.Tensor,
         clip_logits: torch.Tensor,
-        reciprocal_logits: torch.Tensor,
+        reciprocal_logits: torch.Tensor | None,
         video_embeds: torch.Tensor,
-        negative_visual_embeds: torch.Tensor,
+        negative_visual_embeds: torch.Tensor | None,
         negative_text_embeds: torch.Tensor | None,
         logit_scale: torch.Tensor,
         radius: torch.Tensor,
@@ -96,13 +96,16 @@ class HESPOpenSetLoss(nn.Module):
         known = labels >= 0  # unknown clips (label -1, evaluation data only) take no part in the label terms
         labels = labels[known]
         clip_logits = clip_logits.to(compute_dtype)[known]
-        reciprocal_logits = reciprocal_logits.to(compute_dtype)[known]
         video_embeds = video_embeds[known]
         terms: dict[str, torch.Tensor] = {}
         weights = self.weights()
+        if reciprocal_logits is None:  # reciprocal points switched off: their three terms go with them
+            weights = {name: w for name, w in weights.items() if name in ("known_ce", "known_contrastive")}
+        else:
+            reciprocal_logits = reciprocal_logits.to(compute_dtype)[known]
         if not known.any():  # no label term is defined; keep the graph and the keys
+            terms = {name: clip_logits.sum() * 0.0 for name in weights if name != "negative_clip"}
             weights = {name: w for name, w in weights.items() if name == "negative_clip"}
-            terms = {name: clip_logits.sum() * 0.0 for name in self.term_names if name != "negative_clip"}
         if weights.get("known_ce", 0) > 0:
             terms["known_ce"] = F.cross_entropy(clip_logits, labels)
         if weights.get("known_contrastive", 0) > 0:

@@ -44,7 +44,8 @@ class HESPVideoClassifierOutput(ModelOutput):
     clip_logits (`torch.FloatTensor` of shape `(B, K)`):
         `logit_scale * cos(video_embeds, text_embeds)`.
     reciprocal_logits (`torch.FloatTensor` of shape `(B, K)`):
-        ARPL logits `d_l2 - d_dot` against the negative visual embeddings (reciprocal points).
+        ARPL logits `d_l2 - d_dot` against the negative visual embeddings (reciprocal points); `None` when
+        `config.use_reciprocal_points` is off (the logits are then the CLIP logits alone).
     video_embeds (`torch.FloatTensor` of shape `(B, D)`):
         The temporally pooled, unnormalised video feature.
     frame_weights (`torch.FloatTensor` of shape `(B, T)`):
@@ -52,7 +53,7 @@ class HESPVideoClassifierOutput(ModelOutput):
     text_embeds (`torch.FloatTensor` of shape `(K, D)`):
         Features of the learned class prompts.
     negative_visual_embeds (`torch.FloatTensor` of shape `(K, D)`):
-        Features of the negative visual prompts, the reciprocal points.
+        Features of the negative visual prompts, the reciprocal points (`None` when they are switched off).
     loss_terms (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` is given):
         Unweighted value of each active loss term, for logging.
     """
@@ -310,6 +311,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             for module in modules:
                 module.requires_grad_(not frozen)
         self.logit_scale.requires_grad_(not self.config.freeze_text_tower)
+        # Ablated modules take no part in training either.
+        self.visual_prompt.requires_grad_(self.config.use_visual_prompt)
+        self.reciprocal_points.requires_grad_(self.config.use_reciprocal_points)
 
     # ----------------------------------------------------------------------------------------------- CLIP towers
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -432,6 +436,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     def add_visual_prompt(self, frames: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """Prompted frames `(N, C, H, W)` from normalised frames `(N, C, H, W)`."""
         image_size = frames.shape[-1]
+        if not self.config.use_visual_prompt:
+            return frames
         if self.config.visual_prompt_location == "per_frame":
             tops, lefts = self.prompt_top_left(self.saliency_maps(frames, text_embeds.detach()))
             return self.visual_prompt.add_per_frame(frames, tops, lefts)
@@ -470,9 +476,11 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
         logit_scale = self.logit_scale.exp()
         clip_logits = logit_scale * F.normalize(video_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T  # (B, K)
-        negative_visual = self.negative_visual_embeds()  # (K, D)
-        recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
-        ensemble = (clip_logits + recip_logits) / 2
+        negative_visual, recip_logits, ensemble = None, None, clip_logits
+        if self.config.use_reciprocal_points:
+            negative_visual = self.negative_visual_embeds()  # (K, D)
+            recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
+            ensemble = (clip_logits + recip_logits) / 2
         open_set_score = ensemble.amax(dim=-1)  # (B,)
         threshold = self.config.unknown_threshold
         unknown = ensemble.new_full(
@@ -489,7 +497,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 reciprocal_logits=recip_logits,
                 video_embeds=video_embeds,
                 negative_visual_embeds=negative_visual,
-                negative_text_embeds=self.negative_text_embeds() if self.config.negative_clip_weight > 0 else None,
+                negative_text_embeds=self.negative_text_embeds()
+                if self.config.negative_clip_weight > 0 and self.config.use_reciprocal_points
+                else None,
                 logit_scale=logit_scale,
                 radius=self.reciprocal_points.radius,
             )

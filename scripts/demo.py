@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -61,8 +62,10 @@ def main() -> None:
         "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
         "--learning_rate", str(args.learning_rate), "--milestones", milestones, "--seed", str(args.seed),
         "--crop_scale_min", "0.6", "--save_total_limit", "1", "--logging_steps", "20", "--dataloader_num_workers", "1",
-        "--overwrite_output_dir", *args.extra,
+        *args.extra,
     ]  # fmt: skip
+    if (args.output_dir / "config.json").exists():  # a previous demo run: start afresh, not from its checkpoints
+        shutil.rmtree(args.output_dir)
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
     metrics = json.loads((args.output_dir / "metrics.json").read_text())

@@ -262,3 +262,21 @@ def test_visual_prompt_is_added_inside_the_square_only(make_model):
     # per-frame placement at given corners equals the single-location placement.
     per_frame = model.visual_prompt.add_per_frame(frames, torch.tensor([top, top]), torch.tensor([left, left]))
     torch.testing.assert_close(per_frame, expected)
+
+
+def test_ablation_switches(make_model):
+    no_prompt = make_model(use_visual_prompt=False).eval()
+    frames = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        no_prompt.visual_prompt.delta.fill_(1.0)
+    assert torch.equal(no_prompt.add_visual_prompt(frames, no_prompt.class_text_embeds()), frames)
+    assert not no_prompt.visual_prompt.delta.requires_grad
+
+    clip_only = make_model(use_reciprocal_points=False).train()
+    out = clip_only(videos(), labels=torch.tensor([0, 1]))
+    assert out.reciprocal_logits is None and out.negative_visual_embeds is None
+    torch.testing.assert_close(out.logits[:, :K], out.clip_logits)
+    assert set(out.loss_terms) == {"known_ce", "known_contrastive"}
+    out.loss.backward()
+    assert clip_only.prompt_learner.ctx.grad is not None
+    assert not clip_only.reciprocal_points.images.requires_grad
