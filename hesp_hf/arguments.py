@@ -21,6 +21,10 @@ class ModelArguments:
         metadata={"help": "Training clips whose mean CLIP saliency places the visual prompt (dataset mode)."},
     )
     freeze_vision_tower: bool = field(default=True, metadata={"help": "Keep the CLIP vision tower frozen."})
+    use_visual_prompt: bool = field(default=True, metadata={"help": "Ablation: false leaves frames unprompted."})
+    use_reciprocal_points: bool = field(
+        default=True, metadata={"help": "Ablation: false drops the negative visual prompts (CLIP logits alone)."}
+    )
     milestones: str = field(
         default="30,60,90", metadata={"help": "Epochs at which the learning rate is multiplied by gamma."}
     )

@@ -67,6 +67,8 @@ def config_overrides(model_args: Any) -> dict[str, Any]:
         "temporal_pooling": model_args.temporal_pooling,
         "visual_prompt_location": model_args.visual_prompt_location,
         "freeze_vision_tower": model_args.freeze_vision_tower,
+        "use_visual_prompt": model_args.use_visual_prompt,
+        "use_reciprocal_points": model_args.use_reciprocal_points,
     }
     for item in filter(None, (part.strip() for part in model_args.loss_weights.split(","))):
         name, _, value = item.partition("=")

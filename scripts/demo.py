@@ -23,7 +23,7 @@ from pathlib import Path
 
 from transformers import pipeline
 
-from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path
+from hesp_hf.embedded import DEMO_KNOWN, synthetic_train_arguments
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 
@@ -52,18 +52,14 @@ def main() -> None:
     data = write_synthetic_dataset(args.data_dir, spec)
 
     logger.info("2/4 training HESP on the known classes %s through scripts/train.py", ", ".join(DEMO_KNOWN))
-    clip_model = args.clip_model or embedded_clip_path()
-    milestones = f"{int(args.epochs * 2 / 3)},{int(args.epochs * 5 / 6)}"
     command = [
-        sys.executable, str(TRAIN_SCRIPT), "--dataset", "custom", "--label_names", ",".join(CLASSES),
-        "--known_labels", ",".join(DEMO_KNOWN), "--train_annotation", str(data / "train.csv"),
-        "--test_annotation", str(data / "test.csv"), "--clip_model", clip_model, "--num_frames", "8",
-        "--output_dir", str(args.output_dir), "--num_train_epochs", str(args.epochs),
-        "--per_device_train_batch_size", str(args.batch_size), "--per_device_eval_batch_size", "64",
-        "--learning_rate", str(args.learning_rate), "--milestones", milestones, "--seed", str(args.seed),
-        "--crop_scale_min", "0.6", "--save_total_limit", "1", "--logging_steps", "20", "--dataloader_num_workers", "1",
+        sys.executable,
+        str(TRAIN_SCRIPT),
+        *synthetic_train_arguments(
+            data, args.output_dir, args.epochs, args.seed, args.batch_size, args.learning_rate, args.clip_model
+        ),
         *args.extra,
-    ]  # fmt: skip
+    ]
     if (args.output_dir / "config.json").exists():  # a previous demo run: start afresh, not from its checkpoints
         shutil.rmtree(args.output_dir)
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
