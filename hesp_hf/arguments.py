@@ -71,6 +71,10 @@ class DataArguments:
         },
     )
     on_bad_clip: str = field(default="raise", metadata={"help": "raise or skip clips that fail to decode."})
+    augmentation: str = field(
+        default="flip_crop",
+        metadata={"help": "Training augmentation, one draw per clip: flip_crop (the paper's), flip, or none."},
+    )
     crop_scale_min: float = field(default=0.08, metadata={"help": "Smallest area share of the random resized crop."})
 
 
@@ -91,6 +95,13 @@ class HESPTrainingArguments(TrainingArguments):
     report_to: str = field(default="none", metadata={"help": "tensorboard, wandb, ... or none."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
     ddp_find_unused_parameters: bool = field(default=False, metadata={"help": "Every trainable parameter is used."})
+    max_grad_norm: float = field(
+        default=0.0,
+        metadata={
+            "help": "Gradient clipping norm; 0 (the paper's recipe) disables it. Trainer's usual 1.0 starves the "
+            "prompts: the negative visual prompt images dominate the global norm."
+        },
+    )
     # TrainingArguments' own `label_names` (input keys holding labels) is always ["labels"] for HESP, so the flag
     # names the classes of a `custom` dataset instead.
     label_names: str | None = field(

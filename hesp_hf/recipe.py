@@ -95,7 +95,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     train_transform = ClipTransform(
         processor,
         training=True,
-        augmentation=ClipAugmentation(size=crop, scale=(data_args.crop_scale_min, 1.0)),
+        augmentation=make_augmentation(data_args, crop),
         on_bad_clip=data_args.on_bad_clip,
         bad_clip_log=bad_clip_log,
     )
@@ -178,6 +178,17 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         if push_to_hub:
             push_folder(output_dir, training_args)
     return metrics
+
+
+def make_augmentation(data_args: Any, size: tuple[int, int]) -> ClipAugmentation | None:
+    """`flip_crop`: flip + random resized crop (the paper's); `flip`: flip alone; `none`."""
+    if data_args.augmentation == "none":
+        return None
+    if data_args.augmentation == "flip":
+        return ClipAugmentation(size=size, scale=(1.0, 1.0), ratio=(size[1] / size[0],) * 2)
+    if data_args.augmentation == "flip_crop":
+        return ClipAugmentation(size=size, scale=(data_args.crop_scale_min, 1.0))
+    raise ValueError(f"--augmentation must be flip_crop, flip or none, got '{data_args.augmentation}'.")
 
 
 def place_visual_prompt(model: Any, split: OpenSetSplit, transform: ClipTransform, max_clips: int) -> None:
