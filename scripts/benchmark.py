@@ -171,7 +171,7 @@ def synthetic_frames(count: int, height: int, width: int) -> np.ndarray:
     return video
 
 
-def vit_b32_models(quick: bool) -> dict[str, object]:
+def vit_b32_models(quick: bool, poolings: tuple[str, ...] = ("mean", "attention")) -> dict[str, object]:
     """HESP models on one set of random ViT-B/32-size towers (quick: 4 layers), for each temporal pooling."""
     import tempfile
 
@@ -190,21 +190,29 @@ def vit_b32_models(quick: bool) -> dict[str, object]:
     tokenizer = save_char_tokenizer(tempfile.mkdtemp())
     labels = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
     models = {}
-    for pooling in ("mean", "attention"):
+    for pooling in poolings:
         config = HESPConfig.from_clip_config(clip_config, labels, tokenizer, temporal_pooling=pooling)
         models[pooling] = HESPForOpenSetVideoClassification(config).eval()
-    # One set of tower weights for all, so every row measures the same CLIP.
-    models["attention"].load_state_dict(models["mean"].state_dict(), strict=False)
+        # One set of tower weights for all, so every row measures the same CLIP.
+        models[pooling].load_state_dict(models[poolings[0]].state_dict(), strict=False)
     return models
 
 
 def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
     import torch
 
-    models = vit_b32_models(quick)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    native_bf16 = (
+        device == "cuda"
+        or "AMX" in torch.backends.cpu.get_cpu_capability()
+        or "512" in torch.backends.cpu.get_cpu_capability()
+    )
+    models = {name: m.to(device) for name, m in vit_b32_models(quick).items()}
     model = models["mean"]
     batch, frames = (2, 8) if quick else (4, 8)
-    clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    if device == "cuda":
+        batch = 64
+    clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
     repeats = 2 if quick else 3
 
     def bare(videos):
@@ -212,11 +220,12 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
 
     def timed(function, bf16: bool) -> float:
         def call():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 function(clips)
 
         call()  # warm-up (and fills the text / reciprocal-point caches)
-        return best_time(call, repeats)
+        # bf16 is emulated, and slow, on CPUs without bf16 instructions: fewer repeats there.
+        return best_time(call, 1 if bf16 and not native_bf16 else repeats)
 
     rows, ratios = [], {}
     for bf16 in (False, True):
@@ -229,7 +238,8 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
                 "ratio": None,
             }
         )
-        for location, pooling in (("dataset", "mean"), ("dataset", "attention"), ("per_frame", "mean")):
+        variants = (("dataset", "mean"), ("dataset", "attention"), ("per_frame", "mean"))
+        for location, pooling in variants if not bf16 or native_bf16 else variants[:1]:
             hesp = models[pooling]
             hesp.config.visual_prompt_location = location
             hesp_time = timed(lambda videos, hesp=hesp: hesp(videos), bf16)
@@ -246,11 +256,13 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
                 ratios[f"inference.seconds_{'bf16' if bf16 else 'fp32'}"] = hesp_time
     ratios["inference.bf16_over_fp32"] = ratios["inference.seconds_fp32"] / ratios["inference.seconds_bf16"]
     # Top-1 agreement of bf16 with fp32 on a sample of clips.
-    sample = torch.randn(16 if quick else 32, frames, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    sample = torch.randn(
+        8 if quick or not native_bf16 else 32, frames, 3, 224, 224, generator=torch.Generator().manual_seed(1)
+    ).to(device)
     known = model.config.num_known_labels
     with torch.inference_mode():
         fp32 = torch.cat([model(chunk).logits[:, :known] for chunk in sample.split(batch)])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             bf16 = torch.cat([model(chunk).logits[:, :known].float() for chunk in sample.split(batch)])
     ratios["inference.bf16_top1_agreement"] = float((fp32.argmax(1) == bf16.argmax(1)).float().mean())
     rows.append(
@@ -266,7 +278,7 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
 def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
     import torch
 
-    model = vit_b32_models(quick)["mean"].train()
+    model = vit_b32_models(quick, ("mean",))["mean"].train()
     batch, frames = (2, 8) if quick else (8, 8)
     clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     labels = torch.arange(batch) % model.config.num_known_labels
@@ -337,7 +349,7 @@ def memory_probe(checkpointing: bool, quick: bool) -> None:
     import psutil
     import torch
 
-    model = vit_b32_models(quick)["mean"].train()
+    model = vit_b32_models(quick, ("mean",))["mean"].train()
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     batch = 2 if quick else 8
@@ -380,7 +392,13 @@ def benchmark_memory(quick: bool) -> tuple[list[dict], dict[str, float]]:
 
 
 def machine() -> str:
-    return f"{platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.platform()}"
+    import torch
+
+    accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.get_num_threads()} torch threads, {accelerator}"
+    )
 
 
 def main() -> None:

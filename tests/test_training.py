@@ -206,3 +206,20 @@ def test_schedule_and_normalized_prompt_step():
     torch.testing.assert_close(pixel.detach(), torch.tensor([-30.0, 0.0, -40.0]))  # -50 * g / ||g||
     torch.testing.assert_close(other.detach(), torch.tensor([-0.1, 0.1]))  # plain SGD
     assert pixel.grad is not None  # gradients are left as they were
+
+
+def test_augmentation_choices():
+    from types import SimpleNamespace
+
+    from hesp_hf.recipe import make_augmentation
+
+    assert make_augmentation(SimpleNamespace(augmentation="none"), (32, 32)) is None
+    flip = make_augmentation(SimpleNamespace(augmentation="flip"), (32, 32))
+    frames = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    out = flip(frames)
+    original = torch.as_tensor(frames).permute(0, 3, 1, 2)
+    assert torch.equal(out, original) or torch.equal(out, original.flip(-1))  # no crop, no resize
+    crop = make_augmentation(SimpleNamespace(augmentation="flip_crop", crop_scale_min=0.08), (32, 32))
+    assert crop.scale == (0.08, 1.0)
+    with pytest.raises(ValueError, match="flip_crop, flip or none"):
+        make_augmentation(SimpleNamespace(augmentation="mixup"), (32, 32))
