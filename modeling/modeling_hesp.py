@@ -337,8 +337,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
         """CLIP text features `(N, D)` of token ids `(N, L)`, each ending with its EOS and then padding."""
         eos = self.config.text_config.eos_token_id
-        lengths = (input_ids == eos).int().argmax(dim=-1) + 1
-        return self.encode_text_embeds(self.text_model.embeddings.token_embedding(input_ids), lengths)
+        return self.get_text_features_from_ids(input_ids, (input_ids == eos).int().argmax(dim=-1) + 1)
 
     # --------------------------------------------------------------------------------------- prompt features
     def class_text_embeds(self) -> torch.Tensor:
@@ -365,6 +364,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         return self._negative_text_cache.get(self._text_state(), compute)
 
     def get_text_features_from_ids(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """CLIP text features `(N, D)` of token ids `(N, L)` whose EOS sits at `lengths - 1`."""
         return self.encode_text_embeds(self.text_model.embeddings.token_embedding(input_ids), lengths)
 
     def negative_visual_embeds(self) -> torch.Tensor:

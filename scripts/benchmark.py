@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hesp_hf.evaluation import write_text_atomic
 from hesp_hf.metrics import open_set_metrics
 
 
@@ -434,9 +435,7 @@ def main() -> None:
             ratio = "" if row["ratio"] is None else f"{row['ratio']:.1f}x"
             print(f"| {name} | {row['what']} | {row['seconds']:.4f} | {ratio} |", flush=True)
     if args.json:
-        temporary = args.json.with_suffix(args.json.suffix + ".tmp")
-        temporary.write_text(json.dumps({"machine": machine(), **ratios}, indent=2))
-        temporary.replace(args.json)  # whole or not at all
+        write_text_atomic(args.json, json.dumps({"machine": machine(), **ratios}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
