@@ -2,7 +2,7 @@
 embedded tiny CLIP through scripts/train.py, calibration, evaluation on known + unknown clips, and the stock
 `pipeline("video-classification")` on a known and an unknown clip.
 
-    python scripts/demo.py [--output_dir outputs/demo] [--epochs 30] [--train_per_class 40] [--test_per_class 15]
+    python scripts/demo.py [--output_dir outputs/demo] [--epochs 12] [--train_per_class 40] [--test_per_class 15]
 
 The clips are cached (outputs/synthetic/) and reused by later runs. The last line reads
 `demo: accuracy=<a> auroc=<b> oscr=<c>` (fractions, the known-ness score being the max ensemble logit).
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--clip_model", default=None, help="CLIP checkpoint (default: the embedded tiny CLIP)")
     parser.add_argument("--train_per_class", type=int, default=40)
     parser.add_argument("--test_per_class", type=int, default=15)
-    parser.add_argument("--epochs", type=float, default=30)
+    parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--learning_rate", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)

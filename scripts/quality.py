@@ -94,8 +94,6 @@ def train_hesp(data: Path, output: Path, extra: list[str], epochs: float, seed: 
             sys.executable,
             str(TRAIN_SCRIPT),
             *synthetic_train_arguments(data, output, epochs, seed),
-            "--temporal_pooling",
-            "attention",
             *extra,
         ]
         subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
