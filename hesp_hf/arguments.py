@@ -34,6 +34,10 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "> 0: the released code's normalised-gradient step (it used 50) for the pixel prompts."},
     )
+    open_set_score: str = field(
+        default="max_logit",
+        metadata={"help": "Known-ness score: max_logit (as published results) or max_softmax."},
+    )
     keep_share: float = field(
         default=0.95, metadata={"help": "Share of known validation clips the calibrated unknown threshold accepts."}
     )

@@ -44,21 +44,16 @@ def predict_open_set(trainer: Trainer, dataset: Any) -> tuple[np.ndarray, np.nda
     return np.asarray(logits), np.asarray(scores), np.asarray(output.label_ids)
 
 
-def confusion_table(
-    logits: np.ndarray, labels: np.ndarray, label_names: list[str], threshold: float | None
-) -> list[list]:
-    """Rows: true class (known classes, then "unknown"); columns: decision with the threshold (the same)."""
+def confusion_table(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> list[list]:
+    """Rows: true class (known classes, then "unknown"); columns: the model's decision, the arg-max of its `K + 1`
+    logits (its "unknown" column already encodes the calibrated threshold)."""
     num_known = len(label_names) - 1
-    known_logits = logits[:, :num_known]
-    decisions = known_logits.argmax(axis=1)
-    if threshold is not None:
-        decisions = np.where(known_logits.max(axis=1) < threshold, num_known, decisions)
+    decisions = logits.argmax(axis=1)
     truth = np.where(labels < 0, num_known, labels)
     table = np.zeros((num_known + 1, num_known + 1), dtype=np.int64)
     np.add.at(table, (truth, decisions), 1)
-    return [["true \\ predicted", *label_names]] + [
-        [name, *row.tolist()] for name, row in zip(label_names, table, strict=True)
-    ]
+    rows = zip(label_names, table, strict=True)
+    return [["true \\ predicted", *label_names]] + [[name, *row.tolist()] for name, row in rows]
 
 
 def write_open_set_report(
@@ -70,14 +65,17 @@ def write_open_set_report(
     title: str = "",
     extra: dict[str, Any] | None = None,
     prefix: str = "",
+    score: str = "max_logit",
 ) -> dict[str, Any]:
     """Write `{prefix}metrics.json`, `{prefix}curves.png` and `{prefix}confusion.csv` into `output_dir`; return the
-    metrics. `label_names`: the model's `id2label` values (known classes, then "unknown")."""
+    metrics. `label_names`: the model's `id2label` values (known classes, then "unknown"); `score`: the model's
+    `config.open_set_score`."""
     output_dir = Path(output_dir)
-    metrics: dict[str, Any] = open_set_metrics(logits, labels, has_unknown_column=True)
+    metrics: dict[str, Any] = open_set_metrics(logits, labels, score=score, has_unknown_column=True)
+    metrics["score"] = score
     if threshold is not None:
         known = labels >= 0
-        accepted = logits[:, :-1].max(axis=1) >= threshold
+        accepted = logits.argmax(axis=1) < logits.shape[1] - 1  # the model's own accept / reject decision
         metrics.update(
             unknown_threshold=float(threshold),
             known_accepted_share=float(accepted[known].mean()),
@@ -86,10 +84,10 @@ def write_open_set_report(
     metrics.update(extra or {})
     write_text_atomic(output_dir / f"{prefix}metrics.json", json.dumps(metrics, indent=2) + "\n")
     plot_open_set_curves(
-        logits, labels, output_dir / f"{prefix}curves.png", has_unknown_column=True, title=title or None
+        logits, labels, output_dir / f"{prefix}curves.png", score=score, has_unknown_column=True, title=title or None
     )
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(confusion_table(logits, labels, label_names, threshold))
+    csv.writer(buffer).writerows(confusion_table(logits, labels, label_names))
     write_text_atomic(output_dir / f"{prefix}confusion.csv", buffer.getvalue())
     logger.info(
         "%s accuracy=%.4f auroc=%.4f oscr=%.4f",

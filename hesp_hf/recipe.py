@@ -69,6 +69,7 @@ def config_overrides(model_args: Any) -> dict[str, Any]:
         "freeze_vision_tower": model_args.freeze_vision_tower,
         "use_visual_prompt": model_args.use_visual_prompt,
         "use_reciprocal_points": model_args.use_reciprocal_points,
+        "open_set_score": model_args.open_set_score,
     }
     for item in filter(None, (part.strip() for part in model_args.loss_weights.split(","))):
         name, _, value = item.partition("=")
@@ -123,7 +124,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         train_dataset=train_set,
         eval_dataset=validation_set if len(validation_set) else None,
         data_collator=collate_clips,
-        compute_metrics=trainer_compute_metrics(split.unknown_label),
+        compute_metrics=trainer_compute_metrics(split.unknown_label, model.config.open_set_score),
         milestones=[int(m) for m in model_args.milestones.split(",") if m.strip()],
         gamma=model_args.gamma,
         momentum=model_args.momentum,
@@ -152,7 +153,14 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             logger.warning("%d clips were skipped because they failed to decode (see %s).", len(skipped), bad_clip_log)
             extra["skipped_clips"] = len(skipped)
         metrics = write_open_set_report(
-            output_dir, logits, labels, label_names, model.config.unknown_threshold, title=extra["split"], extra=extra
+            output_dir,
+            logits,
+            labels,
+            label_names,
+            model.config.unknown_threshold,
+            title=extra["split"],
+            extra=extra,
+            score=model.config.open_set_score,
         )
         write_text_atomic(output_dir / "split.txt", split.summary() + "\n")
     trainer.save_model(str(output_dir))  # rank 0 writes; copies the modeling/ files and sets auto_map

@@ -80,6 +80,10 @@ class HESPConfig(CLIPConfig):
         unknown_threshold (`float`, *optional*):
             Threshold on the known-ness score (max ensemble logit), calibrated on validation data. `None` (not
             calibrated): the `"unknown"` column is the lowest finite value, so it is never the top label.
+        open_set_score (`str`, *optional*, defaults to `"max_logit"`):
+            Known-ness score: `"max_logit"`, the maximum ensemble logit (as published HESP results), or
+            `"max_softmax"`, the maximum softmax probability over the known classes (shift-invariant, so it ignores
+            an offset common to all logits); `unknown_threshold` is on the same scale (a probability for the latter).
         known_ce_weight, known_contrastive_weight, negative_clip_weight, negative_ce_weight, hybrid_ce_weight
         (`float`, *optional*, default to 1.0):
             Weights of the five loss terms `L_KN(CE)`, `L_KN(CL)`, `L_NE(CLIP)`, `L_NE(CE)`, `L_H`; 0 removes a term.
@@ -119,6 +123,7 @@ class HESPConfig(CLIPConfig):
     freeze_text_tower: bool = True
     unknown_label: str = "unknown"
     unknown_threshold: float | None = None
+    open_set_score: Literal["max_logit", "max_softmax"] = "max_logit"
     known_ce_weight: float = 1.0
     known_contrastive_weight: float = 1.0
     negative_clip_weight: float = 1.0
@@ -167,6 +172,15 @@ class HESPConfig(CLIPConfig):
             raise ValueError(
                 f"HESPConfig.visual_prompt_center must be [row, col] inside the {image_size}x{image_size} image, "
                 f"got {self.visual_prompt_center}."
+            )
+        if (
+            self.open_set_score == "max_softmax"
+            and self.unknown_threshold is not None
+            and not 0 < self.unknown_threshold <= 1
+        ):
+            raise ValueError(
+                f"HESPConfig.unknown_threshold must be a probability in (0, 1] with open_set_score='max_softmax', "
+                f"got {self.unknown_threshold}."
             )
         if len(self.image_std) != self.vision_config.num_channels or min(self.image_std) <= 0:
             raise ValueError(

@@ -6,6 +6,7 @@ temporal module -> CLIP and reciprocal logits -> ensemble + "unknown" column -> 
 This file travels inside every checkpoint (remote code): only single-dot relative imports and installed packages.
 """
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,7 +41,8 @@ class HESPVideoClassifierOutput(ModelOutput):
         The `K` ensemble logits `(clip_logits + reciprocal_logits) / 2`, then the "unknown" column, whose value is
         `config.unknown_threshold`: the arg-max is "unknown" exactly when `open_set_score` falls below the threshold.
     open_set_score (`torch.FloatTensor` of shape `(B,)`):
-        Known-ness score: the maximum ensemble logit (higher means more likely a known expression).
+        Known-ness score (higher means more likely a known expression): the maximum ensemble logit, or the maximum
+        known-class softmax probability with `config.open_set_score="max_softmax"`.
     clip_logits (`torch.FloatTensor` of shape `(B, K)`):
         `logit_scale * cos(video_embeds, text_embeds)`.
     reciprocal_logits (`torch.FloatTensor` of shape `(B, K)`):
@@ -481,11 +483,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             negative_visual = self.negative_visual_embeds()  # (K, D)
             recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
             ensemble = (clip_logits + recip_logits) / 2
-        open_set_score = ensemble.amax(dim=-1)  # (B,)
-        threshold = self.config.unknown_threshold
-        unknown = ensemble.new_full(
-            (batch, 1), torch.finfo(ensemble.dtype).min if threshold is None else float(threshold)
-        )
+        open_set_score, unknown = self.unknown_column(ensemble)  # (B,), (B, 1)
         logits = torch.cat([ensemble, unknown], dim=-1)  # (B, K + 1)
 
         loss, loss_terms = None, None
@@ -518,6 +516,26 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
+
+    def unknown_column(self, ensemble: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The known-ness score `(B,)` and the "unknown" logit `(B, 1)` that wins the arg-max exactly when the score
+        falls below `config.unknown_threshold`.
+
+        `max_logit`: the column is the threshold itself. `max_softmax`: it is `max_e + log(threshold) - log(score)`,
+        which exceeds the best known logit `max_e` exactly when `score < threshold`.
+        """
+        threshold = self.config.unknown_threshold
+        best = ensemble.amax(dim=-1)  # (B,)
+        if self.config.open_set_score == "max_softmax":
+            log_score = ensemble.log_softmax(dim=-1).amax(dim=-1)  # (B,) log of the max known-class probability
+            score = log_score.exp()
+            column = None if threshold is None else best + math.log(threshold) - log_score
+        else:
+            score = best
+            column = None if threshold is None else torch.full_like(best, float(threshold))
+        if column is None:  # not calibrated: "unknown" is never the top label
+            column = torch.full_like(best, torch.finfo(ensemble.dtype).min)
+        return score, column[:, None]
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         labels = torch.as_tensor(labels, device=self.logit_scale.device).long().view(-1)

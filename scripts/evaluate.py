@@ -70,6 +70,7 @@ def main() -> None:
             model.config.unknown_threshold,
             title=split_description(split, data_args),
             extra={"checkpoint": eval_args.checkpoint, "bf16_autocast": eval_args.bf16_autocast},
+            score=model.config.open_set_score,
         )
 
 

@@ -280,3 +280,23 @@ def test_ablation_switches(make_model):
     out.loss.backward()
     assert clip_only.prompt_learner.ctx.grad is not None
     assert not clip_only.reciprocal_points.images.requires_grad
+
+
+def test_max_softmax_score_and_its_unknown_column(make_model):
+    model = make_model(open_set_score="max_softmax").eval()
+    batch = videos(batch=6, seed=4)
+    with torch.no_grad():
+        out = model(batch)
+        ensemble = (out.clip_logits + out.reciprocal_logits) / 2
+        torch.testing.assert_close(out.open_set_score, ensemble.softmax(-1).max(-1).values)
+        assert (out.logits.argmax(-1) < K).all()  # uncalibrated
+        scores = out.open_set_score.sort().values
+        threshold = float((scores[2] + scores[3]) / 2)  # between the 3rd and 4th lowest scores
+        model.config.unknown_threshold = threshold
+        decided = model(batch)
+    rejected = decided.logits.argmax(-1) == K
+    assert torch.equal(rejected, decided.open_set_score < threshold) and int(rejected.sum()) == 3
+    torch.testing.assert_close(decided.logits[:, :K], ensemble)  # the known columns are untouched
+    config = model.config.to_dict()
+    with pytest.raises(Exception, match="probability"):
+        HESPConfig(**{**config, "unknown_threshold": 1.5})
