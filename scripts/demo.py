@@ -65,7 +65,12 @@ def main() -> None:
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
     metrics = json.loads((args.output_dir / "metrics.json").read_text())
-    logger.info("3/4 test set: %d known + %d unknown clips", metrics["num_known"], metrics["num_unknown"])
+    logger.info(
+        "3/4 test set: %d known + %d unknown clips; known-ness score: %s",
+        metrics["num_known"],
+        metrics["num_unknown"],
+        metrics["score"],
+    )
     print("\n| metric | value |\n| --- | --- |")
     for name in ("accuracy", "auroc", "oscr", "fpr_at_95_tpr", "known_accepted_share", "unknown_rejected_share"):
         print(f"| {name} | {metrics[name]:.4f} |")
