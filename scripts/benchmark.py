@@ -172,6 +172,16 @@ def synthetic_frames(count: int, height: int, width: int) -> np.ndarray:
     return video
 
 
+PATCH_SIZE = 32  # --patch_size 16 measures ViT-B/16
+
+
+def bench_device() -> str:
+    """The device taken from the environment: CUDA when PyTorch sees one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def vit_b32_models(quick: bool, poolings: tuple[str, ...] = ("mean", "attention")) -> dict[str, object]:
     """HESP models on one set of random ViT-B/32-size towers (quick: 4 layers), for each temporal pooling."""
     import tempfile
@@ -186,8 +196,8 @@ def vit_b32_models(quick: bool, poolings: tuple[str, ...] = ("mean", "attention"
     layers = 4 if quick else 12
     clip_config = CLIPConfig(
         text_config={"num_hidden_layers": layers, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-        vision_config={"num_hidden_layers": layers},
-    )  # ViT-B/32: width 768, patch 32, 224x224; text width 512
+        vision_config={"num_hidden_layers": layers, "patch_size": PATCH_SIZE},
+    )  # ViT-B/32 (or B/16 with --patch_size 16): width 768, 224x224; text width 512
     tokenizer = save_char_tokenizer(tempfile.mkdtemp())
     labels = ["happy", "sad", "neutral", "angry", "surprise", "disgust", "fear"]
     models = {}
@@ -202,7 +212,7 @@ def vit_b32_models(quick: bool, poolings: tuple[str, ...] = ("mean", "attention"
 def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
     import torch
 
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = bench_device()
     native_bf16 = (
         device == "cuda"
         or "AMX" in torch.backends.cpu.get_cpu_capability()
@@ -279,11 +289,22 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
 def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
     import torch
 
-    model = vit_b32_models(quick, ("mean",))["mean"].train()
+    device = bench_device()
+    model = vit_b32_models(quick, ("mean",))["mean"].to(device).train()
     batch, frames = (2, 8) if quick else (8, 8)
-    clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    labels = torch.arange(batch) % model.config.num_known_labels
+    if device == "cuda" and not quick:
+        batch = 64  # the paper's batch
+    clips = torch.randn(batch, frames, 3, 224, 224, generator=torch.Generator().manual_seed(0)).to(device)
+    labels = (torch.arange(batch) % model.config.num_known_labels).to(device)
     repeats = 1 if quick else 2
+
+    def synchronized(function):
+        def call():
+            function()
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        return call
 
     def step():
         model.zero_grad(set_to_none=True)
@@ -306,16 +327,14 @@ def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
                 model.get_image_features(clips.flatten(0, 1))
 
     step()  # warm-up
-    times = {
-        name: best_time(fn, repeats)
-        for name, fn in (
-            ("step", step),
-            ("frames", frames_part),
-            ("negative", negative_part),
-            ("text", text_part),
-            ("floor", floor),
-        )
-    }
+    parts = (
+        ("step", step),
+        ("frames", frames_part),
+        ("negative", negative_part),
+        ("text", text_part),
+        ("floor", floor),
+    )
+    times = {name: best_time(synchronized(function), repeats) for name, function in parts}
     target = times["floor"] + times["negative"]
     rows = [
         {
@@ -350,18 +369,27 @@ def memory_probe(checkpointing: bool, quick: bool) -> None:
     import psutil
     import torch
 
-    model = vit_b32_models(quick, ("mean",))["mean"].train()
+    device = bench_device()
+    model = vit_b32_models(quick, ("mean",))["mean"].to(device).train()
     if checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-    batch = 2 if quick else 8
-    labels = torch.arange(batch) % model.config.num_known_labels
+    batch = 2 if quick else (64 if device == "cuda" else 8)
+    labels = (torch.arange(batch) % model.config.num_known_labels).to(device)
     # A one-clip warm-up first: the first step also allocates thread pools and kernel caches, which are not activations.
-    model(torch.randn(1, 8, 3, 224, 224), labels=labels[:1]).loss.backward()
+    model(torch.randn(1, 8, 3, 224, 224, device=device), labels=labels[:1]).loss.backward()
     model.zero_grad(set_to_none=True)
-    clips = torch.randn(batch, 8, 3, 224, 224)
-    before = psutil.Process().memory_info().rss
-    model(clips, labels=labels).loss.backward()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB; the warm-up peaked lower
+    clips = torch.randn(batch, 8, 3, 224, 224, device=device)
+    if device == "cuda":  # device memory: the allocator's own peak counter
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        model(clips, labels=labels).loss.backward()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+    else:
+        before = psutil.Process().memory_info().rss
+        model(clips, labels=labels).loss.backward()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux; the warm-up peaked lower
     print(json.dumps({"added_peak_mib": (peak - before) / 2**20}))
 
 
@@ -371,9 +399,15 @@ def benchmark_memory(quick: bool) -> tuple[list[dict], dict[str, float]]:
 
     added = {}
     for checkpointing in (False, True):
-        command = [sys.executable, __file__, "--memory_probe", str(int(checkpointing))] + (
-            ["--quick"] if quick else []
-        )
+        command = [
+            sys.executable,
+            __file__,
+            "--memory_probe",
+            str(int(checkpointing)),
+            "--patch_size",
+            str(PATCH_SIZE),
+        ]
+        command += ["--quick"] if quick else []
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
         added[checkpointing] = json.loads(output)["added_peak_mib"]
     ratio = added[True] / added[False]
@@ -409,7 +443,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="run only these sections (inference, train, memory, metric, decode)")
     parser.add_argument("--workdir", type=Path, default=Path("outputs/benchmark"), help="where test clips are cached")
     parser.add_argument("--memory_probe", type=int, choices=(0, 1), help=argparse.SUPPRESS)
+    parser.add_argument("--patch_size", type=int, default=32, help="vision patch: 32 (ViT-B/32) or 16 (ViT-B/16)")
     args = parser.parse_args()
+    global PATCH_SIZE
+    PATCH_SIZE = args.patch_size
     if args.memory_probe is not None:
         memory_probe(bool(args.memory_probe), args.quick)
         return
