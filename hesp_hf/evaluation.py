@@ -5,33 +5,18 @@ import csv
 import io
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from transformers import Trainer
 
-from .metrics import open_set_metrics, plot_open_set_curves
+from .atomic_files import write_text_atomic
+from .metrics import open_set_analysis
+from .metrics.plots import draw_open_set_curves
 
 
 logger = logging.getLogger(__name__)
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary file in the same folder, renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def predict_open_set(trainer: Trainer, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -71,7 +56,7 @@ def write_open_set_report(
     metrics. `label_names`: the model's `id2label` values (known classes, then "unknown"); `score`: the model's
     `config.open_set_score`."""
     output_dir = Path(output_dir)
-    metrics: dict[str, Any] = open_set_metrics(logits, labels, score=score, has_unknown_column=True)
+    metrics, curves = open_set_analysis(logits, labels, score=score, has_unknown_column=True)
     metrics["score"] = score
     if threshold is not None:
         known = labels >= 0
@@ -83,9 +68,7 @@ def write_open_set_report(
         )
     metrics.update(extra or {})
     write_text_atomic(output_dir / f"{prefix}metrics.json", json.dumps(metrics, indent=2) + "\n")
-    plot_open_set_curves(
-        logits, labels, output_dir / f"{prefix}curves.png", score=score, has_unknown_column=True, title=title or None
-    )
+    draw_open_set_curves(metrics, curves, output_dir / f"{prefix}curves.png", score, title or None)
     buffer = io.StringIO()
     csv.writer(buffer).writerows(confusion_table(logits, labels, label_names))
     write_text_atomic(output_dir / f"{prefix}confusion.csv", buffer.getvalue())

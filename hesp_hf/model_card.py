@@ -7,7 +7,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .evaluation import write_text_atomic
+from .atomic_files import write_text_atomic
 
 
 def render_model_card(

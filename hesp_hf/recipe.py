@@ -13,10 +13,11 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from .atomic_files import write_text_atomic
 from .data import ClipAugmentation, ClipTransform, OpenSetSplit, clip_dataset, collate_clips, load_open_set_split
 from .data.dataset import read_bad_clip_log
 from .data.presets import get_preset
-from .evaluation import predict_open_set, write_open_set_report, write_text_atomic
+from .evaluation import predict_open_set, write_open_set_report
 from .metrics import trainer_compute_metrics
 from .model_card import render_model_card, write_model_card
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification

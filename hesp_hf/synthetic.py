@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .evaluation import write_text_atomic
+from .atomic_files import write_text_atomic
 from .video_writer import write_video
 
 
@@ -182,7 +182,7 @@ def render_frame(identity: FaceIdentity, actions: np.ndarray, progress: float, s
     right_y = mouth_y - lift - 0.05 * canvas * max(a["lip_corner_one_side"], 0)
     opening = 0.09 * canvas * max(a["jaw_drop"], 0)
     lip = max(1, int(round(line * (1.6 - 1.0 * max(a["lip_press"], 0)))))
-    upper = [(cx - half_w, left_y), (cx, mouth_y + 0.01 * canvas * a["lip_corner"] * 0), (cx + half_w, right_y)]
+    upper = [(cx - half_w, left_y), (cx, mouth_y), (cx + half_w, right_y)]
     lower = [(cx + half_w, right_y), (cx, mouth_y + opening + 0.02 * canvas * a["lip_corner"]), (cx - half_w, left_y)]
     if opening > 0.008 * canvas:
         draw.polygon(upper + lower, fill=(90, 20, 30, 255))

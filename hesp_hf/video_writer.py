@@ -1,10 +1,10 @@
 """Write clips as real encoded video files with PyAV, whole or not at all (a temporary file renamed into place)."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from .atomic_files import atomic_output
 
 
 def write_video(
@@ -33,22 +33,14 @@ def write_video(
         pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
         pad = [(0, 0), (0, pad_h), (0, pad_w)] + ([(0, 0)] if frames.ndim == 4 else [])
         frames = np.pad(frames, pad, mode="edge")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        with av.open(temporary, mode="w") as container:
-            stream = container.add_stream(codec, rate=fps)
-            stream.width, stream.height = frames.shape[2], frames.shape[1]
-            stream.pix_fmt = pix_fmt
-            if options:
-                stream.options = options
-            for array in frames:
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format)
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary, av.open(str(temporary), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = pix_fmt
+        if options:
+            stream.options = options
+        for array in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return path

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hesp_hf.evaluation import write_text_atomic
+from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.metrics import open_set_metrics
 
 

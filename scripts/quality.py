@@ -33,7 +33,7 @@ from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
 from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path, synthetic_train_arguments
-from hesp_hf.evaluation import write_text_atomic
+from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 

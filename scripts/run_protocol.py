@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from hesp_hf.evaluation import write_text_atomic
+from hesp_hf.atomic_files import write_text_atomic
 
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"

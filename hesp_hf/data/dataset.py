@@ -64,8 +64,7 @@ class ClipTransform:
     def load(self, path: str) -> torch.Tensor:
         frames = sample_clip(path, self.processor.num_frames, random_sampling=self.training)
         if self.augmentation is not None:
-            frames = self.augmentation(frames)  # (T, 3, h, w) uint8
-            video = frames
+            video = self.augmentation(frames)  # (T, 3, h, w) uint8
         else:
             video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
         processed = self.processor(video, do_sample_frames=False, return_tensors="pt")

@@ -150,6 +150,33 @@ def area_under(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2.0))
 
 
+def open_set_analysis(
+    predictions: np.ndarray,
+    references: np.ndarray,
+    unknown_label: int = -1,
+    score: ScoreName = "max_logit",
+    has_unknown_column: bool = False,
+) -> tuple[dict[str, float | int], OpenSetCurves]:
+    """Metrics and curves from one validation, one OSCR pass and one ROC pass (see `open_set_metrics`)."""
+    scores, is_correct, is_known = known_class_predictions(
+        predictions, references, unknown_label, score, has_unknown_column
+    )
+    fpr, ccr, thresholds = oscr_curve(scores, is_correct, is_known)
+    # One ROC curve serves AUROC and FPR@95%TPR (`roc_auc_score` would sort the scores a second time).
+    roc_fpr, roc_tpr, roc_thresholds = roc_curve(is_known, scores, drop_intermediate=False)
+    num_known = int(is_known.sum())
+    metrics = {
+        "accuracy": float(is_correct.sum() / num_known),
+        "auroc": float(auc(roc_fpr, roc_tpr)),
+        "oscr": area_under(fpr, ccr),
+        "fpr_at_95_tpr": float(roc_fpr[np.searchsorted(roc_tpr, 0.95, side="left")]),
+        "num_known": num_known,
+        "num_unknown": int(len(is_known) - num_known),
+        "num_correct": int(is_correct.sum()),
+    }
+    return metrics, OpenSetCurves(roc_fpr, roc_tpr, roc_thresholds, fpr, ccr, thresholds)
+
+
 def open_set_curves(
     predictions: np.ndarray,
     references: np.ndarray,
@@ -158,12 +185,7 @@ def open_set_curves(
     has_unknown_column: bool = False,
 ) -> OpenSetCurves:
     """The ROC and OSCR curves behind [`open_set_metrics`], for plots and custom operating points."""
-    scores, is_correct, is_known = known_class_predictions(
-        predictions, references, unknown_label, score, has_unknown_column
-    )
-    roc_fpr, roc_tpr, roc_thresholds = roc_curve(is_known, scores, drop_intermediate=False)
-    fpr, ccr, thresholds = oscr_curve(scores, is_correct, is_known)
-    return OpenSetCurves(roc_fpr, roc_tpr, roc_thresholds, fpr, ccr, thresholds)
+    return open_set_analysis(predictions, references, unknown_label, score, has_unknown_column)[1]
 
 
 def open_set_metrics(
@@ -175,22 +197,7 @@ def open_set_metrics(
 ) -> dict[str, float | int]:
     """Accuracy (argmax over the known columns, on known clips), AUROC (known vs unknown), OSCR and FPR at 95% TPR,
     as fractions in [0, 1], with the counts used. See the module docstring for the OSCR definition."""
-    scores, is_correct, is_known = known_class_predictions(
-        predictions, references, unknown_label, score, has_unknown_column
-    )
-    fpr, ccr, _ = oscr_curve(scores, is_correct, is_known)
-    # One ROC curve serves AUROC and FPR@95%TPR (`roc_auc_score` would sort the scores a second time).
-    roc_fpr, roc_tpr, _ = roc_curve(is_known, scores, drop_intermediate=False)
-    num_known = int(is_known.sum())
-    return {
-        "accuracy": float(is_correct.sum() / num_known),
-        "auroc": float(auc(roc_fpr, roc_tpr)),
-        "oscr": area_under(fpr, ccr),
-        "fpr_at_95_tpr": float(roc_fpr[np.searchsorted(roc_tpr, 0.95, side="left")]),
-        "num_known": num_known,
-        "num_unknown": int(len(is_known) - num_known),
-        "num_correct": int(is_correct.sum()),
-    }
+    return open_set_analysis(predictions, references, unknown_label, score, has_unknown_column)[0]
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
