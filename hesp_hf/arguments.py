@@ -38,6 +38,13 @@ class ModelArguments:
         default="max_logit",
         metadata={"help": "Known-ness score: max_logit (as published results) or max_softmax."},
     )
+    inference_logits: str = field(
+        default="ensemble",
+        metadata={
+            "help": "Logits to predict and score with: ensemble (paper: CLIP and reciprocal branches averaged) or "
+            "clip (the CLIP branch alone; the better open-set score on the synthetic protocol)."
+        },
+    )
     keep_share: float = field(
         default=0.95, metadata={"help": "Share of known validation clips the calibrated unknown threshold accepts."}
     )

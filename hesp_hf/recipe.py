@@ -71,6 +71,7 @@ def config_overrides(model_args: Any) -> dict[str, Any]:
         "use_visual_prompt": model_args.use_visual_prompt,
         "use_reciprocal_points": model_args.use_reciprocal_points,
         "open_set_score": model_args.open_set_score,
+        "inference_logits": model_args.inference_logits,
     }
     for item in filter(None, (part.strip() for part in model_args.loss_weights.split(","))):
         name, _, value = item.partition("=")

@@ -38,11 +38,12 @@ class HESPVideoClassifierOutput(ModelOutput):
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `labels` is given):
         The weighted open-set loss (sum of the active terms of `loss_terms`).
     logits (`torch.FloatTensor` of shape `(B, K + 1)`):
-        The `K` ensemble logits `(clip_logits + reciprocal_logits) / 2`, then the "unknown" column, whose value is
-        `config.unknown_threshold`: the arg-max is "unknown" exactly when `open_set_score` falls below the threshold.
+        The `K` ensemble logits `(clip_logits + reciprocal_logits) / 2` (`clip_logits` alone with
+        `config.inference_logits="clip"`), then the "unknown" column, built so that the arg-max is "unknown" exactly
+        when `open_set_score` falls below `config.unknown_threshold`.
     open_set_score (`torch.FloatTensor` of shape `(B,)`):
-        Known-ness score (higher means more likely a known expression): the maximum ensemble logit, or the maximum
-        known-class softmax probability with `config.open_set_score="max_softmax"`.
+        Known-ness score (higher means more likely a known expression) of those `K` logits: their maximum, or the
+        maximum known-class softmax probability with `config.open_set_score="max_softmax"`.
     clip_logits (`torch.FloatTensor` of shape `(B, K)`):
         `logit_scale * cos(video_embeds, text_embeds)`.
     reciprocal_logits (`torch.FloatTensor` of shape `(B, K)`):
@@ -482,7 +483,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         if self.config.use_reciprocal_points:
             negative_visual = self.negative_visual_embeds()  # (K, D)
             recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
-            ensemble = (clip_logits + recip_logits) / 2
+            if self.config.inference_logits == "ensemble":
+                ensemble = (clip_logits + recip_logits) / 2
         open_set_score, unknown = self.unknown_column(ensemble)  # (B,), (B, 1)
         logits = torch.cat([ensemble, unknown], dim=-1)  # (B, K + 1)
 

@@ -1,7 +1,7 @@
 """Build the embedded tiny CLIP: contrastive pretraining on single synthetic face frames and captions of their visible
 facial actions ("brows raised, eyes wide, mouth open"), never emotion names.
 
-    python scripts/pretrain_tiny_clip.py [--output hesp_hf/assets/tiny-face-clip] [--steps 800]
+    python scripts/pretrain_tiny_clip.py [--output hesp_hf/assets/tiny-face-clip] [--steps 3000] [--clips 2640]
 
 Deterministic for a seed (one thread, fixed data and step count); rebuilding is not part of `make demo`. The result (a few MB of
 safetensors with its character-level tokenizer and the pixel statistics in `preprocessor_config.json`) is committed
@@ -56,8 +56,8 @@ def soft_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("hesp_hf/assets/tiny-face-clip"))
-    parser.add_argument("--steps", type=int, default=800, help="optimizer steps (batch 64, cosine schedule)")
-    parser.add_argument("--clips", type=int, default=660, help="synthetic clips to draw frames from")
+    parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (batch 64, cosine schedule)")
+    parser.add_argument("--clips", type=int, default=2640, help="synthetic clips to draw frames from")
     parser.add_argument("--frames_per_clip", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)

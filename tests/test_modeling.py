@@ -144,6 +144,37 @@ def test_optimizer_step_changes_text_context(make_model):
     assert not torch.equal(model.prompt_learner.ctx, before)
 
 
+def test_activation_checkpointing_keeps_loss_and_gradients_and_drops_activations(make_model):
+    """Checkpointing recomputes the encoder layers in backward: the same loss and gradients, fewer saved tensors."""
+
+    def step(model) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        weights = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        saved: dict[int, int] = {}
+
+        def pack(tensor):
+            if tensor.untyped_storage().data_ptr() not in weights:
+                saved[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            out = model(videos(batch=4), labels=torch.tensor([0, 0, 1, 2]))
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        return out.loss.detach(), grads, sum(saved.values())
+
+    plain = make_model().train()
+    checkpointed = make_model().train()
+    checkpointed.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in checkpointed.vision_model.encoder.layers)
+    loss, grads, saved = step(plain)
+    loss_ckpt, grads_ckpt, saved_ckpt = step(checkpointed)
+    torch.testing.assert_close(loss_ckpt, loss)
+    assert grads_ckpt.keys() == grads.keys()
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    assert saved_ckpt < 0.7 * saved, (saved_ckpt, saved)
+
+
 def test_unfrozen_vision_tower_trains(make_model):
     model = make_model(freeze_vision_tower=False)
     assert all(p.requires_grad for p in model.vision_model.parameters())
@@ -300,3 +331,24 @@ def test_max_softmax_score_and_its_unknown_column(make_model):
     config = model.config.to_dict()
     with pytest.raises(Exception, match="probability"):
         HESPConfig(**{**config, "unknown_threshold": 1.5})
+
+
+@pytest.mark.parametrize("score", ["max_logit", "max_softmax"])
+def test_clip_inference_logits_predict_and_score_with_the_clip_branch(make_model, score):
+    ensemble_model = make_model(open_set_score=score)
+    clip_model = make_model(open_set_score=score, inference_logits="clip")
+    batch, labels = videos(batch=4, seed=5), torch.tensor([0, 1, 2, 0])
+    with torch.no_grad():
+        reference = ensemble_model.train()(batch, labels=labels)
+        out = clip_model.train()(batch, labels=labels)
+    # Training is unchanged: the same five terms and the same total.
+    assert out.loss_terms.keys() == reference.loss_terms.keys()
+    torch.testing.assert_close(out.loss, reference.loss)
+    torch.testing.assert_close(out.reciprocal_logits, reference.reciprocal_logits)
+    # Prediction and known-ness come from the CLIP logits alone.
+    torch.testing.assert_close(out.logits[:, :K], out.clip_logits)
+    expected = out.clip_logits.max(-1).values if score == "max_logit" else out.clip_logits.softmax(-1).max(-1).values
+    torch.testing.assert_close(out.open_set_score, expected)
+    assert not torch.allclose(reference.logits[:, :K], out.clip_logits)
+    with pytest.raises(Exception, match="inference_logits"):
+        HESPConfig(**{**clip_model.config.to_dict(), "inference_logits": "reciprocal"})
