@@ -6,27 +6,57 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from transformers import Trainer
 
 from .atomic_files import write_text_atomic
-from .metrics import open_set_analysis
+from .metrics import open_set_analysis, open_set_metrics
 from .metrics.plots import draw_open_set_curves
 
 
 logger = logging.getLogger(__name__)
 
 
-def predict_open_set(trainer: Trainer, dataset: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`(logits (N, K + 1), open_set_score (N,), labels (N,))` of a dataset, gathered over every process."""
-    output = trainer.predict(dataset, metric_key_prefix="predict")
+class OpenSetPredictions(NamedTuple):
+    """A model's predictions on a dataset: the `(N, K + 1)` logits, the `(N,)` known-ness scores and labels, and the
+    `(N, K)` logits of each branch (`"clip"`, and `"reciprocal"` when the model has reciprocal points)."""
+
+    logits: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    branch_logits: dict[str, np.ndarray]
+
+
+# Model outputs `Trainer.predict` may leave out: only the logits, the score and the two branches are gathered.
+_UNGATHERED_OUTPUTS = ["video_embeds", "frame_weights", "text_embeds", "negative_visual_embeds", "loss_terms"]
+
+
+def predict_open_set(trainer: Trainer, dataset: Any) -> OpenSetPredictions:
+    """Predictions of `trainer.model` on a dataset, gathered over every process."""
+    output = trainer.predict(dataset, ignore_keys=_UNGATHERED_OUTPUTS, metric_key_prefix="predict")
     predictions = output.predictions
-    logits, scores = (predictions[0], predictions[1]) if isinstance(predictions, tuple) else (predictions, None)
-    if scores is None:
-        scores = logits[:, :-1].max(axis=1)
-    return np.asarray(logits), np.asarray(scores), np.asarray(output.label_ids)
+    arrays = [np.asarray(p) for p in (predictions if isinstance(predictions, tuple) else (predictions,))]
+    logits = arrays[0]
+    scores = arrays[1] if len(arrays) > 1 else logits[:, :-1].max(axis=1)
+    branch_logits = dict(zip(("clip", "reciprocal"), arrays[2:4], strict=False))  # (logits, score, clip[, recip])
+    return OpenSetPredictions(logits, scores, np.asarray(output.label_ids), branch_logits)
+
+
+def branch_metrics(
+    branch_logits: dict[str, np.ndarray], labels: np.ndarray, score: str = "max_logit"
+) -> dict[str, dict[str, float]]:
+    """ACC / AUROC / OSCR of each branch's own logits with the model's score: which branch ranks unknown clips best
+    (the paper averages them; `config.inference_logits` picks one)."""
+    branches = dict(branch_logits)
+    if "reciprocal" in branches:
+        branches["ensemble"] = (branches["clip"] + branches["reciprocal"]) / 2
+    results = {}
+    for name, logits in branches.items():
+        metrics = open_set_metrics(logits, labels, score=score)
+        results[name] = {key: float(metrics[key]) for key in ("accuracy", "auroc", "oscr")}
+    return results
 
 
 def confusion_table(logits: np.ndarray, labels: np.ndarray, label_names: list[str]) -> list[list]:
@@ -51,13 +81,16 @@ def write_open_set_report(
     extra: dict[str, Any] | None = None,
     prefix: str = "",
     score: str = "max_logit",
+    branch_logits: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Write `{prefix}metrics.json`, `{prefix}curves.png` and `{prefix}confusion.csv` into `output_dir`; return the
     metrics. `label_names`: the model's `id2label` values (known classes, then "unknown"); `score`: the model's
-    `config.open_set_score`."""
+    `config.open_set_score`; `branch_logits`: each branch's `(N, K)` logits, reported under `"branches"`."""
     output_dir = Path(output_dir)
     metrics, curves = open_set_analysis(logits, labels, score=score, has_unknown_column=True)
     metrics["score"] = score
+    if branch_logits:
+        metrics["branches"] = branch_metrics(branch_logits, labels, score)
     if threshold is not None:
         known = labels >= 0
         accepted = logits.argmax(axis=1) < logits.shape[1] - 1  # the model's own accept / reject decision

@@ -136,11 +136,11 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     if len(validation_known):
-        _, scores, _ = predict_open_set(trainer, validation_known)
-        model.config.unknown_threshold = calibrate_threshold(scores, model_args.keep_share)
+        validation_predictions = predict_open_set(trainer, validation_known)
+        model.config.unknown_threshold = calibrate_threshold(validation_predictions.scores, model_args.keep_share)
     else:
         logger.warning("No known validation clips: unknown_threshold stays uncalibrated.")
-    logits, _, labels = predict_open_set(trainer, test_set)
+    predictions = predict_open_set(trainer, test_set)
 
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
@@ -156,13 +156,14 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             extra["skipped_clips"] = len(skipped)
         metrics = write_open_set_report(
             output_dir,
-            logits,
-            labels,
+            predictions.logits,
+            predictions.labels,
             label_names,
             model.config.unknown_threshold,
             title=extra["split"],
             extra=extra,
             score=model.config.open_set_score,
+            branch_logits=predictions.branch_logits,
         )
         write_text_atomic(output_dir / "split.txt", split.summary() + "\n")
     trainer.save_model(str(output_dir))  # rank 0 writes; copies the modeling/ files and sets auto_map

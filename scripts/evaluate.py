@@ -59,18 +59,19 @@ def main() -> None:
         ),
         data_collator=collate_clips,
     )
-    logits, _, labels = predict_open_set(trainer, test_set)
+    predictions = predict_open_set(trainer, test_set)
     if trainer.is_world_process_zero():
         label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         write_open_set_report(
             eval_args.output_dir,
-            logits,
-            labels,
+            predictions.logits,
+            predictions.labels,
             label_names,
             model.config.unknown_threshold,
             title=split_description(split, data_args),
             extra={"checkpoint": eval_args.checkpoint, "bf16_autocast": eval_args.bf16_autocast},
             score=model.config.open_set_score,
+            branch_logits=predictions.branch_logits,
         )
 
 

@@ -5,8 +5,9 @@
 For each seed (a freshly generated synthetic data set, the demo's 6 known / 5 unknown classes):
 - zero-shot CLIP with the class names ("{name}."), scored by max logit;
 - frame-mean CLIP features with a linear classifier (logistic regression), scored by max-softmax and by max-logit;
-- HESP (attention pooling) and HESP with each module switched off: learned text prompts (`n_ctx=0`, the class name
-  alone), visual prompt, temporal attention (mean pooling), reciprocal points;
+- HESP as the demo trains it (attention pooling, predictions and known-ness from the CLIP branch), the same with the
+  paper's ensemble of CLIP and reciprocal logits at inference, and HESP with each module switched off: learned text
+  prompts (`n_ctx=0`, the class name alone), visual prompt, temporal attention (mean pooling), reciprocal points;
 then mean ± std ACC / AUROC / OSCR over the seeds as `results.md` / `results.csv`. Results per run are kept, so an
 interrupted measurement resumes.
 """
@@ -40,7 +41,8 @@ from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 HESP_VARIANTS = {
-    "HESP (full, attention pooling)": [],
+    "HESP (full: attention pooling, CLIP-branch inference)": [],
+    "HESP with the paper's ensemble inference (CLIP + reciprocal logits)": ["--inference_logits", "ensemble"],
     "HESP without learned text prompts (n_ctx=0)": ["--n_ctx", "0"],
     "HESP without visual prompt": ["--use_visual_prompt", "false"],
     "HESP without temporal attention (mean)": ["--temporal_pooling", "mean"],

@@ -86,6 +86,10 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run):
     assert [config["id2label"][str(i)] for i in range(4)] == ["calm", "smile", "frown", "unknown"]
     confusion = (reference_run / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "true \\ predicted,calm,smile,frown,unknown" and len(confusion) == 5
+    # Each branch is reported; the ensemble rebuilt from the two branches scores what the model's own logits score.
+    assert set(metrics["branches"]) == {"clip", "reciprocal", "ensemble"}
+    for name in ("accuracy", "auroc", "oscr"):
+        assert metrics["branches"]["ensemble"][name] == pytest.approx(metrics[name], abs=1e-9)
 
     card = ModelCard.load(reference_run / "README.md")
     assert card.data.pipeline_tag == "video-classification"
@@ -158,6 +162,9 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
     evaluated, trained = metrics_of(tmp_path / "eval"), metrics_of(reference_run)
     for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
         assert evaluated[name] == pytest.approx(trained[name], abs=1e-6)
+    assert evaluated["branches"].keys() == trained["branches"].keys()
+    for branch, values in trained["branches"].items():
+        assert evaluated["branches"][branch] == pytest.approx(values, abs=1e-6)
     assert (tmp_path / "eval" / "curves.png").exists()
 
 
