@@ -110,7 +110,8 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run):
 
 
 def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path):
-    """Killed after epoch 1 (its checkpoint is all that is left), restarted with --resume_from_checkpoint."""
+    """Killed after epoch 1 (its checkpoint is all that is left), restarted with --resume_from_checkpoint; the
+    restart also recomputes activations in backward (--activation_checkpointing), which must not change a thing."""
     checkpoints = sorted(reference_run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     interrupted = tmp_path / "interrupted"
     shutil.copytree(checkpoints[0], interrupted / checkpoints[0].name)
@@ -124,6 +125,8 @@ def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path
             "5",
             "--resume_from_checkpoint",
             str(interrupted / checkpoints[0].name),
+            "--activation_checkpointing",
+            "true",
         )  # fmt: skip
     )
     resumed, reference = metrics_of(interrupted), metrics_of(reference_run)
