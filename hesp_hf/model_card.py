@@ -10,6 +10,20 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .atomic_files import write_text_atomic
 
 
+def known_ness_description(open_set_score: str, inference_logits: str, use_reciprocal_points: bool) -> str:
+    """The known-ness score of a config in words, e.g. "the maximum logit of the CLIP branch"."""
+    if not use_reciprocal_points or inference_logits == "clip":
+        logits = "the CLIP branch (learned text prompts)"
+    else:
+        logits = "the ensemble of the CLIP and reciprocal-point branches"
+    measure = (
+        "the maximum softmax probability over the known classes of"
+        if open_set_score == "max_softmax"
+        else ("the maximum logit of")
+    )
+    return f"{measure} {logits}"
+
+
 def render_model_card(
     *,
     repo_id: str,
@@ -23,6 +37,7 @@ def render_model_card(
     temporal_pooling: str,
     threshold: float | None,
     keep_share: float,
+    known_ness: str = "the maximum logit of the ensemble of the CLIP and reciprocal-point branches",
     license: str = "apache-2.0",
 ) -> ModelCard:
     results = [
@@ -64,6 +79,7 @@ def render_model_card(
         temporal_pooling=temporal_pooling,
         threshold="not calibrated" if threshold is None else f"{threshold:.4f}",
         keep_share=f"{keep_share:.0%}",
+        known_ness=known_ness,
     )
 
 

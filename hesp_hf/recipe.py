@@ -19,7 +19,7 @@ from .data.dataset import read_bad_clip_log
 from .data.presets import get_preset
 from .evaluation import predict_open_set, write_open_set_report
 from .metrics import trainer_compute_metrics
-from .model_card import render_model_card, write_model_card
+from .model_card import known_ness_description, render_model_card, write_model_card
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from .modeling.video_processing_hesp import HESPVideoProcessor
 from .training import HESPTrainer, calibrate_threshold
@@ -181,6 +181,9 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             temporal_pooling=model.config.temporal_pooling,
             threshold=model.config.unknown_threshold,
             keep_share=model_args.keep_share,
+            known_ness=known_ness_description(
+                model.config.open_set_score, model.config.inference_logits, model.config.use_reciprocal_points
+            ),
         )
         write_model_card(card, output_dir)
         write_text_atomic(

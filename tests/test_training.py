@@ -98,6 +98,9 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run):
     results = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert results == pytest.approx({name: metrics[name] for name in ("accuracy", "auroc", "oscr")}, abs=1e-6)
     assert "gasp" in card.text and "Bias, Risks, and Limitations" in card.text
+    assert (
+        "Known-ness score: the maximum logit of the ensemble of the CLIP and reciprocal-point branches." in card.text
+    )
 
     state = json.loads(sorted(reference_run.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss_known_ce" in entry]
