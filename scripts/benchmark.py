@@ -175,6 +175,8 @@ def synthetic_frames(count: int, height: int, width: int) -> np.ndarray:
 
 
 PATCH_SIZE = 32  # --patch_size 16 measures ViT-B/16
+TRAINED_CHECKPOINT: str | None = None  # --trained_checkpoint: a trained HESP folder for the bf16 agreement row
+TRAINED_CLIPS = ""
 
 
 def bench_device() -> str:
@@ -285,7 +287,45 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
             "ratio": ratios["inference.bf16_over_fp32"],
         }
     )
+    if TRAINED_CHECKPOINT:
+        agreement, count = trained_bf16_agreement(TRAINED_CHECKPOINT, TRAINED_CLIPS, device)
+        ratios["inference.bf16_decision_agreement_trained"] = agreement
+        rows.append(
+            {
+                "what": f"bf16 agreement with fp32 of the decisions (top label of K + 1, 'unknown' included) of "
+                f"{TRAINED_CHECKPOINT} on {count} clips: {agreement:.3f}",
+                "seconds": float("nan"),
+                "ratio": None,
+            }
+        )
     return rows, ratios
+
+
+def trained_bf16_agreement(checkpoint: str, annotation: str, device: str) -> tuple[float, int]:
+    """Share of the clips listed in `annotation` (a CSV with a `video_path` column, relative to its folder) on which
+    a trained checkpoint decides the same under bfloat16 autocast as in float32: random towers give nearly tied
+    logits, so only a trained model says whether bf16 changes answers."""
+    import csv
+
+    import torch
+
+    from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
+    from hesp_hf.data.decoding import sample_clip
+
+    model = HESPForOpenSetVideoClassification.from_pretrained(checkpoint).to(device).eval()
+    processor = HESPVideoProcessor.from_pretrained(checkpoint)
+    with open(annotation, newline="") as handle:
+        paths = [str(Path(annotation).parent / row["video_path"]) for row in csv.DictReader(handle)]
+    decisions = {False: [], True: []}
+    for start in range(0, len(paths), 32):
+        videos = [sample_clip(path, model.config.num_frames) for path in paths[start : start + 32]]
+        pixels = processor(videos, return_tensors="pt", do_sample_frames=False)["pixel_values_videos"].to(device)
+        with torch.inference_mode():
+            for bf16 in (False, True):
+                with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+                    decisions[bf16].append(model(pixels).logits.float().argmax(-1))
+    fp32, bf16 = torch.cat(decisions[False]), torch.cat(decisions[True])
+    return float((fp32 == bf16).float().mean()), len(paths)
 
 
 def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
@@ -508,9 +548,17 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("outputs/benchmark"), help="where test clips are cached")
     parser.add_argument("--memory_probe", type=int, choices=(0, 1), help=argparse.SUPPRESS)
     parser.add_argument("--patch_size", type=int, default=32, help="vision patch: 32 (ViT-B/32) or 16 (ViT-B/16)")
+    parser.add_argument(
+        "--trained_checkpoint", help="inference: also measure bf16 decision agreement of this trained HESP folder"
+    )
+    parser.add_argument(
+        "--trained_clips",
+        default="outputs/synthetic/synthetic-1a8ccc942440/test.csv",
+        help="CSV (video_path column) of the clips for --trained_checkpoint (default: the demo's test list)",
+    )
     args = parser.parse_args()
-    global PATCH_SIZE
-    PATCH_SIZE = args.patch_size
+    global PATCH_SIZE, TRAINED_CHECKPOINT, TRAINED_CLIPS
+    PATCH_SIZE, TRAINED_CHECKPOINT, TRAINED_CLIPS = args.patch_size, args.trained_checkpoint, args.trained_clips
     if args.memory_probe is not None:
         memory_probe(bool(args.memory_probe), args.quick)
         return
