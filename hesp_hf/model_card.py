@@ -16,12 +16,9 @@ def known_ness_description(open_set_score: str, inference_logits: str, use_recip
         logits = "the CLIP branch (learned text prompts)"
     else:
         logits = "the ensemble of the CLIP and reciprocal-point branches"
-    measure = (
-        "the maximum softmax probability over the known classes of"
-        if open_set_score == "max_softmax"
-        else ("the maximum logit of")
-    )
-    return f"{measure} {logits}"
+    if open_set_score == "max_softmax":
+        return f"the maximum softmax probability over the known classes of {logits}"
+    return f"the maximum logit of {logits}"
 
 
 def render_model_card(

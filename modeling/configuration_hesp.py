@@ -78,10 +78,11 @@ class HESPConfig(CLIPConfig):
         unknown_label (`str`, *optional*, defaults to `"unknown"`):
             Name of the last label, predicted when the known-ness score falls below `unknown_threshold`.
         unknown_threshold (`float`, *optional*):
-            Threshold on the known-ness score (`open_set_score` of the `inference_logits`), calibrated on validation data. `None` (not
-            calibrated): the `"unknown"` column is the lowest finite value, so it is never the top label.
+            Threshold on the known-ness score (`open_set_score` of the `inference_logits`), calibrated on validation
+            data. `None` (not calibrated): the `"unknown"` column is the lowest finite value, so it is never the top
+            label.
         open_set_score (`str`, *optional*, defaults to `"max_logit"`):
-            Known-ness score: `"max_logit"`, the maximum ensemble logit (as published HESP results), or
+            Known-ness score: `"max_logit"`, the maximum logit (as published HESP results, on the ensemble), or
             `"max_softmax"`, the maximum softmax probability over the known classes (shift-invariant, so it ignores
             an offset common to all logits); `unknown_threshold` is on the same scale (a probability for the latter).
         inference_logits (`str`, *optional*, defaults to `"ensemble"`):
@@ -89,7 +90,7 @@ class HESPConfig(CLIPConfig):
             `(clip_logits + reciprocal_logits) / 2`, or `"clip"`, the CLIP branch (learned text prompts) alone. Training
             is the same (all five loss terms). The ARPL logits grow with the feature norms (`|v| |p_k|`), so they set
             the ensemble's maximum; on the synthetic protocol they rank unknown clips above known ones and the CLIP
-            branch is the better open-set score (README, "Embedded default").
+            branch is the better open-set score (README, "The embedded default").
         known_ce_weight, known_contrastive_weight, negative_clip_weight, negative_ce_weight, hybrid_ce_weight
         (`float`, *optional*, default to 1.0):
             Weights of the five loss terms `L_KN(CE)`, `L_KN(CL)`, `L_NE(CLIP)`, `L_NE(CE)`, `L_H`; 0 removes a term.
