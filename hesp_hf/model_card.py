@@ -10,13 +10,13 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from .atomic_files import write_text_atomic
 
 
-def known_ness_description(open_set_score: str, inference_logits: str, use_reciprocal_points: bool) -> str:
-    """The known-ness score of a config in words, e.g. "the maximum logit of the CLIP branch"."""
-    if not use_reciprocal_points or inference_logits == "clip":
+def known_ness_description(config: Any) -> str:
+    """The known-ness score of a `HESPConfig` in words, e.g. "the maximum logit of the CLIP branch"."""
+    if not config.use_reciprocal_points or config.inference_logits == "clip":
         logits = "the CLIP branch (learned text prompts)"
     else:
         logits = "the ensemble of the CLIP and reciprocal-point branches"
-    if open_set_score == "max_softmax":
+    if config.open_set_score == "max_softmax":
         return f"the maximum softmax probability over the known classes of {logits}"
     return f"the maximum logit of {logits}"
 

@@ -181,9 +181,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             temporal_pooling=model.config.temporal_pooling,
             threshold=model.config.unknown_threshold,
             keep_share=model_args.keep_share,
-            known_ness=known_ness_description(
-                model.config.open_set_score, model.config.inference_logits, model.config.use_reciprocal_points
-            ),
+            known_ness=known_ness_description(model.config),
         )
         write_model_card(card, output_dir)
         write_text_atomic(

@@ -479,14 +479,14 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
         logit_scale = self.logit_scale.exp()
         clip_logits = logit_scale * F.normalize(video_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T  # (B, K)
-        negative_visual, recip_logits, ensemble = None, None, clip_logits
+        negative_visual, recip_logits, known_logits = None, None, clip_logits
         if self.config.use_reciprocal_points:
             negative_visual = self.negative_visual_embeds()  # (K, D)
             recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
             if self.config.inference_logits == "ensemble":
-                ensemble = (clip_logits + recip_logits) / 2
-        open_set_score, unknown = self.unknown_column(ensemble)  # (B,), (B, 1)
-        logits = torch.cat([ensemble, unknown], dim=-1)  # (B, K + 1)
+                known_logits = (clip_logits + recip_logits) / 2
+        open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
+        logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
 
         loss, loss_terms = None, None
         if labels is not None:
@@ -519,24 +519,24 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
 
-    def unknown_column(self, ensemble: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The known-ness score `(B,)` and the "unknown" logit `(B, 1)` that wins the arg-max exactly when the score
-        falls below `config.unknown_threshold`.
+    def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The known-ness score `(B,)` of the `K` known-class logits and the "unknown" logit `(B, 1)` that wins the
+        arg-max exactly when the score falls below `config.unknown_threshold`.
 
         `max_logit`: the column is the threshold itself. `max_softmax`: it is `max_e + log(threshold) - log(score)`,
         which exceeds the best known logit `max_e` exactly when `score < threshold`.
         """
         threshold = self.config.unknown_threshold
-        best = ensemble.amax(dim=-1)  # (B,)
+        best = known_logits.amax(dim=-1)  # (B,)
         if self.config.open_set_score == "max_softmax":
-            log_score = ensemble.log_softmax(dim=-1).amax(dim=-1)  # (B,) log of the max known-class probability
+            log_score = known_logits.log_softmax(dim=-1).amax(dim=-1)  # (B,) log of the max known-class probability
             score = log_score.exp()
             column = None if threshold is None else best + math.log(threshold) - log_score
         else:
             score = best
             column = None if threshold is None else torch.full_like(best, float(threshold))
         if column is None:  # not calibrated: "unknown" is never the top label
-            column = torch.full_like(best, torch.finfo(ensemble.dtype).min)
+            column = torch.full_like(best, torch.finfo(known_logits.dtype).min)
         return score, column[:, None]
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:

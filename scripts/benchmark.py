@@ -176,7 +176,7 @@ def synthetic_frames(count: int, height: int, width: int) -> np.ndarray:
 
 PATCH_SIZE = 32  # --patch_size 16 measures ViT-B/16
 TRAINED_CHECKPOINT: str | None = None  # --trained_checkpoint: a trained HESP folder for the bf16 agreement row
-TRAINED_CLIPS = ""
+TRAINED_CLIPS: str | None = None
 
 
 def bench_device() -> str:
@@ -288,7 +288,7 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
         }
     )
     if TRAINED_CHECKPOINT:
-        agreement, count = trained_bf16_agreement(TRAINED_CHECKPOINT, TRAINED_CLIPS, device)
+        agreement, count = trained_bf16_agreement(TRAINED_CHECKPOINT, TRAINED_CLIPS or demo_test_list(), device)
         ratios["inference.bf16_decision_agreement_trained"] = agreement
         rows.append(
             {
@@ -299,6 +299,13 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
             }
         )
     return rows, ratios
+
+
+def demo_test_list() -> str:
+    """The test list `make demo` writes (its synthetic spec: the defaults, under outputs/synthetic)."""
+    from hesp_hf.synthetic import SyntheticSpec
+
+    return str(Path("outputs/synthetic") / f"synthetic-{SyntheticSpec().key()}" / "test.csv")
 
 
 def trained_bf16_agreement(checkpoint: str, annotation: str, device: str) -> tuple[float, int]:
@@ -553,8 +560,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--trained_clips",
-        default="outputs/synthetic/synthetic-1a8ccc942440/test.csv",
-        help="CSV (video_path column) of the clips for --trained_checkpoint (default: the demo's test list)",
+        help="CSV (video_path column) of the clips for --trained_checkpoint (default: the demo's cached test list)",
     )
     args = parser.parse_args()
     global PATCH_SIZE, TRAINED_CHECKPOINT, TRAINED_CLIPS
