@@ -11,7 +11,26 @@ class ModelArguments:
         metadata={"help": "HF CLIP checkpoint: a Hub id (openai/clip-vit-base-patch32) or a folder."}
     )
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (segment sampling)."})
-    n_ctx: int = field(default=16, metadata={"help": "Learnable context vectors per class prompt."})
+    recipe: str = field(
+        default="hesp-hf",
+        metadata={
+            "help": "Defaults of the fields below left unset: hesp-hf (recommended: RPL's distance for the reciprocal "
+            "branch, class-stratified batches) or paper (ARPL's distance d_l2 - d_dot, plain shuffle: the published "
+            "method, to reproduce its numbers). A field given explicitly always wins."
+        },
+    )
+    n_ctx: int | None = field(default=None, metadata={"help": "Learnable context vectors per class prompt (16)."})
+    reciprocal_distance: str | None = field(
+        default=None,
+        metadata={"help": "Reciprocal-point logits: l2 (RPL, hesp-hf recipe) or arpl (d_l2 - d_dot, paper recipe)."},
+    )
+    train_sampling: str | None = field(
+        default=None,
+        metadata={
+            "help": "class_stratified (every batch holds the classes in training-set proportion; hesp-hf recipe) "
+            "or random (plain shuffle; paper recipe)."
+        },
+    )
     temporal_pooling: str = field(default="mean", metadata={"help": "mean (the paper's TGP) or attention."})
     visual_prompt_location: str = field(
         default="dataset", metadata={"help": "dataset (one saliency location, free at inference) or per_frame."}
@@ -54,6 +73,21 @@ class ModelArguments:
             "help": "Overrides such as known_contrastive_weight=0,negative_clip_weight=0.5 (HESPConfig fields)."
         },
     )
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"--recipe must be one of {sorted(RECIPES)}, got '{self.recipe}'.")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+
+# What each recipe sets when the flag is not given (see README, "Recipes"). The two differ only where the paper's
+# form measurably fails on frozen CLIP features; everything else is the paper's in both.
+RECIPES: dict[str, dict[str, object]] = {
+    "hesp-hf": {"n_ctx": 16, "reciprocal_distance": "l2", "train_sampling": "class_stratified"},
+    "paper": {"n_ctx": 16, "reciprocal_distance": "arpl", "train_sampling": "random"},
+}
 
 
 @dataclass

@@ -72,6 +72,7 @@ def config_overrides(model_args: Any) -> dict[str, Any]:
         "use_reciprocal_points": model_args.use_reciprocal_points,
         "open_set_score": model_args.open_set_score,
         "inference_logits": model_args.inference_logits,
+        "reciprocal_distance": model_args.reciprocal_distance,
     }
     for item in filter(None, (part.strip() for part in model_args.loss_weights.split(","))):
         name, _, value = item.partition("=")
@@ -131,6 +132,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         gamma=model_args.gamma,
         momentum=model_args.momentum,
         pixel_prompt_step=model_args.pixel_prompt_step,
+        train_sampling=model_args.train_sampling,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

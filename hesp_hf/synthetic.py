@@ -225,6 +225,8 @@ class SyntheticSpec:
     num_frames: int = 16
     size: int = 64
     seed: int = 0
+    # Bumped when the same settings would give other bytes (2: single-threaded, reproducible encoding).
+    format_version: int = 2
 
     def key(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]

@@ -1,5 +1,6 @@
 """Write clips as real encoded video files with PyAV, whole or not at all (a temporary file renamed into place)."""
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,13 @@ def write_video(
     codec: str = "libx264",
     pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
+    threads: int = 1,
 ) -> Path:
     """Encode `frames` `(T, H, W, 3)` uint8 RGB (or `(T, H, W)` grayscale) to `path`.
 
     Odd sizes are fine for codecs that allow them; yuv420p needs even sides, so it pads by edge replication.
+    `threads=1` (default) makes the bytes a function of the frames: libx264's threaded encoding differs from run to
+    run (the same frames encoded three times gave three different files), so data sets would not be reproducible.
     """
     import av
 
@@ -37,10 +41,29 @@ def write_video(
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
-        if options:
-            stream.options = options
-        for array in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format)
+        # Set through the codec options: PyAV's thread_count alone did not make libx264's output repeatable.
+        stream.options = {"threads": str(threads), **(options or {})}
+        for index, array in enumerate(frames):
+            frame = converted_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format), pix_fmt)
+            frame.pts, frame.time_base = index, Fraction(1, fps)  # explicit: the rate control reads the timestamps
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path
+
+
+def converted_frame(frame: "av.VideoFrame", pix_fmt: str) -> "av.VideoFrame":
+    """`frame` in the encoder's pixel format, with the row padding of every plane zeroed.
+
+    FFmpeg aligns rows, and the bytes past the image width are left uninitialised; libx264 reads them, so the same
+    frames gave different files depending on what the process had allocated before (measured: 3 different files in
+    4 rounds; the first clip of a fresh process always the same). Zeroing the padding makes the bytes a function of
+    the frames. Formats with samples wider than a byte or packed pixels are passed through as they are.
+    """
+    if frame.format.name != pix_fmt:
+        frame = frame.reformat(format=pix_fmt)
+    if frame.format.is_planar and all(component.bits == 8 for component in frame.format.components):
+        for plane in frame.planes:
+            rows = np.frombuffer(plane, dtype=np.uint8).reshape(-1, plane.line_size).copy()
+            rows[:, plane.width :] = 0
+            plane.update(rows)
+    return frame

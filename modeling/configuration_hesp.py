@@ -132,6 +132,7 @@ class HESPConfig(CLIPConfig):
     unknown_threshold: float | None = None
     open_set_score: Literal["max_logit", "max_softmax"] = "max_logit"
     inference_logits: Literal["ensemble", "clip"] = "ensemble"
+    reciprocal_distance: Literal["arpl", "l2"] = "l2"
     known_ce_weight: float = 1.0
     known_contrastive_weight: float = 1.0
     negative_clip_weight: float = 1.0

@@ -35,17 +35,25 @@ def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, te
     return -(temperature * mean_log_prob[has_positive]).mean()
 
 
-def reciprocal_logits(video_embeds: torch.Tensor, reciprocal_points: torch.Tensor) -> torch.Tensor:
-    """ARPL logits `d_l2 - d_dot` `(B, K)`: the farther a clip is from class k's reciprocal point, the larger logit k.
+def reciprocal_logits(
+    video_embeds: torch.Tensor, reciprocal_points: torch.Tensor, distance: str = "arpl"
+) -> torch.Tensor:
+    """Reciprocal-point logits `(B, K)`: the farther a clip is from class k's reciprocal point, the larger logit k.
 
-    `d_l2 = ||v - p_k||^2 / D`, computed from norms and one matrix product rather than a `(B, K, D)` difference.
+    `d_l2 = ||v - p_k||^2 / D` is computed from norms and one matrix product rather than a `(B, K, D)` difference.
+    - `"arpl"`: `d_l2 - v.p_k`, ARPL's distance (Chen et al., TPAMI 2021) and the paper's.
+    - `"l2"`: `d_l2` alone, RPL's distance (Chen et al., ECCV 2020).
     """
     dim = video_embeds.shape[-1]
     dot = video_embeds @ reciprocal_points.T  # (B, K)
     squared_distance = (
         video_embeds.pow(2).sum(dim=-1, keepdim=True) + reciprocal_points.pow(2).sum(dim=-1)[None, :] - 2 * dot
     )
-    return squared_distance / dim - dot
+    if distance == "l2":
+        return squared_distance / dim
+    if distance == "arpl":
+        return squared_distance / dim - dot
+    raise ValueError(f"reciprocal distance must be 'arpl' or 'l2', got {distance!r}.")
 
 
 class HESPOpenSetLoss(nn.Module):

@@ -448,12 +448,24 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         top, left = self.visual_prompt.top_left(center, image_size)
         return self.visual_prompt.add_at(frames, top, left)
 
+    def encode_frames(self, pixel_values_videos: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """Frame features `(B, T, D)` of normalised frames `(B, T, C, H, W)`, with the visual prompt added."""
+        if pixel_values_videos.dim() != 5:
+            raise ValueError(
+                f"pixel_values_videos must be (batch, frames, channels, height, width), got {tuple(pixel_values_videos.shape)}."
+            )
+        batch, frames = pixel_values_videos.shape[:2]
+        flat = pixel_values_videos.to(self.visual_projection.weight.dtype).flatten(0, 1)  # (B*T, C, H, W)
+        prompted = self.add_visual_prompt(flat, text_embeds)
+        return self.get_image_features(prompted).view(batch, frames, -1)
+
     # -------------------------------------------------------------------------------------------------- forward
     def forward(
         self,
-        pixel_values_videos: torch.Tensor,
+        pixel_values_videos: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        frame_embeds: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> HESPVideoClassifierOutput | tuple:
         r"""
@@ -462,19 +474,26 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         labels (`torch.LongTensor` of shape `(B,)`, *optional*):
             Known-class indices `0..K-1`; when given, the open-set loss is returned. `-1` marks an unknown clip, left
             out of the label terms (so a `Trainer` can evaluate on open-set data).
+        frame_embeds (`torch.FloatTensor` of shape `(B, T, D)`, *optional*):
+            Instead of `pixel_values_videos`: the frames' CLIP image features (`get_image_features`), e.g. cached
+            once for training on a frozen vision tower. Only without the visual prompt, which acts on pixels.
         """
-        if pixel_values_videos.dim() != 5:
-            raise ValueError(
-                f"pixel_values_videos must be (batch, frames, channels, height, width), got {tuple(pixel_values_videos.shape)}."
-            )
-        batch, frames = pixel_values_videos.shape[:2]
-        dtype = self.visual_projection.weight.dtype
-        pixel_values_videos = pixel_values_videos.to(dtype)
-
+        if (pixel_values_videos is None) == (frame_embeds is None):
+            raise ValueError("Pass exactly one of pixel_values_videos and frame_embeds.")
         text_embeds = self.class_text_embeds()  # (K, D)
-        flat = pixel_values_videos.flatten(0, 1)  # (B*T, C, H, W)
-        prompted = self.add_visual_prompt(flat, text_embeds)
-        frame_embeds = self.get_image_features(prompted).view(batch, frames, -1)  # (B, T, D)
+        if frame_embeds is None:
+            frame_embeds = self.encode_frames(pixel_values_videos, text_embeds)
+        elif self.config.use_visual_prompt:
+            raise ValueError(
+                "frame_embeds skip the pixels, so they cannot carry the visual prompt: use pixel_values_videos, or a "
+                "config with use_visual_prompt=False."
+            )
+        elif frame_embeds.dim() != 3 or frame_embeds.shape[-1] != self.config.projection_dim:
+            raise ValueError(
+                f"frame_embeds must be (batch, frames, {self.config.projection_dim}), got {tuple(frame_embeds.shape)}."
+            )
+        batch = frame_embeds.shape[0]
+        frame_embeds = frame_embeds.to(self.visual_projection.weight.dtype)
         video_embeds, frame_weights = self.temporal_pooling(frame_embeds, text_embeds)  # (B, D), (B, T)
 
         logit_scale = self.logit_scale.exp()
@@ -482,7 +501,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         negative_visual, recip_logits, known_logits = None, None, clip_logits
         if self.config.use_reciprocal_points:
             negative_visual = self.negative_visual_embeds()  # (K, D)
-            recip_logits = reciprocal_logits(video_embeds, negative_visual.to(video_embeds.dtype))  # (B, K)
+            recip_logits = reciprocal_logits(
+                video_embeds, negative_visual.to(video_embeds.dtype), self.config.reciprocal_distance
+            )  # (B, K)
             if self.config.inference_logits == "ensemble":
                 known_logits = (clip_logits + recip_logits) / 2
         open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)

@@ -352,3 +352,37 @@ def test_clip_inference_logits_predict_and_score_with_the_clip_branch(make_model
     assert not torch.allclose(reference.logits[:, :K], out.clip_logits)
     with pytest.raises(Exception, match="inference_logits"):
         HESPConfig(**{**clip_model.config.to_dict(), "inference_logits": "reciprocal"})
+
+
+@pytest.mark.parametrize("distance", ["arpl", "l2"])
+def test_reciprocal_distance_matches_its_definition(make_model, distance):
+    """Written out per clip and class from the papers: RPL's `||v - p_k||^2 / D`; ARPL's (the HESP paper's) adds
+    `- v.p_k`. The ensemble and the loss use the logits of the configured distance."""
+    model = make_model(reciprocal_distance=distance).eval()
+    out = model(videos(), labels=torch.tensor([0, 2]))
+    v, p = out.video_embeds.double(), out.negative_visual_embeds.double()
+    expected = torch.empty(B, K, dtype=torch.float64)
+    for i in range(B):
+        for k in range(K):
+            squared = ((v[i] - p[k]) ** 2).sum() / v.shape[-1]
+            expected[i, k] = squared - (v[i] @ p[k] if distance == "arpl" else 0.0)
+    torch.testing.assert_close(out.reciprocal_logits.double(), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(out.logits[:, :K], (out.clip_logits + out.reciprocal_logits) / 2)
+    with pytest.raises(Exception, match="reciprocal_distance"):
+        HESPConfig(**{**model.config.to_dict(), "reciprocal_distance": "cosine"})
+
+
+def test_frame_embeds_input_equals_pixels(make_model):
+    """Cached frame features give what the pixels give (without the visual prompt, which acts on pixels)."""
+    model = make_model(use_visual_prompt=False, temporal_pooling="attention").eval()
+    pixels = videos()
+    with torch.no_grad():
+        frame_embeds = model.get_image_features(pixels.flatten(0, 1)).view(B, T, -1)
+    from_pixels = model(pixels, labels=torch.tensor([1, 0]))
+    from_features = model(frame_embeds=frame_embeds, labels=torch.tensor([1, 0]))
+    torch.testing.assert_close(from_features.logits, from_pixels.logits)
+    torch.testing.assert_close(from_features.loss, from_pixels.loss)
+    with pytest.raises(ValueError, match="exactly one"):
+        model(pixels, frame_embeds=frame_embeds)
+    with pytest.raises(ValueError, match="visual prompt"):
+        make_model()(frame_embeds=frame_embeds)

@@ -1,0 +1,168 @@
+"""HESPTrainer against a plain reference loop, the class-stratified sampler, and the recipe arguments."""
+
+import copy
+from collections import Counter
+
+import datasets
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from hesp_hf.arguments import RECIPES, HESPTrainingArguments, ModelArguments
+from hesp_hf.data import collate_clips
+from hesp_hf.training import ClassStratifiedSampler, HESPTrainer
+
+
+def test_stratified_sampler_spreads_every_class_over_the_epoch():
+    labels = [0] * 30 + [1] * 12 + [2] * 6 + [3] * 2  # imbalanced, as real data is
+    sampler = ClassStratifiedSampler(labels, seed=7)
+    counts = Counter(labels)
+    orders = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        assert sorted(order) == list(range(len(labels)))  # a permutation: each clip once, nothing oversampled
+        orders.append(order)
+        # Every prefix holds each class in its training-set proportion, up to the rounding of one key per class
+        # (bound: 1 + K * n_k / N, K classes), so no early batch can be dominated by one class.
+        for length in range(1, len(labels) + 1):
+            seen = Counter(labels[i] for i in order[:length])
+            for label, total in counts.items():
+                expected = total * length / len(labels)
+                assert abs(seen[label] - expected) <= 1 + len(counts) * total / len(labels), (epoch, length, label)
+    assert orders[0] != orders[1] != orders[2]  # a new order each epoch
+    again = ClassStratifiedSampler(labels, seed=7)
+    again.set_epoch(1)
+    assert list(again) == orders[1]  # a function of (seed, epoch) only: every process draws the same order
+    other_seed = ClassStratifiedSampler(labels, seed=8)
+    other_seed.set_epoch(1)
+    assert list(other_seed) != orders[1]
+
+
+def test_stratified_first_batch_cannot_be_one_class():
+    """The failure it exists for: a 32-clip first batch from 6 classes of 27 clips holds 5 or 6 of each."""
+    labels = [label for label in range(6) for _ in range(27)]
+    for seed in range(20):
+        sampler = ClassStratifiedSampler(labels, seed=seed)
+        first = Counter(labels[i] for i in list(sampler)[:32])
+        assert set(first.values()) <= {4, 5, 6, 7}, first
+
+
+def test_recipes_fill_only_the_fields_left_unset():
+    recommended = ModelArguments(clip_model="x")
+    assert (recommended.reciprocal_distance, recommended.train_sampling) == ("l2", "class_stratified")
+    paper = ModelArguments(clip_model="x", recipe="paper")
+    assert (paper.n_ctx, paper.reciprocal_distance, paper.train_sampling) == (16, "arpl", "random")
+    mixed = ModelArguments(clip_model="x", recipe="paper", reciprocal_distance="l2")
+    assert (mixed.reciprocal_distance, mixed.train_sampling) == ("l2", "random")
+    assert set(RECIPES) == {"hesp-hf", "paper"}
+    with pytest.raises(ValueError, match="--recipe must be one of"):
+        ModelArguments(clip_model="x", recipe="best")
+
+
+class _Recorder(TrainerCallback):
+    """The learning rate of every group when each step starts (the one the step uses) and the parameters after it."""
+
+    def __init__(self):
+        self.lrs, self.params = [], []
+
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.lrs.append([group["lr"] for group in optimizer.param_groups])
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.params.append({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+
+
+class _TermTrainer(HESPTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.terms = []
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True)
+        self.terms.append({k: float(v.detach()) for k, v in outputs.loss_terms.items()})
+        return (loss, outputs) if return_outputs else loss
+
+
+def test_trainer_equals_a_plain_reference_loop(make_model, tmp_path):
+    """6 steps (2 epochs of 3 batches of 4 clips) with warm-up and a milestone: the `Trainer` path computes what a
+    hand-written SGD loop computes: the lr of every group at every step, every loss term, every parameter, and
+    weight decay exactly on the >= 2-D tensors."""
+    model = make_model(temporal_pooling="attention", reciprocal_distance="l2")
+    reference = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(0)
+    videos = torch.randn(12, 4, 3, 32, 32, generator=generator)
+    labels = [0, 0, 0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    dataset = datasets.Dataset.from_dict({"index": list(range(12)), "label": labels}).with_transform(
+        lambda batch: {"pixel_values_videos": [videos[i] for i in batch["index"]], "labels": batch["label"]}
+    )
+    args = HESPTrainingArguments(
+        output_dir=str(tmp_path),
+        num_train_epochs=2,
+        per_device_train_batch_size=4,
+        learning_rate=0.05,
+        weight_decay=1e-4,
+        warmup_steps=2,
+        eval_strategy="no",
+        save_strategy="no",
+        load_best_model_at_end=False,
+        logging_steps=1,
+        seed=5,
+        dataloader_num_workers=0,
+        use_cpu=True,
+    )
+    args.label_names = ["labels"]
+    recorder = _Recorder()
+    trainer = _TermTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=collate_clips,
+        milestones=[1],
+        gamma=0.1,
+        train_sampling="class_stratified",
+        callbacks=[recorder],
+    )
+    trainer.train()
+
+    named = dict(model.named_parameters())
+    group_names = [sorted(n for n, p in named.items() if any(p is q for q in g["params"])) for g in
+                   trainer.optimizer.param_groups]  # fmt: skip
+    assert group_names == [
+        ["prompt_learner.ctx", "reciprocal_points.images", "visual_prompt.delta"],
+        ["reciprocal_points.radius", "temporal_pooling.query", "temporal_pooling.text_guidance"],
+    ]
+    assert [group["weight_decay"] for group in trainer.optimizer.param_groups] == [1e-4, 0.0]
+
+    # The reference: torch's SGD on the same two groups, the schedule written out, the batches in the sampler's
+    # order (its properties are tested above).
+    expected_lrs = [0.05 * min(1.0, (step + 1) / 2) * (0.1 if step >= 3 else 1.0) for step in range(6)]
+    assert [lrs for lrs in recorder.lrs] == [pytest.approx([lr, lr]) for lr in expected_lrs]
+    reference_named = dict(reference.named_parameters())
+    optimizer = torch.optim.SGD(
+        [
+            {"params": [reference_named[n] for n in group_names[0]], "weight_decay": 1e-4},
+            {"params": [reference_named[n] for n in group_names[1]], "weight_decay": 0.0},
+        ],
+        lr=0.05,
+        momentum=0.9,
+    )
+    reference.train()
+    sampler = ClassStratifiedSampler(labels, seed=5)
+    batches = []
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        batches += [order[i : i + 4] for i in range(0, 12, 4)]
+    for step in range(6):
+        for group in optimizer.param_groups:
+            group["lr"] = expected_lrs[step]
+        ids = batches[step]
+        output = reference(pixel_values_videos=videos[ids], labels=torch.tensor([labels[i] for i in ids]))
+        optimizer.zero_grad()
+        output.loss.backward()
+        optimizer.step()
+        terms = {k: float(v) for k, v in output.loss_terms.items()}
+        assert terms == pytest.approx(trainer.terms[step], rel=1e-5, abs=1e-6), step
+        for name, value in recorder.params[step].items():
+            torch.testing.assert_close(reference_named[name].detach(), value, rtol=1e-5, atol=1e-6, msg=name)
