@@ -14,12 +14,15 @@ class ModelArguments:
     recipe: str = field(
         default="hesp-hf",
         metadata={
-            "help": "Defaults of the fields below left unset: hesp-hf (recommended: RPL's distance for the reciprocal "
-            "branch, class-stratified batches) or paper (ARPL's distance d_l2 - d_dot, plain shuffle: the published "
-            "method, to reproduce its numbers). A field given explicitly always wins."
+            "help": "Defaults of the fields below left unset: hesp-hf (recommended: 4 context vectors, RPL's distance "
+            "for the reciprocal branch, class-stratified batches) or paper (16 context vectors, ARPL's distance "
+            "d_l2 - d_dot, plain shuffle: the published method, to reproduce its numbers). A field given explicitly "
+            "always wins."
         },
     )
-    n_ctx: int | None = field(default=None, metadata={"help": "Learnable context vectors per class prompt (16)."})
+    n_ctx: int | None = field(
+        default=None, metadata={"help": "Learnable context vectors per class prompt (hesp-hf recipe 4, paper 16)."}
+    )
     reciprocal_distance: str | None = field(
         default=None,
         metadata={"help": "Reciprocal-point logits: l2 (RPL, hesp-hf recipe) or arpl (d_l2 - d_dot, paper recipe)."},
@@ -85,7 +88,7 @@ class ModelArguments:
 # What each recipe sets when the flag is not given (see README, "Recipes"). The two differ only where the paper's
 # form measurably fails on frozen CLIP features; everything else is the paper's in both.
 RECIPES: dict[str, dict[str, object]] = {
-    "hesp-hf": {"n_ctx": 16, "reciprocal_distance": "l2", "train_sampling": "class_stratified"},
+    "hesp-hf": {"n_ctx": 4, "reciprocal_distance": "l2", "train_sampling": "class_stratified"},
     "paper": {"n_ctx": 16, "reciprocal_distance": "arpl", "train_sampling": "random"},
 }
 

@@ -1,6 +1,7 @@
 """The embedded default backbone: a tiny CLIP pretrained on synthetic face frames and captions of their facial
 actions (`scripts/pretrain_tiny_clip.py`), shipped inside the package so everything runs offline."""
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .synthetic import CLASSES
@@ -30,23 +31,22 @@ def synthetic_train_arguments(
     batch_size: int = 32,
     learning_rate: float = 0.05,
     clip_model: str | None = None,
+    known_labels: Sequence[str] = DEMO_KNOWN,
 ) -> list[str]:
-    """`scripts/train.py` arguments for HESP on a synthetic data set (the demo's split and recipe): the paper's SGD
-    with a higher learning rate and milestones at 2/3 and 5/6 of a short run, and flips without crops (the tiny CLIP
-    saw only whole, centred faces: crops move its features out of distribution and the prompts stop learning),
-    attention pooling (measured on the synthetic protocol: mean pooling dilutes the apex with neutral frames), and
-    predictions and known-ness from the CLIP branch (`--inference_logits clip`; all five loss terms still train):
-    on this protocol the ARPL logits rank unknown clips above known ones and, several times larger than the CLIP
-    logits, set the paper's ensemble score. The last epoch is kept rather than the best validation epoch: with a few
+    """`scripts/train.py` arguments for HESP on a synthetic data set (by default the demo's split), on top of the
+    hesp-hf recipe (`--recipe`): the paper's SGD with a higher learning rate and milestones at 2/3 and 5/6 of a
+    short run; flips without crops (the tiny CLIP saw only whole, centred faces: crops move its features out of
+    distribution and the prompts stop learning); attention pooling (measured on the synthetic protocol: mean pooling
+    dilutes the apex with neutral frames). The last epoch is kept rather than the best validation epoch: with a few
     dozen validation clips the best-of-12 pick was noise (6 of 18 quality runs kept the epoch-1 model)."""
     data = Path(data)
     return [
-        "--dataset", "custom", "--label_names", ",".join(CLASSES), "--known_labels", ",".join(DEMO_KNOWN),
+        "--dataset", "custom", "--label_names", ",".join(CLASSES), "--known_labels", ",".join(known_labels),
         "--train_annotation", str(data / "train.csv"), "--test_annotation", str(data / "test.csv"),
         "--clip_model", clip_model or embedded_clip_path(), "--num_frames", "8", "--output_dir", str(output_dir),
         "--num_train_epochs", str(epochs), "--per_device_train_batch_size", str(batch_size),
         "--per_device_eval_batch_size", "64", "--learning_rate", str(learning_rate), "--seed", str(seed),
         "--milestones", f"{int(epochs * 2 / 3)},{int(epochs * 5 / 6)}", "--augmentation", "flip",
         "--save_total_limit", "1", "--logging_steps", "20", "--dataloader_num_workers", "1", "--report_to", "none",
-        "--temporal_pooling", "attention", "--inference_logits", "clip", "--load_best_model_at_end", "false",
+        "--temporal_pooling", "attention", "--load_best_model_at_end", "false",
     ]  # fmt: skip

@@ -15,7 +15,11 @@ def known_ness_description(config: Any) -> str:
     if not config.use_reciprocal_points or config.inference_logits == "clip":
         logits = "the CLIP branch (learned text prompts)"
     else:
-        logits = "the ensemble of the CLIP and reciprocal-point branches"
+        distance = {"l2": "RPL's squared distance", "arpl": "ARPL's distance d_l2 - d_dot, as the paper"}
+        logits = (
+            "the ensemble of the CLIP and reciprocal-point branches (reciprocal logits: "
+            f"{distance[config.reciprocal_distance]})"
+        )
     if config.open_set_score == "max_softmax":
         return f"the maximum softmax probability over the known classes of {logits}"
     return f"the maximum logit of {logits}"

@@ -236,7 +236,16 @@ def training_summary(model_args: Any, training_args: TrainingArguments, split: O
         + f", SGD lr {training_args.learning_rate:g}, momentum {model_args.momentum:g}, weight decay "
         f"{training_args.weight_decay:g}, x{model_args.gamma:g} at epochs {model_args.milestones}, batch "
         f"{training_args.per_device_train_batch_size} per device x {training_args.world_size} device(s), "
-        f"{model_args.num_frames} frames per clip, seed {training_args.seed}."
+        f"{model_args.num_frames} frames per clip, seed {training_args.seed}. Recipe `{model_args.recipe}`: "
+        f"{model_args.n_ctx} context vectors per class, reciprocal distance `{model_args.reciprocal_distance}`, "
+        f"`{model_args.train_sampling}` batches"
+        + (
+            " (the paper's form)."
+            if model_args.recipe == "paper"
+            else " (hesp-hf's recommendation: the paper's ARPL distance ranks unknown clips as known on frozen CLIP "
+            "features, and a shuffled first batch dominated by one class can collapse training; see the hesp-hf "
+            "README)."
+        )
     )
 
 

@@ -1,15 +1,21 @@
-"""Quality on the synthetic protocol: HESP against baselines on the same frozen embedded CLIP, and HESP's ablations.
+"""Quality on the synthetic protocol: HESP (the hesp-hf and the paper recipe) against baselines on the same frozen
+embedded CLIP, and ablations of the recommended recipe, per data seed over several training seeds.
 
-    python scripts/quality.py [--seeds 0 1 2] [--epochs 12] [--output_dir outputs/quality]
+    python scripts/quality.py [--data_seeds 0 1 2] [--train_seeds 0 1 2 3 4] [--ablation_seeds 0 1 2] [--jobs 2]
+        [--known neutral,happiness,...] [--output_dir outputs/quality]
 
-For each seed (a freshly generated synthetic data set, the demo's 6 known / 5 unknown classes):
+For each data seed (a freshly generated synthetic set: 30 training and 15 test clips per class; by default the demo's
+6 known / 5 unknown classes, `--known` picks another split):
 - zero-shot CLIP with the class names ("{name}."), scored by max logit;
-- frame-mean CLIP features with a linear classifier (logistic regression), scored by max-softmax and by max-logit;
-- HESP as the demo trains it (attention pooling, predictions and known-ness from the CLIP branch), the same with the
-  paper's ensemble of CLIP and reciprocal logits at inference, and HESP with each module switched off: learned text
-  prompts (`n_ctx=0`, the class name alone), visual prompt, temporal attention (mean pooling), reciprocal points;
-then mean ± std ACC / AUROC / OSCR over the seeds as `results.md` / `results.csv`. Results per run are kept, so an
-interrupted measurement resumes.
+- a linear probe (logistic regression) on frame-mean CLIP features, scored by max-softmax and by max-logit;
+- HESP with the hesp-hf recipe (`--recipe hesp-hf`: RPL distance, class-stratified batches, 4 context vectors) and with
+  the paper's recipe (`--recipe paper`: ARPL distance, plain shuffle, 16 context vectors), each reported as the model
+  predicts (the ensemble of both branches) and by its CLIP branch alone (the same trained models);
+- ablations of the hesp-hf recipe, one change each.
+Each HESP variant trains once per training seed (`--seed`: the initialisation, the validation hold-out and the data
+order), 12 epochs, the last epoch kept. Per data seed the table gives the mean ± std over the training seeds and the
+worst run; `results.md` / `results.csv` hold the table and every run. Finished runs are reused, so an interrupted
+measurement resumes.
 """
 
 import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
@@ -21,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -30,24 +37,31 @@ from sklearn.linear_model import LogisticRegression
 from transformers import AutoTokenizer, CLIPModel
 
 from hesp_hf import HESPVideoProcessor
+from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
 from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path, synthetic_train_arguments
-from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
-HESP_VARIANTS = {
-    "HESP (full: attention pooling, CLIP-branch inference)": [],
-    "HESP with the paper's ensemble inference (CLIP + reciprocal logits)": ["--inference_logits", "ensemble"],
-    "HESP without learned text prompts (n_ctx=0)": ["--n_ctx", "0"],
-    "HESP without visual prompt": ["--use_visual_prompt", "false"],
-    "HESP without temporal attention (mean)": ["--temporal_pooling", "mean"],
-    "HESP without reciprocal points": ["--use_reciprocal_points", "false"],
+# name -> (train.py arguments on top of the synthetic recipe, the metrics.json branch reported or None for the model's
+# own predictions, whether it is an ablation run over --ablation_seeds)
+HESP_ROWS = {
+    "HESP, hesp-hf recipe (recommended): ensemble": ([], None, False),
+    "HESP, hesp-hf recipe: its CLIP branch alone": ([], "clip", False),
+    "HESP, paper recipe: ensemble (as published)": (["--recipe", "paper"], None, False),
+    "HESP, paper recipe: its CLIP branch alone": (["--recipe", "paper"], "clip", False),
+    "ablation: plain shuffle instead of class-stratified batches": (["--train_sampling", "random"], None, True),
+    "ablation: ARPL distance (d_l2 - d_dot) instead of RPL's": (["--reciprocal_distance", "arpl"], None, True),
+    "ablation: 16 context vectors (the paper's) instead of 4": (["--n_ctx", "16"], None, True),
+    "ablation: without visual prompt": (["--use_visual_prompt", "false"], None, True),
+    "ablation: without temporal attention (mean pooling)": (["--temporal_pooling", "mean"], None, True),
+    "ablation: without reciprocal points (two loss terms)": (["--use_reciprocal_points", "false"], None, True),
 }
+METRICS = ("accuracy", "auroc", "oscr")
 
 
 def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:
@@ -62,13 +76,13 @@ def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> to
     return torch.cat(features)
 
 
-def baselines(data: Path) -> dict[str, dict]:
+def baselines(data: Path, known_names: list[str]) -> dict[str, dict]:
     clip_path = embedded_clip_path()
     model = CLIPModel.from_pretrained(clip_path).eval()
     tokenizer = AutoTokenizer.from_pretrained(clip_path)
     processor = HESPVideoProcessor.from_clip(clip_path, num_frames=8)
     preset = get_preset("custom", list(CLASSES))
-    known = [CLASSES.index(name) for name in DEMO_KNOWN]
+    known = [CLASSES.index(name) for name in known_names]
     relabel = {original: i for i, original in enumerate(sorted(known))}
     train = [r for r in read_annotation(data / "train.csv", preset) if r.label in relabel]
     test = read_annotation(data / "test.csv", preset)
@@ -83,61 +97,125 @@ def baselines(data: Path) -> dict[str, dict]:
     zero_shot = (model.logit_scale.exp() * torch.from_numpy(x_test) @ text.T).detach().numpy()
     probe = LogisticRegression(max_iter=2000, C=10.0).fit(x_train, y_train)
     logits = probe.decision_function(x_test)
-    return {
+    rows = {
         "zero-shot CLIP (class names), max-logit": open_set_metrics(zero_shot, y_test),
         "linear probe on frame-mean features, max-softmax": open_set_metrics(logits, y_test, score="max_softmax"),
         "linear probe on frame-mean features, max-logit": open_set_metrics(logits, y_test),
     }
+    return {name: {key: float(metrics[key]) for key in METRICS} for name, metrics in rows.items()}
 
 
-def train_hesp(data: Path, output: Path, extra: list[str], epochs: float, seed: int) -> dict:
+def train_hesp(data: Path, output: Path, extra: list[str], seed: int, epochs: float, known: list[str]) -> dict:
+    """One `scripts/train.py` run (reused when its metrics exist); one thread, so `--jobs` runs share the cores."""
     if not (output / "metrics.json").exists():
         command = [
             sys.executable,
             str(TRAIN_SCRIPT),
-            *synthetic_train_arguments(data, output, epochs, seed),
+            *synthetic_train_arguments(data, output, epochs, seed, known_labels=known),
+            # Last epoch kept: no per-epoch evaluation or checkpoint is needed.
+            *("--eval_strategy", "no", "--save_strategy", "no", "--dataloader_num_workers", "0"),
             *extra,
         ]
-        subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        log = output.parent / f"{output.name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("w") as handle:
+            subprocess.run(command, check=True, env=env, stdout=handle, stderr=subprocess.STDOUT)
     return json.loads((output / "metrics.json").read_text())
+
+
+def summarise(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) -> tuple[str, str]:
+    """Markdown table (AUROC per data seed: mean ± std over training seeds and the worst run; then ACC / AUROC / OSCR
+    averaged over the data seeds) and a CSV of every run."""
+    header = ["method", *(f"AUROC, data seed {s}" for s in data_seeds), "ACC", "AUROC", "OSCR"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "data_seed", "run", *METRICS])
+    for name, per_seed in runs.items():
+        cells = []
+        for seed in data_seeds:
+            values = np.array([run["auroc"] for run in per_seed.get(seed, [])])
+            if values.size == 0:
+                cells.append("—")
+            elif values.size == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (min {values.min():.3f})")
+        for metric in METRICS:  # the mean over data seeds of the per-seed means
+            means = [np.mean([run[metric] for run in per_seed[s]]) for s in data_seeds if per_seed.get(s)]
+            cells.append(f"{np.mean(means):.3f}" if means else "—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for seed in data_seeds:
+            for index, run in enumerate(per_seed.get(seed, [])):
+                writer.writerow([name, seed, index, *(run[m] for m in METRICS)])
+    return "\n".join(lines) + "\n", buffer.getvalue()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--data_seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--ablation_seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip the ablations")
+    parser.add_argument("--known", default=",".join(DEMO_KNOWN), help="known classes, comma-separated")
     parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--train_per_class", type=int, default=30)
+    parser.add_argument("--jobs", type=int, default=2, help="training runs at once (one thread each)")
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
     args = parser.parse_args()
-    results: dict[str, list[dict]] = {}
-    for seed in args.seeds:
-        data = write_synthetic_dataset(args.data_dir, SyntheticSpec(train_per_class=args.train_per_class, seed=seed))
-        cached = args.output_dir / f"seed-{seed}" / "baselines.json"
+    known = [name.strip() for name in args.known.split(",") if name.strip()]
+    if any(name not in CLASSES for name in known) or len(known) < 2 or len(known) >= len(CLASSES):
+        parser.error(f"--known must name 2..{len(CLASSES) - 1} of {CLASSES}, got {known}.")
+    split_name = "demo-split" if set(known) == set(DEMO_KNOWN) else "known-" + "-".join(sorted(known))
+    root = args.output_dir / split_name
+
+    runs: dict[str, dict[int, list[dict]]] = {}
+    jobs = []  # (row names sharing the run, branch per row, data seed, folder, extra, training seed)
+    for data_seed in args.data_seeds:
+        data = write_synthetic_dataset(
+            args.data_dir, SyntheticSpec(train_per_class=args.train_per_class, seed=data_seed)
+        )
+        cached = root / f"data-{data_seed}" / "baselines.json"
         if not cached.exists():
-            write_text_atomic(cached, json.dumps(baselines(data), indent=2))
+            write_text_atomic(cached, json.dumps(baselines(data, known), indent=2))
         for name, metrics in json.loads(cached.read_text()).items():
-            results.setdefault(name, []).append(metrics)
-        for index, (name, extra) in enumerate(HESP_VARIANTS.items()):
-            output = args.output_dir / f"seed-{seed}" / f"hesp-{index}"
-            results.setdefault(name, []).append(train_hesp(data, output, extra, args.epochs, seed))
-        print(f"seed {seed} done", flush=True)
-    lines = ["| method | ACC | AUROC | OSCR |", "| --- | --- | --- | --- |"]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["method", "seed", "accuracy", "auroc", "oscr"])
-    for name, runs in results.items():
-        cells = []
-        for metric in ("accuracy", "auroc", "oscr"):
-            values = np.array([run[metric] for run in runs])
-            cells.append(f"{values.mean():.3f} ± {values.std(ddof=1) if len(values) > 1 else 0:.3f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for seed, run in zip(args.seeds, runs, strict=True):
-            writer.writerow([name, seed, run["accuracy"], run["auroc"], run["oscr"]])
-    table = "\n".join(lines) + f"\n\n(mean ± std over seeds {args.seeds}; {args.epochs:g} epochs per HESP run)\n"
-    write_text_atomic(args.output_dir / "results.md", table)
-    write_text_atomic(args.output_dir / "results.csv", buffer.getvalue())
-    print(table)
+            runs.setdefault(name, {})[data_seed] = [metrics]
+        by_arguments: dict[tuple[str, ...], list[tuple[str, str | None, bool]]] = {}
+        for name, (extra, branch, ablation) in HESP_ROWS.items():
+            if ablation and not args.ablation_seeds:
+                continue
+            by_arguments.setdefault(tuple(extra), []).append((name, branch, ablation))
+        for extra, rows in by_arguments.items():
+            seeds = args.ablation_seeds if all(ablation for _, _, ablation in rows) else args.train_seeds
+            variant = "-".join(part.lstrip("-") for part in extra) or "hesp-hf"
+            for seed in seeds:
+                folder = root / f"data-{data_seed}" / variant / f"seed-{seed}"
+                jobs.append((rows, data_seed, data, folder, list(extra), seed))
+
+    jobs.sort(key=lambda job: all(ablation for _, _, ablation in job[0]))  # the main rows first, then ablations
+
+    def work(job):
+        rows, data_seed, data, folder, extra, seed = job
+        return job, train_hesp(data, folder, extra, seed, args.epochs, known)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for done, ((rows, data_seed, _, folder, _, _), metrics) in enumerate(pool.map(work, jobs), start=1):
+            for name, branch, _ in rows:
+                values = metrics if branch is None else metrics["branches"][branch]
+                runs.setdefault(name, {}).setdefault(data_seed, []).append({m: values[m] for m in METRICS})
+            print(f"[{done}/{len(jobs)}] {folder}: AUROC {metrics['auroc']:.3f}", flush=True)
+
+    ordered = {name: runs[name] for name in [*(n for n in runs if n not in HESP_ROWS), *HESP_ROWS] if name in runs}
+    table, table_csv = summarise(ordered, args.data_seeds)
+    note = (
+        f"\nSplit: known {', '.join(known)}. Per data seed: mean ± std over training seeds {args.train_seeds} "
+        f"(ablations: {args.ablation_seeds}) and the worst run; the last three columns average the per-seed means "
+        f"over data seeds {args.data_seeds}. {args.epochs:g} epochs per HESP run, last epoch kept.\n"
+    )
+    write_text_atomic(root / "results.md", table + note)
+    write_text_atomic(root / "results.csv", table_csv)
+    print(table + note)
 
 
 if __name__ == "__main__":

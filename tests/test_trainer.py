@@ -50,7 +50,11 @@ def test_stratified_first_batch_cannot_be_one_class():
 
 def test_recipes_fill_only_the_fields_left_unset():
     recommended = ModelArguments(clip_model="x")
-    assert (recommended.reciprocal_distance, recommended.train_sampling) == ("l2", "class_stratified")
+    assert (recommended.n_ctx, recommended.reciprocal_distance, recommended.train_sampling) == (
+        4,
+        "l2",
+        "class_stratified",
+    )
     paper = ModelArguments(clip_model="x", recipe="paper")
     assert (paper.n_ctx, paper.reciprocal_distance, paper.train_sampling) == (16, "arpl", "random")
     mixed = ModelArguments(clip_model="x", recipe="paper", reciprocal_distance="l2")
