@@ -29,6 +29,8 @@ class OpenSetPredictions(NamedTuple):
     branch_logits: dict[str, np.ndarray]
 
 
+METRICS = ("accuracy", "auroc", "oscr")
+
 # Model outputs `Trainer.predict` may leave out: only the logits, the score and the two branches are gathered.
 _UNGATHERED_OUTPUTS = ["video_embeds", "frame_weights", "text_embeds", "negative_visual_embeds", "loss_terms"]
 
@@ -113,3 +115,33 @@ def write_open_set_report(
         metrics["oscr"],
     )
     return metrics
+
+
+def seed_table(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) -> tuple[str, str]:
+    """A quality table over data seeds x training seeds: `runs[method][data_seed]` lists each run's metrics.
+
+    Returns Markdown (AUROC per data seed: mean ± std over the runs and the worst run; then ACC / AUROC / OSCR, the
+    mean over data seeds of the per-seed means) and a CSV of every run."""
+    header = ["method", *(f"AUROC, data seed {s}" for s in data_seeds), "ACC", "AUROC", "OSCR"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["method", "data_seed", "run", *METRICS])
+    for name, per_seed in runs.items():
+        cells = []
+        for seed in data_seeds:
+            values = np.array([run["auroc"] for run in per_seed.get(seed, [])])
+            if values.size == 0:
+                cells.append("—")
+            elif values.size == 1:
+                cells.append(f"{values[0]:.3f}")
+            else:
+                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (min {values.min():.3f})")
+        for metric in METRICS:  # the mean over data seeds of the per-seed means
+            means = [np.mean([run[metric] for run in per_seed[s]]) for s in data_seeds if per_seed.get(s)]
+            cells.append(f"{np.mean(means):.3f}" if means else "—")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        for seed in data_seeds:
+            for index, run in enumerate(per_seed.get(seed, [])):
+                writer.writerow([name, seed, index, *(run[m] for m in METRICS)])
+    return "\n".join(lines) + "\n", buffer.getvalue()

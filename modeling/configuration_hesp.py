@@ -39,8 +39,12 @@ class HESPConfig(CLIPConfig):
     Args:
         num_frames (`int`, *optional*, defaults to 8):
             Frames sampled per clip by the processor and the pipeline. The model itself takes `T` from its input.
-        n_ctx (`int`, *optional*, defaults to 16):
-            Learnable context vectors per class in the CoOp prompt `[SOS] ctx_1..ctx_M <class name> . [EOS]`.
+        n_ctx (`int`, *optional*, defaults to 4):
+            Learnable context vectors per class in the CoOp prompt `[SOS] ctx_1..ctx_M <class name> . [EOS]`. The
+            paper uses 16 (CoOp's default). 4 is hesp-hf's, the length CoCoOp uses (its authors found that CoOp's
+            learned contexts overfit the training classes and transfer badly to unseen ones): fewer parameters to
+            fit to the known classes, and better unknown detection on the synthetic protocol (README, "Open-set
+            quality").
         prompt_init_std (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of the context vectors.
         class_token_ids (`list[list[int]]`, *optional*):
@@ -88,9 +92,18 @@ class HESPConfig(CLIPConfig):
         inference_logits (`str`, *optional*, defaults to `"ensemble"`):
             The `K` known-class logits the model predicts and scores with: `"ensemble"`, the paper's
             `(clip_logits + reciprocal_logits) / 2`, or `"clip"`, the CLIP branch (learned text prompts) alone. Training
-            is the same (all five loss terms). The ARPL logits grow with the feature norms (`|v| |p_k|`), so they set
-            the ensemble's maximum; on the synthetic protocol they rank unknown clips above known ones and the CLIP
-            branch is the better open-set score (README, "The embedded default").
+            is the same (all five loss terms, the hybrid one on the ensemble); `metrics.json` reports every branch.
+        reciprocal_distance (`str`, *optional*, defaults to `"l2"`):
+            The reciprocal-point logits (`reciprocal_logits`, the `L_NE(CE)` and `L_H` terms, the ensemble).
+            `"l2"`: RPL's distance (Chen et al., ECCV 2020), `||v - p_k||^2 / D`: a reciprocal point stands for
+            everything that is not class `k`, and a clip belongs to `k` the farther it lies from it; the radius margin
+            bounds the open space around the points as in ARPL. `"arpl"`: the paper's (and ARPL's, Chen et al.,
+            TPAMI 2021) `d_l2 - v.p_k`. ARPL adds the dot product for a feature extractor trained *with* it, which
+            learns to put unknown inputs at small norms near the points; HESP's towers are frozen, so nothing moves
+            the features, and `-v.p_k` grows with the norm of any clip along the direction all CLIP features share
+            (where the learned points sit): unknown clips far out get the largest logits. On the synthetic protocol
+            the paper's ensemble ranks unknown clips *above* known ones and `"l2"`'s beats its own CLIP branch
+            (README, "Open-set quality"). `"arpl"` reproduces published numbers.
         known_ce_weight, known_contrastive_weight, negative_clip_weight, negative_ce_weight, hybrid_ce_weight
         (`float`, *optional*, default to 1.0):
             Weights of the five loss terms `L_KN(CE)`, `L_KN(CL)`, `L_NE(CLIP)`, `L_NE(CE)`, `L_H`; 0 removes a term.
@@ -113,7 +126,7 @@ class HESPConfig(CLIPConfig):
     keys_to_ignore_at_inference: ClassVar[list[str]] = ["text_embeds", "negative_visual_embeds", "loss_terms"]
 
     num_frames: int = 8
-    n_ctx: int = 16
+    n_ctx: int = 4
     prompt_init_std: float = 0.02
     class_token_ids: list[list[int]] | None = None
     negative_prompt_token_ids: list[list[int]] | None = None

@@ -47,7 +47,7 @@ class HESPVideoClassifierOutput(ModelOutput):
     clip_logits (`torch.FloatTensor` of shape `(B, K)`):
         `logit_scale * cos(video_embeds, text_embeds)`.
     reciprocal_logits (`torch.FloatTensor` of shape `(B, K)`):
-        ARPL logits `d_l2 - d_dot` against the negative visual embeddings (reciprocal points); `None` when
+        Distances from the negative visual embeddings (reciprocal points), `config.reciprocal_distance`; `None` when
         `config.use_reciprocal_points` is off (the logits are then the CLIP logits alone).
     video_embeds (`torch.FloatTensor` of shape `(B, D)`):
         The temporally pooled, unnormalised video feature.

@@ -21,8 +21,6 @@ measurement resumes.
 import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
 
 import argparse
-import csv
-import io
 import json
 import os
 import subprocess
@@ -42,6 +40,7 @@ from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
 from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path, synthetic_train_arguments
+from hesp_hf.evaluation import METRICS, seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
@@ -58,10 +57,8 @@ HESP_ROWS = {
     "ablation: ARPL distance (d_l2 - d_dot) instead of RPL's": (["--reciprocal_distance", "arpl"], None, True),
     "ablation: 16 context vectors (the paper's) instead of 4": (["--n_ctx", "16"], None, True),
     "ablation: without visual prompt": (["--use_visual_prompt", "false"], None, True),
-    "ablation: without temporal attention (mean pooling)": (["--temporal_pooling", "mean"], None, True),
     "ablation: without reciprocal points (two loss terms)": (["--use_reciprocal_points", "false"], None, True),
 }
-METRICS = ("accuracy", "auroc", "oscr")
 
 
 def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:
@@ -124,34 +121,6 @@ def train_hesp(data: Path, output: Path, extra: list[str], seed: int, epochs: fl
     return json.loads((output / "metrics.json").read_text())
 
 
-def summarise(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) -> tuple[str, str]:
-    """Markdown table (AUROC per data seed: mean ± std over training seeds and the worst run; then ACC / AUROC / OSCR
-    averaged over the data seeds) and a CSV of every run."""
-    header = ["method", *(f"AUROC, data seed {s}" for s in data_seeds), "ACC", "AUROC", "OSCR"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["method", "data_seed", "run", *METRICS])
-    for name, per_seed in runs.items():
-        cells = []
-        for seed in data_seeds:
-            values = np.array([run["auroc"] for run in per_seed.get(seed, [])])
-            if values.size == 0:
-                cells.append("—")
-            elif values.size == 1:
-                cells.append(f"{values[0]:.3f}")
-            else:
-                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (min {values.min():.3f})")
-        for metric in METRICS:  # the mean over data seeds of the per-seed means
-            means = [np.mean([run[metric] for run in per_seed[s]]) for s in data_seeds if per_seed.get(s)]
-            cells.append(f"{np.mean(means):.3f}" if means else "—")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        for seed in data_seeds:
-            for index, run in enumerate(per_seed.get(seed, [])):
-                writer.writerow([name, seed, index, *(run[m] for m in METRICS)])
-    return "\n".join(lines) + "\n", buffer.getvalue()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data_seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -207,7 +176,7 @@ def main() -> None:
             print(f"[{done}/{len(jobs)}] {folder}: AUROC {metrics['auroc']:.3f}", flush=True)
 
     ordered = {name: runs[name] for name in [*(n for n in runs if n not in HESP_ROWS), *HESP_ROWS] if name in runs}
-    table, table_csv = summarise(ordered, args.data_seeds)
+    table, table_csv = seed_table(ordered, args.data_seeds)
     note = (
         f"\nSplit: known {', '.join(known)}. Per data seed: mean ± std over training seeds {args.train_seeds} "
         f"(ablations: {args.ablation_seeds}) and the worst run; the last three columns average the per-seed means "
