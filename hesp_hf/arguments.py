@@ -63,8 +63,8 @@ class ModelArguments:
     inference_logits: str = field(
         default="ensemble",
         metadata={
-            "help": "Logits to predict and score with: ensemble (paper: CLIP and reciprocal branches averaged) or "
-            "clip (the CLIP branch alone; the better open-set score on the synthetic protocol)."
+            "help": "Logits to predict and score with: ensemble (the paper's: CLIP and reciprocal branches "
+            "averaged) or clip (the CLIP branch alone; training is the same)."
         },
     )
     keep_share: float = field(
@@ -83,6 +83,17 @@ class ModelArguments:
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
+        for name, choices in (
+            ("reciprocal_distance", ("l2", "arpl")),
+            ("train_sampling", ("class_stratified", "random")),
+            ("inference_logits", ("ensemble", "clip")),
+        ):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"--{name} must be one of {', '.join(choices)}, got '{getattr(self, name)}'.")
+
+    def recipe_overrides(self) -> dict[str, object]:
+        """The recipe-owned fields whose value differs from what `recipe` sets (given explicitly)."""
+        return {name: getattr(self, name) for name, value in RECIPES[self.recipe].items() if getattr(self, name) != value}
 
 
 # What each recipe sets when the flag is not given (see README, "Recipes"). The two differ only where the paper's

@@ -15,7 +15,7 @@ def known_ness_description(config: Any) -> str:
     if not config.use_reciprocal_points or config.inference_logits == "clip":
         logits = "the CLIP branch (learned text prompts)"
     else:
-        distance = {"l2": "RPL's squared distance", "arpl": "ARPL's distance d_l2 - d_dot, as the paper"}
+        distance = {"l2": "RPL's distance ||v - p||^2 / D", "arpl": "ARPL's distance d_l2 - d_dot, as in the paper"}
         logits = (
             "the ensemble of the CLIP and reciprocal-point branches (reciprocal logits: "
             f"{distance[config.reciprocal_distance]})"
@@ -38,7 +38,7 @@ def render_model_card(
     temporal_pooling: str,
     threshold: float | None,
     keep_share: float,
-    known_ness: str = "the maximum logit of the ensemble of the CLIP and reciprocal-point branches",
+    known_ness: str,
     license: str = "apache-2.0",
 ) -> ModelCard:
     results = [

@@ -236,17 +236,32 @@ def training_summary(model_args: Any, training_args: TrainingArguments, split: O
         + f", SGD lr {training_args.learning_rate:g}, momentum {model_args.momentum:g}, weight decay "
         f"{training_args.weight_decay:g}, x{model_args.gamma:g} at epochs {model_args.milestones}, batch "
         f"{training_args.per_device_train_batch_size} per device x {training_args.world_size} device(s), "
-        f"{model_args.num_frames} frames per clip, seed {training_args.seed}. Recipe `{model_args.recipe}`: "
-        f"{model_args.n_ctx} context vectors per class, reciprocal distance `{model_args.reciprocal_distance}`, "
-        f"`{model_args.train_sampling}` batches"
-        + (
-            " (the paper's form)."
-            if model_args.recipe == "paper"
-            else " (hesp-hf's recommendation: the paper's ARPL distance ranks unknown clips as known on frozen CLIP "
-            "features, and a shuffled first batch dominated by one class can collapse training; see the hesp-hf "
-            "README)."
-        )
+        f"{model_args.num_frames} frames per clip, seed {training_args.seed}. " + recipe_summary(model_args)
     )
+
+
+def recipe_summary(model_args: Any) -> str:
+    """The recipe in words for the model card: its name, the fields given on top of it, and why hesp-hf's differs."""
+    text = f"Recipe `{model_args.recipe}`"
+    overrides = model_args.recipe_overrides()
+    if overrides:
+        text += " with " + ", ".join(f"`{name}={value}`" for name, value in overrides.items())
+    text += (
+        f": {model_args.n_ctx} context vectors per class, `{model_args.train_sampling}` batches"
+        + (
+            f", reciprocal distance `{model_args.reciprocal_distance}`"
+            if model_args.use_reciprocal_points
+            else ", no reciprocal points"
+        )
+        + "."
+    )
+    if model_args.recipe == "hesp-hf":
+        text += (
+            " hesp-hf's recipe departs from the paper where the paper's form fails on frozen CLIP features: the ARPL "
+            "distance ranked unknown clips above known ones, and a shuffled first batch dominated by one class could "
+            "collapse training (hesp-hf README, \"Open-set quality\")."
+        )
+    return text
 
 
 def run_arguments(model_args: Any, data_args: Any) -> dict[str, Any]:

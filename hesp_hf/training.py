@@ -123,6 +123,11 @@ class HESPTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if self.train_sampling == "random":
             return super()._get_train_sampler(train_dataset)
+        if self.args.train_sampling_strategy != "random":
+            raise ValueError(
+                f"train_sampling='class_stratified' replaces the Trainer's sampler; it cannot be combined with "
+                f"--train_sampling_strategy {self.args.train_sampling_strategy}."
+            )
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if not isinstance(dataset, datasets.Dataset) or "label" not in dataset.column_names:
             raise ValueError(

@@ -2,10 +2,15 @@
 
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .atomic_files import atomic_output
+
+
+if TYPE_CHECKING:
+    import av
 
 
 def write_video(
@@ -44,7 +49,9 @@ def write_video(
         # Set through the codec options: PyAV's thread_count alone did not make libx264's output repeatable.
         stream.options = {"threads": str(threads), **(options or {})}
         for index, array in enumerate(frames):
-            frame = converted_frame(av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format), pix_fmt)
+            frame = converted_frame(
+                av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format), pix_fmt
+            )
             frame.pts, frame.time_base = index, Fraction(1, fps)  # explicit: the rate control reads the timestamps
             container.mux(stream.encode(frame))
         container.mux(stream.encode())

@@ -167,6 +167,14 @@ class HESPConfig(CLIPConfig):
             self.visual_prompt_size = max(1, self.vision_config.image_size // 4)
         self.auto_map = {**HESP_AUTO_MAP, **(self.auto_map or {})}
 
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> "HESPConfig":
+        """As `PreTrainedConfig.from_dict`; a saved HESP config from before `reciprocal_distance` existed was trained
+        with the paper's ARPL distance, and loads with it (not with today's default)."""
+        if config_dict.get("class_token_ids") is not None and "reciprocal_distance" not in config_dict:
+            config_dict = {**config_dict, "reciprocal_distance": "arpl"}
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def known_labels(self) -> list[str]:
         """The `K` known class names in label order (every label but the trailing `unknown_label`)."""

@@ -35,9 +35,7 @@ def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, te
     return -(temperature * mean_log_prob[has_positive]).mean()
 
 
-def reciprocal_logits(
-    video_embeds: torch.Tensor, reciprocal_points: torch.Tensor, distance: str = "arpl"
-) -> torch.Tensor:
+def reciprocal_logits(video_embeds: torch.Tensor, reciprocal_points: torch.Tensor, distance: str) -> torch.Tensor:
     """Reciprocal-point logits `(B, K)`: the farther a clip is from class k's reciprocal point, the larger logit k.
 
     `d_l2 = ||v - p_k||^2 / D` is computed from norms and one matrix product rather than a `(B, K, D)` difference.

@@ -51,8 +51,10 @@ TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 HESP_ROWS = {
     "HESP, hesp-hf recipe (recommended): ensemble": ([], None, False),
     "HESP, hesp-hf recipe: its CLIP branch alone": ([], "clip", False),
+    "HESP, hesp-hf recipe: its reciprocal branch alone": ([], "reciprocal", False),
     "HESP, paper recipe: ensemble (as published)": (["--recipe", "paper"], None, False),
     "HESP, paper recipe: its CLIP branch alone": (["--recipe", "paper"], "clip", False),
+    "HESP, paper recipe: its reciprocal branch alone": (["--recipe", "paper"], "reciprocal", False),
     "ablation: plain shuffle instead of class-stratified batches": (["--train_sampling", "random"], None, True),
     "ablation: ARPL distance (d_l2 - d_dot) instead of RPL's": (["--reciprocal_distance", "arpl"], None, True),
     "ablation: 16 context vectors (the paper's) instead of 4": (["--n_ctx", "16"], None, True),

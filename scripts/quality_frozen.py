@@ -180,20 +180,28 @@ def main() -> None:
 
     runs: dict[str, dict[int, list[dict]]] = {}
     for data_seed in args.data_seeds:
-        data = write_synthetic_dataset(args.data_dir, SyntheticSpec(train_per_class=args.train_per_class, seed=data_seed))
+        data = write_synthetic_dataset(
+            args.data_dir, SyntheticSpec(train_per_class=args.train_per_class, seed=data_seed)
+        )
         features = cached_features(data, args.output_dir / "features")
-        runs.setdefault("linear probe on frame-mean features, max-softmax", {})[data_seed] = [probe(data, features, known)]
+        runs.setdefault("linear probe on frame-mean features, max-softmax", {})[data_seed] = [
+            probe(data, features, known)
+        ]
         for variant in args.variants:
             for seed in args.train_seeds:
-                result_file = root / f"data-{data_seed}" / variant.replace(", ", "-").replace(" ", "_") / f"seed-{seed}.json"
+                result_file = (
+                    root / f"data-{data_seed}" / variant.replace(", ", "-").replace(" ", "_") / f"seed-{seed}.json"
+                )
                 if not result_file.exists():
                     result = train_variant(data, features, known, variant, seed, args.epochs)
                     write_text_atomic(result_file, json.dumps(result, indent=2))
                 result = json.loads(result_file.read_text())
                 runs.setdefault(f"HESP {variant}: as predicted", {}).setdefault(data_seed, []).append(result)
-                runs.setdefault(f"HESP {variant}: CLIP branch", {}).setdefault(data_seed, []).append(
-                    result["branches"]["clip"]
-                )
+                for branch in ("clip", "reciprocal"):
+                    if branch in result["branches"]:
+                        runs.setdefault(f"HESP {variant}: {branch} branch", {}).setdefault(data_seed, []).append(
+                            result["branches"][branch]
+                        )
             print(f"data seed {data_seed}, {variant}: done", flush=True)
     table, table_csv = seed_table(runs, args.data_seeds)
     note = (

@@ -386,3 +386,17 @@ def test_frame_embeds_input_equals_pixels(make_model):
         model(pixels, frame_embeds=frame_embeds)
     with pytest.raises(ValueError, match="visual prompt"):
         make_model()(frame_embeds=frame_embeds)
+
+
+def test_configs_saved_before_reciprocal_distance_load_as_arpl(make_model, tmp_path):
+    """Checkpoints written before the field existed were trained with the paper's distance: they keep it."""
+    import json
+
+    model = make_model()
+    model.config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["reciprocal_distance"] == "l2"  # today's default, written out
+    del saved["reciprocal_distance"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert AutoConfig.from_pretrained(tmp_path).reciprocal_distance == "arpl"
+    assert HESPConfig(**{k: v for k, v in saved.items() if k != "model_type"}).reciprocal_distance == "l2"

@@ -100,7 +100,7 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run):
     assert "gasp" in card.text and "Bias, Risks, and Limitations" in card.text
     assert (
         "Known-ness score: the maximum logit of the ensemble of the CLIP and reciprocal-point branches (reciprocal "
-        "logits: RPL's squared distance)." in card.text
+        "logits: RPL's distance ||v - p||^2 / D)." in card.text
     )
 
     state = json.loads(sorted(reference_run.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
