@@ -14,7 +14,7 @@ For each data seed (a freshly generated synthetic set: 30 training and 15 test c
 - ablations of the hesp-hf recipe, one change each.
 Each HESP variant trains once per training seed (`--seed`: the initialisation, the validation hold-out and the data
 order), 12 epochs, the last epoch kept. Per data seed the table gives the mean ± std over the training seeds and the
-worst run; `results.md` / `results.csv` hold the table and every run. Finished runs are reused, so an interrupted
+worst run; `results-data-<seeds>.md` / `.csv` hold the table and every run. Finished runs are reused, so an interrupted
 measurement resumes.
 """
 
@@ -31,15 +31,21 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from transformers import AutoTokenizer, CLIPModel
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
-from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path, synthetic_train_arguments
+from hesp_hf.embedded import (
+    DEMO_KNOWN,
+    embedded_clip_path,
+    parse_known_labels,
+    split_folder_name,
+    synthetic_train_arguments,
+)
 from hesp_hf.evaluation import METRICS, seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
@@ -56,8 +62,6 @@ HESP_ROWS = {
     "HESP, paper recipe: its CLIP branch alone": (["--recipe", "paper"], "clip", False),
     "HESP, paper recipe: its reciprocal branch alone": (["--recipe", "paper"], "reciprocal", False),
     "ablation: plain shuffle instead of class-stratified batches": (["--train_sampling", "random"], None, True),
-    "ablation: ARPL distance (d_l2 - d_dot) instead of RPL's": (["--reciprocal_distance", "arpl"], None, True),
-    "ablation: 16 context vectors (the paper's) instead of 4": (["--n_ctx", "16"], None, True),
     "ablation: without visual prompt": (["--use_visual_prompt", "false"], None, True),
     "ablation: without reciprocal points (two loss terms)": (["--use_reciprocal_points", "false"], None, True),
 }
@@ -93,15 +97,15 @@ def baselines(data: Path, known_names: list[str]) -> dict[str, dict]:
     with torch.no_grad():
         text = model.get_text_features(**tokenizer([f"{n}." for n in names], padding=True, return_tensors="pt"))
         text = F.normalize(text.pooler_output, dim=-1)
-    zero_shot = (model.logit_scale.exp() * torch.from_numpy(x_test) @ text.T).detach().numpy()
-    probe = LogisticRegression(max_iter=2000, C=10.0).fit(x_train, y_train)
-    logits = probe.decision_function(x_test)
-    rows = {
-        "zero-shot CLIP (class names), max-logit": open_set_metrics(zero_shot, y_test),
-        "linear probe on frame-mean features, max-softmax": open_set_metrics(logits, y_test, score="max_softmax"),
-        "linear probe on frame-mean features, max-logit": open_set_metrics(logits, y_test),
+    zero_shot = open_set_metrics(
+        (model.logit_scale.exp() * torch.from_numpy(x_test) @ text.T).detach().numpy(), y_test
+    )
+    probe = linear_probe_metrics(x_train, y_train, x_test, y_test)
+    return {
+        "zero-shot CLIP (class names), max-logit": {key: float(zero_shot[key]) for key in METRICS},
+        "linear probe on frame-mean features, max-softmax": probe["max_softmax"],
+        "linear probe on frame-mean features, max-logit": probe["max_logit"],
     }
-    return {name: {key: float(metrics[key]) for key in METRICS} for name, metrics in rows.items()}
 
 
 def train_hesp(data: Path, output: Path, extra: list[str], seed: int, epochs: float, known: list[str]) -> dict:
@@ -135,11 +139,11 @@ def main() -> None:
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/quality"))
     parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
     args = parser.parse_args()
-    known = [name.strip() for name in args.known.split(",") if name.strip()]
-    if any(name not in CLASSES for name in known) or len(known) < 2 or len(known) >= len(CLASSES):
-        parser.error(f"--known must name 2..{len(CLASSES) - 1} of {CLASSES}, got {known}.")
-    split_name = "demo-split" if set(known) == set(DEMO_KNOWN) else "known-" + "-".join(sorted(known))
-    root = args.output_dir / split_name
+    try:
+        known = parse_known_labels(args.known)
+    except ValueError as error:
+        parser.error(str(error))
+    root = args.output_dir / split_folder_name(known)
 
     runs: dict[str, dict[int, list[dict]]] = {}
     jobs = []  # (row names sharing the run, branch per row, data seed, folder, extra, training seed)
@@ -147,7 +151,9 @@ def main() -> None:
         data = write_synthetic_dataset(
             args.data_dir, SyntheticSpec(train_per_class=args.train_per_class, seed=data_seed)
         )
-        cached = root / f"data-{data_seed}" / "baselines.json"
+        # Keyed by the data set's settings hash and the epoch count: other settings never reuse these results.
+        folder_of_data = root / data.name
+        cached = folder_of_data / "baselines.json"
         if not cached.exists():
             write_text_atomic(cached, json.dumps(baselines(data, known), indent=2))
         for name, metrics in json.loads(cached.read_text()).items():
@@ -161,7 +167,7 @@ def main() -> None:
             seeds = args.ablation_seeds if all(ablation for _, _, ablation in rows) else args.train_seeds
             variant = "-".join(part.lstrip("-") for part in extra) or "hesp-hf"
             for seed in seeds:
-                folder = root / f"data-{data_seed}" / variant / f"seed-{seed}"
+                folder = folder_of_data / f"{variant}-{args.epochs:g}epochs" / f"seed-{seed}"
                 jobs.append((rows, data_seed, data, folder, list(extra), seed))
 
     jobs.sort(key=lambda job: all(ablation for _, _, ablation in job[0]))  # the main rows first, then ablations
@@ -184,8 +190,9 @@ def main() -> None:
         f"(ablations: {args.ablation_seeds}) and the worst run; the last three columns average the per-seed means "
         f"over data seeds {args.data_seeds}. {args.epochs:g} epochs per HESP run, last epoch kept.\n"
     )
-    write_text_atomic(root / "results.md", table + note)
-    write_text_atomic(root / "results.csv", table_csv)
+    stem = "results-data-" + "-".join(map(str, args.data_seeds))
+    write_text_atomic(root / f"{stem}.md", table + note)
+    write_text_atomic(root / f"{stem}.csv", table_csv)
     print(table + note)
 
 

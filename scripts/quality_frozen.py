@@ -26,16 +26,16 @@ import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
 from transformers import set_seed
 from transformers.utils import logging as transformers_logging
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import RECIPES, HESPTrainingArguments
 from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import load_open_set_split
 from hesp_hf.data.decoding import sample_clip
-from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path
+from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path, parse_known_labels, split_folder_name
 from hesp_hf.evaluation import METRICS, branch_metrics, seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.video_processing_hesp import segment_indices
@@ -92,11 +92,8 @@ def probe(data: Path, features: dict, known: list[str]) -> dict[str, float]:
         rows = [F.normalize(features[str(Path(r.path).resolve())][0][centres], dim=-1).mean(0) for r in records]
         return torch.stack(rows).numpy()
 
-    labels = np.array([r.label for r in split.train])
-    fitted = LogisticRegression(max_iter=2000, C=10.0).fit(matrix(split.train), labels)
-    metrics = open_set_metrics(fitted.decision_function(matrix(split.test)), np.array([r.label for r in split.test]),
-                               score="max_softmax")  # fmt: skip
-    return {name: float(metrics[name]) for name in METRICS}
+    labels = [np.array([r.label for r in records]) for records in (split.train, split.test)]
+    return linear_probe_metrics(matrix(split.train), labels[0], matrix(split.test), labels[1])["max_softmax"]
 
 
 def train_variant(data: Path, features: dict, known: list[str], variant: str, seed: int, epochs: float) -> dict:
@@ -173,10 +170,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     transformers_logging.set_verbosity_error()
     torch.set_num_threads(1)
-    known = [name.strip() for name in args.known.split(",") if name.strip()]
-    if any(name not in CLASSES for name in known) or not 2 <= len(known) < len(CLASSES):
-        parser.error(f"--known must name 2..{len(CLASSES) - 1} of {CLASSES}, got {known}.")
-    root = args.output_dir / ("demo-split" if set(known) == set(DEMO_KNOWN) else "known-" + "-".join(sorted(known)))
+    try:
+        known = parse_known_labels(args.known)
+    except ValueError as error:
+        parser.error(str(error))
+    root = args.output_dir / split_folder_name(known)
 
     runs: dict[str, dict[int, list[dict]]] = {}
     for data_seed in args.data_seeds:
@@ -189,9 +187,8 @@ def main() -> None:
         ]
         for variant in args.variants:
             for seed in args.train_seeds:
-                result_file = (
-                    root / f"data-{data_seed}" / variant.replace(", ", "-").replace(" ", "_") / f"seed-{seed}.json"
-                )
+                variant_folder = f"{variant.replace(', ', '-').replace(' ', '_')}-{args.epochs:g}epochs"
+                result_file = root / data.name / variant_folder / f"seed-{seed}.json"
                 if not result_file.exists():
                     result = train_variant(data, features, known, variant, seed, args.epochs)
                     write_text_atomic(result_file, json.dumps(result, indent=2))
@@ -208,8 +205,9 @@ def main() -> None:
         f"\nFrozen features, visual prompt off. Split: known {', '.join(known)}. Per data seed: mean ± std over "
         f"training seeds {args.train_seeds} and the worst run; the last three columns average the per-seed means.\n"
     )
-    write_text_atomic(root / "results.md", table + note)
-    write_text_atomic(root / "results.csv", table_csv)
+    stem = "results-data-" + "-".join(map(str, args.data_seeds))
+    write_text_atomic(root / f"{stem}.md", table + note)
+    write_text_atomic(root / f"{stem}.csv", table_csv)
     print(table + note)
 
 
