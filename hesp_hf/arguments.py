@@ -93,7 +93,9 @@ class ModelArguments:
 
     def recipe_overrides(self) -> dict[str, object]:
         """The recipe-owned fields whose value differs from what `recipe` sets (given explicitly)."""
-        return {name: getattr(self, name) for name, value in RECIPES[self.recipe].items() if getattr(self, name) != value}
+        return {
+            name: getattr(self, name) for name, value in RECIPES[self.recipe].items() if getattr(self, name) != value
+        }
 
 
 # What each recipe sets when the flag is not given (see README, "Recipes"). The two differ only where the paper's

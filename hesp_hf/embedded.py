@@ -13,23 +13,6 @@ EMBEDDED_CLIP_DIR = Path(__file__).parent / "assets" / "tiny-face-clip"
 DEMO_KNOWN = ("neutral", "happiness", "sadness", "surprise", "anger", "disgust")
 
 
-def parse_known_labels(text: str) -> list[str]:
-    """Known synthetic classes from a comma-separated list, checked against the 11 classes."""
-    known = [name.strip() for name in text.split(",") if name.strip()]
-    if (
-        any(name not in CLASSES for name in known)
-        or len(set(known)) != len(known)
-        or not 2 <= len(known) < len(CLASSES)
-    ):
-        raise ValueError(f"Known classes must be 2..{len(CLASSES) - 1} distinct names of {CLASSES}, got {known}.")
-    return known
-
-
-def split_folder_name(known: list[str]) -> str:
-    """A folder name for an open-set split of the synthetic classes: `demo-split` or `known-<sorted names>`."""
-    return "demo-split" if set(known) == set(DEMO_KNOWN) else "known-" + "-".join(sorted(known))
-
-
 def embedded_clip_path() -> str:
     """Folder of the embedded tiny CLIP (weights, tokenizer, pixel statistics), loadable with `from_pretrained`."""
     if not (EMBEDDED_CLIP_DIR / "model.safetensors").exists():

@@ -145,3 +145,12 @@ def seed_table(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) ->
             for index, run in enumerate(per_seed.get(seed, [])):
                 writer.writerow([name, seed, index, *(run[m] for m in METRICS)])
     return "\n".join(lines) + "\n", buffer.getvalue()
+
+
+def write_seed_table(folder: Path, runs: dict[str, dict[int, list[dict]]], data_seeds: list[int], note: str) -> str:
+    """`seed_table` written as `results-data-<seeds>.md` (with `note` below) and `.csv` in `folder`; returns the text."""
+    table, table_csv = seed_table(runs, data_seeds)
+    stem = "results-data-" + "-".join(map(str, data_seeds))
+    write_text_atomic(Path(folder) / f"{stem}.md", table + note)
+    write_text_atomic(Path(folder) / f"{stem}.csv", table_csv)
+    return table + note

@@ -39,16 +39,11 @@ from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
-from hesp_hf.embedded import (
-    DEMO_KNOWN,
-    embedded_clip_path,
-    parse_known_labels,
-    split_folder_name,
-    synthetic_train_arguments,
-)
-from hesp_hf.evaluation import METRICS, seed_table
+from hesp_hf.embedded import embedded_clip_path, synthetic_train_arguments
+from hesp_hf.evaluation import METRICS, write_seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
+from hesp_hf.synthetic_protocol import add_protocol_arguments, protocol_split
 
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
@@ -129,21 +124,11 @@ def train_hesp(data: Path, output: Path, extra: list[str], seed: int, epochs: fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    add_protocol_arguments(parser, "outputs/quality")
     parser.add_argument("--ablation_seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip the ablations")
-    parser.add_argument("--known", default=",".join(DEMO_KNOWN), help="known classes, comma-separated")
-    parser.add_argument("--epochs", type=float, default=12)
-    parser.add_argument("--train_per_class", type=int, default=30)
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (one thread each)")
-    parser.add_argument("--output_dir", type=Path, default=Path("outputs/quality"))
-    parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
     args = parser.parse_args()
-    try:
-        known = parse_known_labels(args.known)
-    except ValueError as error:
-        parser.error(str(error))
-    root = args.output_dir / split_folder_name(known)
+    known, root = protocol_split(parser, args)
 
     runs: dict[str, dict[int, list[dict]]] = {}
     jobs = []  # (row names sharing the run, branch per row, data seed, folder, extra, training seed)
@@ -184,16 +169,12 @@ def main() -> None:
             print(f"[{done}/{len(jobs)}] {folder}: AUROC {metrics['auroc']:.3f}", flush=True)
 
     ordered = {name: runs[name] for name in [*(n for n in runs if n not in HESP_ROWS), *HESP_ROWS] if name in runs}
-    table, table_csv = seed_table(ordered, args.data_seeds)
     note = (
         f"\nSplit: known {', '.join(known)}. Per data seed: mean ± std over training seeds {args.train_seeds} "
         f"(ablations: {args.ablation_seeds}) and the worst run; the last three columns average the per-seed means "
         f"over data seeds {args.data_seeds}. {args.epochs:g} epochs per HESP run, last epoch kept.\n"
     )
-    stem = "results-data-" + "-".join(map(str, args.data_seeds))
-    write_text_atomic(root / f"{stem}.md", table + note)
-    write_text_atomic(root / f"{stem}.csv", table_csv)
-    print(table + note)
+    print(write_seed_table(root, ordered, args.data_seeds, note))
 
 
 if __name__ == "__main__":

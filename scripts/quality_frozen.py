@@ -35,11 +35,12 @@ from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import load_open_set_split
 from hesp_hf.data.decoding import sample_clip
-from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path, parse_known_labels, split_folder_name
-from hesp_hf.evaluation import METRICS, branch_metrics, seed_table
+from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path
+from hesp_hf.evaluation import METRICS, branch_metrics, write_seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.video_processing_hesp import segment_indices
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
+from hesp_hf.synthetic_protocol import add_protocol_arguments, protocol_split
 from hesp_hf.training import HESPTrainer
 
 
@@ -158,23 +159,13 @@ def train_variant(data: Path, features: dict, known: list[str], variant: str, se
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data_seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--train_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--known", default=",".join(DEMO_KNOWN), help="known classes, comma-separated")
+    add_protocol_arguments(parser, "outputs/quality-frozen")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--epochs", type=float, default=12)
-    parser.add_argument("--train_per_class", type=int, default=30)
-    parser.add_argument("--output_dir", type=Path, default=Path("outputs/quality-frozen"))
-    parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     transformers_logging.set_verbosity_error()
     torch.set_num_threads(1)
-    try:
-        known = parse_known_labels(args.known)
-    except ValueError as error:
-        parser.error(str(error))
-    root = args.output_dir / split_folder_name(known)
+    known, root = protocol_split(parser, args)
 
     runs: dict[str, dict[int, list[dict]]] = {}
     for data_seed in args.data_seeds:
@@ -200,15 +191,11 @@ def main() -> None:
                             result["branches"][branch]
                         )
             print(f"data seed {data_seed}, {variant}: done", flush=True)
-    table, table_csv = seed_table(runs, args.data_seeds)
     note = (
         f"\nFrozen features, visual prompt off. Split: known {', '.join(known)}. Per data seed: mean ± std over "
         f"training seeds {args.train_seeds} and the worst run; the last three columns average the per-seed means.\n"
     )
-    stem = "results-data-" + "-".join(map(str, args.data_seeds))
-    write_text_atomic(root / f"{stem}.md", table + note)
-    write_text_atomic(root / f"{stem}.csv", table_csv)
-    print(table + note)
+    print(write_seed_table(root, runs, args.data_seeds, note))
 
 
 if __name__ == "__main__":

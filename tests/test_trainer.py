@@ -179,7 +179,7 @@ def test_trainer_equals_a_plain_reference_loop(make_model, tmp_path):
         optimizer.zero_grad()
         output.loss.backward()
         optimizer.step()
-        terms = {k: float(v) for k, v in output.loss_terms.items()}
+        terms = {k: float(v.detach()) for k, v in output.loss_terms.items()}
         assert terms == pytest.approx(trainer.terms[step], rel=1e-5, abs=1e-6), step
         for name, value in recorder.params[step].items():
             torch.testing.assert_close(reference_named[name].detach(), value, rtol=1e-5, atol=1e-6, msg=name)

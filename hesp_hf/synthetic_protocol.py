@@ -1,0 +1,32 @@
+"""Command-line pieces shared by the quality scripts: which synthetic data sets, splits and seeds a table covers."""
+
+import argparse
+from pathlib import Path
+
+from .embedded import DEMO_KNOWN
+from .synthetic import CLASSES
+
+
+def add_protocol_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    """Data seeds, training seeds, the known classes, the run length and the folders of a quality table."""
+    parser.add_argument("--data_seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--known", default=",".join(DEMO_KNOWN), help="known classes, comma-separated")
+    parser.add_argument("--epochs", type=float, default=12)
+    parser.add_argument("--train_per_class", type=int, default=30)
+    parser.add_argument("--output_dir", type=Path, default=Path(output_dir))
+    parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
+
+
+def protocol_split(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], Path]:
+    """The known classes of `--known` (a usage error when they are not 2..10 distinct synthetic classes) and the
+    results folder of that split: `<output_dir>/demo-split` or `<output_dir>/known-<sorted names>`."""
+    known = [name.strip() for name in args.known.split(",") if name.strip()]
+    if (
+        any(name not in CLASSES for name in known)
+        or len(set(known)) != len(known)
+        or not 2 <= len(known) < len(CLASSES)
+    ):
+        parser.error(f"--known must name 2..{len(CLASSES) - 1} distinct classes of {CLASSES}, got {known}.")
+    name = "demo-split" if set(known) == set(DEMO_KNOWN) else "known-" + "-".join(sorted(known))
+    return known, args.output_dir / name
