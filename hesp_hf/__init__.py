@@ -19,6 +19,14 @@ from .modeling.video_processing_hesp import HESPVideoProcessor, VideoDecodeError
 
 __version__ = "0.1.0"
 
+
+def load_oscr_metric(**kwargs):
+    """The open-set `evaluate` metric (ACC / AUROC / OSCR), loaded offline; see `hesp_hf.metrics.load_oscr_metric`."""
+    from .metrics import load_oscr_metric as load
+
+    return load(**kwargs)
+
+
 AutoConfig.register(HESPConfig.model_type, HESPConfig, exist_ok=True)
 AutoModel.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)
 AutoModelForVideoClassification.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)
@@ -36,4 +44,5 @@ __all__ = [
     "HESPVideoProcessor",
     "VideoDecodeError",
     "__version__",
+    "load_oscr_metric",
 ]

@@ -105,7 +105,7 @@ def write_open_set_report(
     write_text_atomic(output_dir / f"{prefix}metrics.json", json.dumps(metrics, indent=2) + "\n")
     draw_open_set_curves(metrics, curves, output_dir / f"{prefix}curves.png", score, title or None)
     buffer = io.StringIO()
-    csv.writer(buffer).writerows(confusion_table(logits, labels, label_names))
+    csv.writer(buffer, lineterminator="\n").writerows(confusion_table(logits, labels, label_names))
     write_text_atomic(output_dir / f"{prefix}confusion.csv", buffer.getvalue())
     logger.info(
         "%s accuracy=%.4f auroc=%.4f oscr=%.4f",
@@ -125,7 +125,7 @@ def seed_table(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) ->
     header = ["method", *(f"AUROC, data seed {s}" for s in data_seeds), "ACC", "AUROC", "OSCR"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "data_seed", "run", *METRICS])
     for name, per_seed in runs.items():
         cells = []

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
 
 from .atomic_files import write_text_atomic
 from .data import ClipAugmentation, ClipTransform, OpenSetSplit, clip_dataset, collate_clips, load_open_set_split
@@ -134,7 +135,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         pixel_prompt_step=model_args.pixel_prompt_step,
         train_sampling=model_args.train_sampling,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, output_dir))
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     if len(validation_known):
@@ -192,6 +193,20 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         if push_to_hub:
             push_folder(output_dir, training_args)
     return metrics
+
+
+def resolve_resume(value: str | bool | None, output_dir: Path) -> str | None:
+    """`--resume_from_checkpoint`: a checkpoint folder, or `True` for the last `checkpoint-*` in `output_dir` (as the
+    transformers examples do)."""
+    if value is None or value is False or str(value).lower() in ("", "false", "none"):
+        return None
+    if value is True or str(value).lower() == "true":
+        last = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+        if last is None:
+            raise ValueError(f"--resume_from_checkpoint True: no checkpoint-* folder in {output_dir} to resume from.")
+        logger.info("Resuming from the last checkpoint, %s", last)
+        return last
+    return str(value)
 
 
 def make_augmentation(data_args: Any, size: tuple[int, int]) -> ClipAugmentation | None:

@@ -255,7 +255,7 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
                 write_video(folder / relative, frames, fps=8)
                 rows.append((relative, label))
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["video_path", "label"])
         writer.writerows(rows)
         write_text_atomic(folder / f"{split}.csv", buffer.getvalue())

@@ -148,6 +148,12 @@ def test_bad_input_raises(predictions, references, kwargs, message):
 
 
 def test_evaluate_module_batches_and_trainer_hook():
+    import hesp_hf
+
+    small, small_references = random_problem(3, n=40)  # the loader is exported at the top level too
+    assert hesp_hf.load_oscr_metric().compute(predictions=small, references=small_references) == pytest.approx(
+        open_set_metrics(small, small_references)
+    )
     metric = load_oscr_metric()
     logits, references = random_problem(4, n=120)
     for start in range(0, 120, 50):

@@ -58,6 +58,7 @@ def test_dataset_is_written_decodable_and_cached(tmp_path):
         classes=("neutral", "happiness", "fear"), train_per_class=2, test_per_class=1, num_frames=5, size=32
     )
     folder = write_synthetic_dataset(tmp_path, spec)
+    assert b"\r" not in (folder / "train.csv").read_bytes()  # plain \n line ends
     rows = list(csv.DictReader((folder / "train.csv").open()))
     assert [r["label"] for r in rows] == ["neutral"] * 2 + ["happiness"] * 2 + ["fear"] * 2
     assert len(list(csv.DictReader((folder / "test.csv").open()))) == 3

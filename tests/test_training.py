@@ -114,8 +114,9 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run):
 
 
 def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path):
-    """Killed after epoch 1 (its checkpoint is all that is left), restarted with --resume_from_checkpoint; the
-    restart also recomputes activations in backward (--activation_checkpointing), which must not change a thing."""
+    """Killed after epoch 1 (its checkpoint is all that is left), restarted with `--resume_from_checkpoint True` (the
+    last checkpoint in the output folder, as the transformers examples resume); the restart also recomputes
+    activations in backward (--activation_checkpointing), which must not change a thing."""
     checkpoints = sorted(reference_run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     interrupted = tmp_path / "interrupted"
     shutil.copytree(checkpoints[0], interrupted / checkpoints[0].name)
@@ -128,7 +129,7 @@ def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path
             "--save_total_limit",
             "5",
             "--resume_from_checkpoint",
-            str(interrupted / checkpoints[0].name),
+            "True",
             "--activation_checkpointing",
             "true",
         )  # fmt: skip
@@ -189,6 +190,18 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
     assert "| splits 0-4 | 3 known / 8 unknown | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 |" in table
     assert "| splits 5-9 | 3 known / 8 unknown | 1 | 90.00 ± 0.00 |" in table
     assert (tmp_path / "results.csv").read_text().splitlines()[1] == "0,splits 0-4,0.5,0.6,0.3"
+
+
+def test_resume_argument_resolves_to_a_checkpoint(tmp_path):
+    from hesp_hf.recipe import resolve_resume
+
+    assert resolve_resume(None, tmp_path) is None and resolve_resume("false", tmp_path) is None
+    assert resolve_resume("runs/x/checkpoint-3", tmp_path) == "runs/x/checkpoint-3"
+    with pytest.raises(ValueError, match="no checkpoint-\\* folder"):
+        resolve_resume("True", tmp_path)
+    for step in (2, 10, 4):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert resolve_resume(True, tmp_path) == str(tmp_path / "checkpoint-10")
 
 
 def test_calibration_keeps_the_requested_share():
