@@ -1,6 +1,9 @@
 """Model cards for trained HESP checkpoints, rendered from `model_cards/hesp_model_card.md` (installed as
 `hesp_hf.model_cards`), with the YAML front matter the Hub reads (`model-index` holds ACC / AUROC / OSCR)."""
 
+import json
+import re
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -8,6 +11,9 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .atomic_files import write_text_atomic
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
 
 
 def known_ness_description(config: Any) -> str:
@@ -25,11 +31,44 @@ def known_ness_description(config: Any) -> str:
     return f"the maximum logit of {logits}"
 
 
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the card says about the CLIP a model was built on: `hub_id` for the `base_model` field (None when it
+    cannot be named: a local folder with no Hub origin), a description for the text, and whether its training data
+    was synthetic (the embedded tiny CLIP) rather than web-scale image-text pairs."""
+
+    hub_id: str | None
+    description: str
+    synthetic: bool
+
+
+def describe_backbone(clip_model: str) -> BackboneInfo:
+    """`clip_model` as passed to training: a Hub id, a local folder (its `config.json` may record the Hub id it came
+    from as `_name_or_path`) or the embedded tiny CLIP."""
+    from .embedded import EMBEDDED_CLIP_DIR
+
+    path = Path(clip_model)
+    if path.exists() and path.resolve() == EMBEDDED_CLIP_DIR.resolve():
+        return BackboneInfo(None, "the embedded tiny CLIP of hesp-hf, pretrained on synthetic face frames only", True)
+    if not path.exists():
+        return BackboneInfo(clip_model, f"`{clip_model}`", False)
+    origin = None
+    try:
+        origin = json.loads((path / "config.json").read_text()).get("_name_or_path")
+    except (OSError, ValueError):
+        pass
+    if isinstance(origin, str) and HUB_ID.fullmatch(origin) and not Path(origin).exists():
+        return BackboneInfo(origin, f"`{origin}`", False)
+    return BackboneInfo(None, f"a local CLIP checkpoint (`{path.name}`)", False)
+
+
 def render_model_card(
     *,
     repo_id: str,
-    base_model: str,
+    backbone: BackboneInfo,
     dataset_name: str,
+    data_description: str,
+    synthetic_data: bool,
     known_labels: list[str],
     unknown_labels: list[str],
     metrics: dict[str, Any],
@@ -41,6 +80,8 @@ def render_model_card(
     known_ness: str,
     license: str = "apache-2.0",
 ) -> ModelCard:
+    """The card of a trained checkpoint. The YAML names only what the Hub can resolve: `base_model` when the CLIP's
+    Hub id is known, no `datasets` (the FER datasets are not Hub datasets); the text says what the data was."""
     results = [
         EvalResult(
             task_type="video-classification",
@@ -57,8 +98,7 @@ def render_model_card(
     card_data = ModelCardData(
         library_name="transformers",
         pipeline_tag="video-classification",
-        base_model=base_model,
-        datasets=[dataset_name],
+        base_model=backbone.hub_id,
         license=license,
         tags=["hesp", "open-set-recognition", "facial-expression-recognition", "clip", "video-classification"],
         model_name=repo_id,
@@ -70,8 +110,11 @@ def render_model_card(
         template_str=template,
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        base_model=base_model,
+        backbone=backbone.description,
+        synthetic_backbone=backbone.synthetic,
         dataset_name=dataset_name,
+        data_description=data_description,
+        synthetic_data=synthetic_data,
         known_labels=known_labels,
         unknown_labels=unknown_labels,
         metrics=metrics,

@@ -262,3 +262,14 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
         logger.info("Wrote %d synthetic %s clips to %s", len(rows), split, folder)
     write_text_atomic(manifest, json.dumps(asdict(spec) | {"classes": list(spec.classes)}, indent=2))
     return folder
+
+
+def synthetic_spec_of(annotation: str | Path) -> dict | None:
+    """The settings of the synthetic data set an annotation file belongs to (its folder's `spec.json`), or None
+    for any other data."""
+    manifest = Path(annotation).parent / "spec.json"
+    try:
+        spec = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return None
+    return spec if isinstance(spec, dict) and {"classes", "seed", "format_version"} <= spec.keys() else None

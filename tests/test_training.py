@@ -69,7 +69,7 @@ def reference_run(tiny_data, tmp_path_factory):
     return output
 
 
-def test_train_writes_a_complete_checkpoint_folder(reference_run):
+def test_train_writes_a_complete_checkpoint_folder(reference_run, tiny_data):
     files = {p.name for p in reference_run.iterdir()}
     expected = {
         "config.json", "model.safetensors", "video_preprocessor_config.json", "configuration_hesp.py",
@@ -98,6 +98,11 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run):
     results = {result.metric_type: result.metric_value for result in card.data.eval_results}
     assert results == pytest.approx({name: metrics[name] for name in ("accuracy", "auroc", "oscr")}, abs=1e-6)
     assert "gasp" in card.text and "Bias, Risks, and Limitations" in card.text
+    # Only what the Hub can resolve in the YAML: a local CLIP folder is no base_model, custom data no dataset id.
+    assert card.data.base_model is None and not card.data.datasets
+    assert "https://github.com/)" not in card.text and str(tiny_data[1]) not in card.text
+    assert "The user's own annotated clips" in card.text and "web-scale" in card.text
+    assert "## Citation" in card.text and "10.1145/3664647.3681583" in card.text
     assert (
         "Known-ness score: the maximum logit of the ensemble of the CLIP and reciprocal-point branches (reciprocal "
         "logits: RPL's distance ||v - p||^2 / D)." in card.text
@@ -202,6 +207,27 @@ def test_resume_argument_resolves_to_a_checkpoint(tmp_path):
     for step in (2, 10, 4):
         (tmp_path / f"checkpoint-{step}").mkdir()
     assert resolve_resume(True, tmp_path) == str(tmp_path / "checkpoint-10")
+
+
+def test_model_card_names_the_backbone_only_as_the_hub_knows_it(tmp_path):
+    import json as json_module
+
+    from hesp_hf.embedded import embedded_clip_path
+    from hesp_hf.model_card import describe_backbone
+
+    hub = describe_backbone("openai/clip-vit-base-patch32")
+    assert (hub.hub_id, hub.synthetic) == ("openai/clip-vit-base-patch32", False)
+    embedded = describe_backbone(embedded_clip_path())
+    assert embedded.hub_id is None and embedded.synthetic and "synthetic" in embedded.description
+    downloaded = tmp_path / "clip-download"
+    downloaded.mkdir()
+    (downloaded / "config.json").write_text(json_module.dumps({"_name_or_path": "openai/clip-vit-base-patch16"}))
+    assert describe_backbone(str(downloaded)).hub_id == "openai/clip-vit-base-patch16"
+    own = tmp_path / "my-clip"
+    own.mkdir()
+    (own / "config.json").write_text(json_module.dumps({"_name_or_path": str(tmp_path / "elsewhere")}))
+    assert describe_backbone(str(own)).hub_id is None
+    assert str(tmp_path) not in describe_backbone(str(own)).description
 
 
 def test_calibration_keeps_the_requested_share():
