@@ -131,6 +131,10 @@ class DataArguments:
             "model selection can use OSCR + AUROC without the test list; 0: select on validation accuracy."
         },
     )
+    allow_empty_known_classes: bool = field(
+        default=False,
+        metadata={"help": "Train even when a known class has no training clip (refused by default)."},
+    )
     on_bad_clip: str = field(default="raise", metadata={"help": "raise or skip clips that fail to decode."})
     augmentation: str = field(
         default="flip_crop",

@@ -60,6 +60,7 @@ def load_split(data_args: Any, seed: int) -> OpenSetSplit:
         validation_fraction=data_args.validation_fraction,
         seed=seed,
         validation_unknown_fraction=data_args.validation_unknown_fraction,
+        allow_empty_known_classes=data_args.allow_empty_known_classes,
     )
 
 

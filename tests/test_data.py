@@ -166,6 +166,33 @@ def test_every_annotation_problem_is_reported_at_once(tmp_path):
         read_annotation(tmp_path / "bad.csv", MAFW)
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("video_path,label,label", "repeated ['label']"),
+        ("video_path,label,subject", "unexpected ['subject']"),
+        ("video_path", "missing ['label']"),
+    ],
+)
+def test_csv_header_must_be_exact(tmp_path, header, message):
+    """A repeated column used to be read silently as its last occurrence (every clip took one class)."""
+    (tmp_path / "clip.mp4").write_bytes(b"")
+    (tmp_path / "train.csv").write_text(f"{header}\nclip.mp4,happy,sad\n")
+    with pytest.raises(AnnotationError) as error:
+        read_annotation(tmp_path / "train.csv", MAFW)
+    assert f"{tmp_path / 'train.csv'}:1:" in str(error.value) and message in str(error.value)
+
+
+def test_known_class_without_training_clips_is_refused(list_layout):
+    train = [r for r in read_annotation(list_layout / "train.txt", MAFW) if r.label != 3]  # no 'happiness' clip
+    test = read_annotation(list_layout / "test.txt", MAFW)
+    known = [MAFW.class_names[i] for i in (0, 3, 5)]
+    with pytest.raises(ValueError, match=r"\['happiness'\] have no clip in the training list .*train.txt"):
+        make_open_set_split(MAFW, train, test, known_labels=known)
+    split = make_open_set_split(MAFW, train, test, known_labels=known, allow_empty_known_classes=True)
+    assert sorted({r.label for r in split.train + split.validation}) == [0, 2]
+
+
 def test_both_lists_are_checked_together(list_layout):
     (list_layout / "broken.txt").write_text("nowhere 3 1\n")
     with pytest.raises(AnnotationError) as caught:

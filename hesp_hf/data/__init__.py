@@ -22,6 +22,7 @@ def load_open_set_split(
     validation_fraction: float = 0.1,
     seed: int = 0,
     validation_unknown_fraction: float = 0.0,
+    allow_empty_known_classes: bool = False,
 ) -> OpenSetSplit:
     """Read and check both annotations (every problem of both reported at once), then apply the open-set protocol.
 
@@ -47,6 +48,7 @@ def load_open_set_split(
         validation_fraction=validation_fraction,
         seed=seed,
         validation_unknown_fraction=validation_unknown_fraction,
+        allow_empty_known_classes=allow_empty_known_classes,
     )
 
 

@@ -40,6 +40,9 @@ class AnnotationError(ValueError):
         super().__init__(f"{len(problems)} annotation problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+CSV_COLUMNS = ("video_path", "label")
+
+
 def layout_of(annotation: str | Path) -> str:
     """`"list"`, `"csv"` or `"folders"`, from what `annotation` is."""
     annotation = Path(annotation)
@@ -132,9 +135,15 @@ def _read_csv(path: Path, preset: DatasetPreset, root: Path) -> tuple[list[ClipR
     records, problems = [], []
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        columns = reader.fieldnames or []
-        if "video_path" not in columns or "label" not in columns:
-            return [], [f"{path}:1: expected a header with 'video_path' and 'label' columns, got {columns}"]
+        columns = [name.strip() for name in reader.fieldnames or []]
+        duplicated = sorted({name for name in columns if columns.count(name) > 1})
+        unexpected = [name for name in columns if name not in CSV_COLUMNS]
+        missing = [name for name in CSV_COLUMNS if name not in columns]
+        if duplicated or unexpected or missing:  # a repeated 'label' column silently took the last one
+            details = [f"{what} {names}" for what, names in (("repeated", duplicated), ("unexpected", unexpected),
+                       ("missing", missing)) if names]  # fmt: skip
+            return [], [f"{path}:1: the header must be exactly {list(CSV_COLUMNS)} (any order); {'; '.join(details)}"]
+        reader.fieldnames = columns
         for number, row in enumerate(reader, start=2):
             where = f"{path}:{number}"
             if not (row.get("video_path") or "").strip():

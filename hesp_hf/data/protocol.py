@@ -127,8 +127,12 @@ def make_open_set_split(
     seed: int = 0,
     unknown_label: int = UNKNOWN_LABEL,
     validation_unknown_fraction: float = 0.0,
+    allow_empty_known_classes: bool = False,
 ) -> OpenSetSplit:
     """Apply the open-set protocol to a training and a test list (records labelled in preset order).
+
+    A known class without a single training clip is refused (its prompt would never train, yet the model would claim
+    to know it), unless `allow_empty_known_classes`.
 
     `validation_unknown_fraction` > 0 also puts that share of the *training list's* unknown-class clips (otherwise
     unused) into the validation subset, labelled `unknown_label`, so that model selection can use AUROC and OSCR
@@ -145,6 +149,16 @@ def make_open_set_split(
         raise ValueError(
             f"The training list holds no clip of the known classes {[preset.class_names[i] for i in known]}."
         )
+    present = {r.original_label for r in train_known}
+    empty = [preset.class_names[i] for i in known if i not in present]
+    if empty and not allow_empty_known_classes:
+        sources = sorted({r.source for r in train_records})
+        raise ValueError(
+            f"Known class(es) {empty} have no clip in the training list {', '.join(sources)}: fix the annotation or "
+            "the known classes, or pass allow_empty_known_classes=True (--allow_empty_known_classes) to train anyway."
+        )
+    if empty:
+        logger.warning("Known class(es) %s have no training clip; their prompts will not train.", empty)
     train, validation = stratified_holdout(train_known, validation_fraction, seed)
     if validation_unknown_fraction > 0:
         train_unknown = [r for r in train_records if r.label not in relabel]  # still in preset order: stratified
