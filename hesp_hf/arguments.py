@@ -159,6 +159,9 @@ class HESPTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(default=False, metadata={"help": "Must stay False: clips decode on the fly."})
     report_to: str = field(default="none", metadata={"help": "tensorboard, wandb, ... or none."})
     logging_steps: float = field(default=10, metadata={"help": "Log every N steps."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace a run already in --output_dir (refused otherwise)."}
+    )
     ddp_find_unused_parameters: bool = field(default=False, metadata={"help": "Every trainable parameter is used."})
     max_grad_norm: float = field(
         default=0.0,

@@ -7,6 +7,7 @@ Under `accelerate launch` / `torchrun` every process runs this; predictions are 
 
 import json
 import logging
+import shutil
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -85,9 +86,37 @@ def config_overrides(model_args: Any) -> dict[str, Any]:
     return overrides
 
 
+# Files whose presence means a folder holds a trained model (a finished run or a checkpoint folder).
+MODEL_FILES = ("config.json", "model.safetensors", "metrics.json")
+
+
+def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
+    """Refuse to train into a folder holding another run, unless it is resumed or `--overwrite_output_dir` says to
+    replace it; then its old `checkpoint-*` folders go, so none is left that does not match the new model."""
+    if resuming or not output_dir.is_dir():
+        return
+    found = [name for name in MODEL_FILES if (output_dir / name).exists()]
+    checkpoints = sorted(path.name for path in output_dir.glob("checkpoint-*"))
+    if not (found or checkpoints):
+        return
+    if not overwrite:
+        raise ValueError(
+            f"--output_dir {output_dir} already holds a run ({', '.join(found + checkpoints[:3])}): pass "
+            "--overwrite_output_dir to replace it, --resume_from_checkpoint to continue it, or another --output_dir."
+        )
+    for name in checkpoints:
+        shutil.rmtree(output_dir / name)
+    logger.warning(
+        "Replacing the run in %s (--overwrite_output_dir); removed %d old checkpoints.", output_dir, len(checkpoints)
+    )
+
+
 def run_training(model_args: Any, data_args: Any, training_args: TrainingArguments) -> dict[str, Any]:
     """Train, calibrate, evaluate and save; returns the test metrics (on every process)."""
     output_dir = Path(training_args.output_dir)
+    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    if training_args.process_index == 0:
+        check_output_dir(output_dir, training_args.overwrite_output_dir, resuming=resume is not None)
     split = load_split(data_args, training_args.seed)
     main_process = training_args.process_index == 0
     if main_process:
@@ -137,7 +166,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         pixel_prompt_step=model_args.pixel_prompt_step,
         train_sampling=model_args.train_sampling,
     )
-    trainer.train(resume_from_checkpoint=resolve_resume(training_args.resume_from_checkpoint, output_dir))
+    trainer.train(resume_from_checkpoint=resume)
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     if len(validation_known):

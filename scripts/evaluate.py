@@ -11,6 +11,7 @@ import _unshadow  # noqa: F401, I001  (first: keeps this file from shadowing the
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
@@ -19,7 +20,7 @@ from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import DataArguments
 from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
-from hesp_hf.recipe import load_split, split_description
+from hesp_hf.recipe import MODEL_FILES, load_split, split_description
 
 
 @dataclass
@@ -37,6 +38,12 @@ def main() -> None:
     parser = HfArgumentParser((EvaluationArguments, DataArguments))
     eval_args, data_args = parser.parse_args_into_dataclasses()
     data_args.label_names = eval_args.label_names
+    holds_model = [name for name in MODEL_FILES[:2] if (Path(eval_args.output_dir) / name).exists()]
+    if holds_model or Path(eval_args.output_dir).resolve() == Path(eval_args.checkpoint).resolve():
+        parser.error(
+            f"--output_dir {eval_args.output_dir} holds a trained model ({', '.join(holds_model) or 'the checkpoint'}):"
+            " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
+        )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     split = load_split(data_args, eval_args.seed)
     model = HESPForOpenSetVideoClassification.from_pretrained(eval_args.checkpoint).eval()

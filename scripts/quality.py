@@ -110,8 +110,10 @@ def train_hesp(data: Path, output: Path, extra: list[str], seed: int, epochs: fl
             sys.executable,
             str(TRAIN_SCRIPT),
             *synthetic_train_arguments(data, output, epochs, seed, known_labels=known),
-            # Last epoch kept: no per-epoch evaluation or checkpoint is needed.
+            # Last epoch kept: no per-epoch evaluation or checkpoint is needed. A folder without metrics.json is an
+            # interrupted run of the same settings: replaced.
             *("--eval_strategy", "no", "--save_strategy", "no", "--dataloader_num_workers", "0"),
+            "--overwrite_output_dir",
             *extra,
         ]
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -197,6 +197,33 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
     assert (tmp_path / "results.csv").read_text().splitlines()[1] == "0,splits 0-4,0.5,0.6,0.3"
 
 
+def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_data, tmp_path):
+    """train.py into a folder holding a run, and evaluate.py into a trained folder, stop before touching anything."""
+    before = {p: p.stat().st_mtime_ns for p in reference_run.rglob("*") if p.is_file()}
+    command = train_command(tiny_data, reference_run, "--per_device_train_batch_size", "4")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "already holds a run" in done.stderr and "--overwrite_output_dir" in done.stderr
+    root, _ = tiny_data
+    evaluate = [
+        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
+        "--output_dir", str(reference_run), "--dataset", "custom", "--label_names", ",".join(CLASSES),
+        "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
+        "--test_annotation", str(root / "test.csv"),
+    ]  # fmt: skip
+    done = subprocess.run(evaluate, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode != 0 and "never writes over training outputs" in done.stderr
+    assert {p: p.stat().st_mtime_ns for p in reference_run.rglob("*") if p.is_file()} == before
+
+    from hesp_hf.recipe import check_output_dir
+
+    copy = tmp_path / "old-run"
+    shutil.copytree(reference_run, copy)
+    check_output_dir(copy, overwrite=True, resuming=False)  # replacing: the old checkpoints go
+    assert not list(copy.glob("checkpoint-*")) and (copy / "config.json").exists()
+    check_output_dir(tmp_path / "new", overwrite=False, resuming=False)  # a new folder is fine
+
+
 def test_resume_argument_resolves_to_a_checkpoint(tmp_path):
     from hesp_hf.recipe import resolve_resume
 
