@@ -175,3 +175,23 @@ class HESPTrainingArguments(TrainingArguments):
     label_names: str | None = field(
         default=None, metadata={"help": "custom dataset: all class names in index order, comma-separated."}
     )
+
+    def __post_init__(self) -> None:
+        # Remembered before TrainingArguments fills them in (it sets metric_for_best_model="loss" when unset).
+        self.metric_given = self.metric_for_best_model is not None
+        super().__post_init__()
+        ignored = {
+            "optim": (getattr(self.optim, "value", self.optim), "adamw_torch_fused"),
+            "optim_args": (self.optim_args, None),
+            "lr_scheduler_type": (getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type), "linear"),
+            "adam_beta1": (self.adam_beta1, 0.9),
+            "adam_beta2": (self.adam_beta2, 0.999),
+            "adam_epsilon": (self.adam_epsilon, 1e-8),
+        }
+        changed = [f"--{name} {value}" for name, (value, default) in ignored.items() if value != default]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)}: HESP trains with the paper's optimiser, SGD with momentum (--momentum) and "
+                "learning-rate steps at epoch milestones (--milestones, --gamma, optional --warmup_steps); the "
+                "Trainer's optimiser and scheduler flags would be ignored, so they are refused."
+            )

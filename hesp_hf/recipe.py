@@ -111,9 +111,39 @@ def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
     )
 
 
+def choose_selection_metric(training_args: TrainingArguments, has_unknown_validation: bool) -> None:
+    """Best-model selection: `--metric_for_best_model` when given; otherwise OSCR + AUROC on the validation subset
+    (accuracy when it holds no unknown clip), higher is better."""
+    if getattr(training_args, "metric_given", True):
+        return
+    training_args.metric_for_best_model = "oscr_plus_auroc" if has_unknown_validation else "accuracy"
+    training_args.greater_is_better = True
+    if not has_unknown_validation:
+        logger.warning("The validation subset has no unknown clips: model selection uses validation accuracy.")
+
+
+def check_hub_access(training_args: TrainingArguments) -> None:
+    """What `--push_to_hub` needs, checked before training rather than after it: a repository id, the Hub allowed,
+    and a token."""
+    if not training_args.push_to_hub:
+        return
+    if not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/hesp-dfew).")
+    from huggingface_hub import constants, get_token
+
+    if constants.HF_HUB_OFFLINE:
+        raise ValueError(
+            "--push_to_hub with HF_HUB_OFFLINE set: the upload would fail after training. Train without it and push "
+            "the finished folder later with `python scripts/push_to_hub.py --folder <output_dir> --hub_model_id ...`."
+        )
+    if not (training_args.hub_token or get_token()):
+        raise ValueError("--push_to_hub needs a Hub token: `hf auth login`, HF_TOKEN, or --hub_token.")
+
+
 def run_training(model_args: Any, data_args: Any, training_args: TrainingArguments) -> dict[str, Any]:
     """Train, calibrate, evaluate and save; returns the test metrics (on every process)."""
     output_dir = Path(training_args.output_dir)
+    check_hub_access(training_args)
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     if training_args.process_index == 0:
         check_output_dir(output_dir, training_args.overwrite_output_dir, resuming=resume is not None)
@@ -146,11 +176,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     if model.config.visual_prompt_location == "dataset":
         place_visual_prompt(model, split, eval_transform, model_args.visual_prompt_estimation_clips)
 
-    has_unknown_validation = any(r.label < 0 for r in split.validation)
-    training_args.metric_for_best_model = "oscr_plus_auroc" if has_unknown_validation else "accuracy"
-    training_args.greater_is_better = True
-    if not has_unknown_validation:
-        logger.warning("The validation subset has no unknown clips: model selection uses validation accuracy.")
+    choose_selection_metric(training_args, has_unknown_validation=any(r.label < 0 for r in split.validation))
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, complete, at the end
 
     trainer = HESPTrainer(
@@ -225,7 +251,9 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             output_dir / "run_arguments.json", json.dumps(run_arguments(model_args, data_args), indent=2)
         )
         if push_to_hub:
-            push_folder(output_dir, training_args)
+            push_folder(
+                output_dir, training_args.hub_model_id, training_args.hub_token, bool(training_args.hub_private_repo)
+            )
     return metrics
 
 
@@ -334,18 +362,20 @@ def run_arguments(model_args: Any, data_args: Any) -> dict[str, Any]:
     return {"model": asdict(model_args), "data": asdict(data_args)}
 
 
-def push_folder(output_dir: Path, training_args: TrainingArguments) -> None:
-    """Upload the finished folder (model, processor, code, card, metrics) to `hub_model_id`, checkpoints excluded."""
+def push_folder(output_dir: Path, hub_model_id: str, token: str | None = None, private: bool = False) -> None:
+    """Upload a finished folder (model, processor, code, card, metrics) to `hub_model_id`; checkpoints, logs and
+    the training-state files with local paths stay behind."""
     from huggingface_hub import HfApi
 
-    if not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/hesp-dfew).")
-    api = HfApi(token=training_args.hub_token)
-    api.create_repo(training_args.hub_model_id, private=bool(training_args.hub_private_repo), exist_ok=True)
+    output_dir = Path(output_dir)
+    if not (output_dir / "config.json").exists():
+        raise ValueError(f"{output_dir} holds no trained model (config.json): nothing to push.")
+    api = HfApi(token=token)
+    api.create_repo(hub_model_id, private=private, exist_ok=True)
     api.upload_folder(
-        repo_id=training_args.hub_model_id,
+        repo_id=hub_model_id,
         folder_path=str(output_dir),
-        ignore_patterns=["checkpoint-*", "runs/*", "*.tsv"],
+        ignore_patterns=["checkpoint-*", "runs/*", "*.tsv", "training_args.bin", "run_arguments.json"],
         commit_message="Upload HESP model trained with hesp-hf",
     )
-    logger.info("Pushed %s to the Hub as %s", output_dir, training_args.hub_model_id)
+    logger.info("Pushed %s to the Hub as %s", output_dir, hub_model_id)

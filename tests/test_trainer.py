@@ -183,3 +183,48 @@ def test_trainer_equals_a_plain_reference_loop(make_model, tmp_path):
         assert terms == pytest.approx(trainer.terms[step], rel=1e-5, abs=1e-6), step
         for name, value in recorder.params[step].items():
             torch.testing.assert_close(reference_named[name].detach(), value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("optim", "adamw_torch"), ("lr_scheduler_type", "cosine"), ("adam_beta1", 0.8), ("adam_epsilon", 1e-6)],
+)
+def test_trainer_flags_hesp_would_ignore_are_refused(tmp_path, flag, value):
+    with pytest.raises(ValueError, match=f"--{flag} {value}.*SGD with momentum"):
+        HESPTrainingArguments(output_dir=str(tmp_path), **{flag: value})
+
+
+def test_selection_metric_given_is_kept(tmp_path):
+    from hesp_hf.recipe import choose_selection_metric
+
+    default = HESPTrainingArguments(output_dir=str(tmp_path))
+    choose_selection_metric(default, has_unknown_validation=True)
+    assert (default.metric_for_best_model, default.greater_is_better) == ("oscr_plus_auroc", True)
+    choose_selection_metric(default := HESPTrainingArguments(output_dir=str(tmp_path)), has_unknown_validation=False)
+    assert default.metric_for_best_model == "accuracy"
+    given = HESPTrainingArguments(output_dir=str(tmp_path), metric_for_best_model="auroc")
+    choose_selection_metric(given, has_unknown_validation=True)
+    assert (given.metric_for_best_model, given.greater_is_better) == ("auroc", True)
+    loss = HESPTrainingArguments(output_dir=str(tmp_path), metric_for_best_model="eval_loss")
+    choose_selection_metric(loss, has_unknown_validation=True)
+    assert (loss.metric_for_best_model, loss.greater_is_better) == ("eval_loss", False)
+
+
+def test_hub_push_is_checked_before_training(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    import hesp_hf.recipe as recipe
+
+    with pytest.raises(ValueError, match="needs --hub_model_id"):
+        recipe.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True))
+    args = HESPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True, hub_model_id="org/hesp-x")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
+        recipe.check_hub_access(args)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
+    with pytest.raises(ValueError, match="needs a Hub token"):
+        recipe.check_hub_access(args)
+    recipe.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path)))  # no push: nothing to check
+    with pytest.raises(ValueError, match="holds no trained model"):
+        recipe.push_folder(tmp_path, "org/hesp-x")
