@@ -24,6 +24,7 @@ from pathlib import Path
 
 from transformers import pipeline
 
+from hesp_hf.cli import ArgumentParser, run_command
 from hesp_hf.embedded import DEMO_KNOWN, synthetic_train_arguments
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
@@ -33,7 +34,7 @@ TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
     parser.add_argument("--clip_model", default=None, help="CLIP checkpoint (default: the embedded tiny CLIP)")
@@ -92,4 +93,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

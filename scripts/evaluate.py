@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import HfArgumentParser, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import DataArguments
+from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
 from hesp_hf.recipe import MODEL_FILES, load_split, split_description
@@ -35,7 +36,7 @@ class EvaluationArguments:
 
 
 def main() -> None:
-    parser = HfArgumentParser((EvaluationArguments, DataArguments))
+    parser = DataclassArgumentParser((EvaluationArguments, DataArguments))
     eval_args, data_args = parser.parse_args_into_dataclasses()
     data_args.label_names = eval_args.label_names
     holds_model = [name for name in MODEL_FILES[:2] if (Path(eval_args.output_dir) / name).exists()]
@@ -83,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

@@ -11,11 +11,12 @@ import argparse
 import logging
 from pathlib import Path
 
+from hesp_hf.cli import ArgumentParser, run_command
 from hesp_hf.recipe import push_folder
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--folder", type=Path, required=True, help="a finished scripts/train.py output folder")
     parser.add_argument("--hub_model_id", required=True, help="owner/name on the Hub")
     parser.add_argument("--private", action="store_true")
@@ -26,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

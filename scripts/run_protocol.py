@@ -24,6 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.cli import ArgumentParser, run_command
 
 
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
@@ -72,7 +73,7 @@ def main() -> None:
     if "--" not in sys.argv:
         raise SystemExit("Usage: run_protocol.py --output_dir DIR [--splits 0-19] -- <train.py arguments>")
     cut = sys.argv.index("--")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--splits", default="0-19", help="split indices, e.g. 0-4 or 0,5,10")
     args = parser.parse_args(sys.argv[1:cut])
@@ -95,4 +96,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

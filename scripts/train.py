@@ -13,14 +13,15 @@ import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from sha
 
 import logging
 
-from transformers import HfArgumentParser, set_seed
+from transformers import set_seed
 
 from hesp_hf.arguments import DataArguments, HESPTrainingArguments, ModelArguments
+from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.recipe import run_training
 
 
 def main() -> None:
-    parser = HfArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
+    parser = DataclassArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
     data_args.label_names, training_args.label_names = training_args.label_names, ["labels"]
     logging.basicConfig(
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_command(main)

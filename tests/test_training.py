@@ -303,3 +303,21 @@ def test_augmentation_choices():
     assert crop.scale == (0.08, 1.0)
     with pytest.raises(ValueError, match="flip_crop, flip or none"):
         make_augmentation(SimpleNamespace(augmentation="mixup"), (32, 32))
+
+
+def test_command_line_errors_are_one_clear_message(tiny_data, tmp_path):
+    """A flag prefix is not taken for the flag, a typo is answered in two lines, and a bad value is one line naming
+    it, without a traceback (HESP_DEBUG=1 shows one)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    train = [sys.executable, str(REPO / "scripts" / "train.py")]
+    base = train_command(tiny_data, tmp_path / "run")[2:]
+    done = subprocess.run([*train, *base, "--num_train_epoch", "3"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "not used" in done.stderr and "'--num_train_epoch'" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2
+    done = subprocess.run([*train, *base, "--recipe", "best"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "--recipe must be one of" in done.stderr and len(done.stderr.strip().splitlines()) == 2
+    debug = subprocess.run([*train, *base, "--recipe", "best"], env={**env, "HESP_DEBUG": "1"}, capture_output=True,
+                           text=True)  # fmt: skip
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,45 @@
+"""What the command-line scripts share: options that must be spelled out (no prefix matching), a typo answered in
+two lines instead of the whole usage, and a user error (a bad flag value, a missing file, a broken annotation or clip)
+reported as one line and exit status 2. `HESP_DEBUG=1` shows the traceback instead."""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from transformers import HfArgumentParser
+
+
+# Errors that describe what the user asked for; anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+
+
+class _ShortErrors:
+    def error(self, message: str):  # argparse's hook: called for unknown flags, bad values, missing options
+        self.exit(2, f"{self.prog}: error: {message}\n(`{self.prog} --help` lists every option)\n")
+
+
+class ArgumentParser(_ShortErrors, argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+class DataclassArgumentParser(_ShortErrors, HfArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def run_command(main: Callable[[], Any]) -> None:
+    """Run a script's `main`, turning user errors into one line on stderr and exit status 2."""
+    try:
+        main()
+    except USER_ERRORS as error:
+        if os.environ.get("HESP_DEBUG"):
+            raise
+        name = Path(sys.argv[0]).name
+        sys.stderr.write(f"{name}: error: {error}\n(set HESP_DEBUG=1 to see where it was raised)\n")
+        sys.exit(2)
