@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 
@@ -179,6 +180,8 @@ class HESPTrainingArguments(TrainingArguments):
     def __post_init__(self) -> None:
         # Remembered before TrainingArguments fills them in (it sets metric_for_best_model="loss" when unset).
         self.metric_given = self.metric_for_best_model is not None
+        if self.dataloader_pin_memory and not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns, per worker
         super().__post_init__()
         ignored = {
             "optim": (getattr(self.optim, "value", self.optim), "adamw_torch_fused"),

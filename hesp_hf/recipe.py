@@ -147,10 +147,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
     if training_args.process_index == 0:
         check_output_dir(output_dir, training_args.overwrite_output_dir, resuming=resume is not None)
-    split = load_split(data_args, training_args.seed)
-    main_process = training_args.process_index == 0
-    if main_process:
-        logger.info("Open-set split:\n%s", split.summary())
+    split = load_split(data_args, training_args.seed)  # logs the split's summary
 
     model = HESPForOpenSetVideoClassification.from_clip(
         model_args.clip_model, labels=split.known_labels, **config_overrides(model_args)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+from tqdm.auto import tqdm
 
 from .atomic_files import write_text_atomic
 from .video_writer import write_video
@@ -246,6 +247,8 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
     manifest = folder / "spec.json"
     if manifest.exists() and json.loads(manifest.read_text()) == asdict(spec) | {"classes": list(spec.classes)}:
         return folder
+    total = (spec.train_per_class + spec.test_per_class) * len(spec.classes)
+    progress = tqdm(total=total, desc=f"Writing synthetic clips to {folder}", unit="clip", disable=None)
     for split, count in (("train", spec.train_per_class), ("test", spec.test_per_class)):
         rows = []
         for label_index, label in enumerate(spec.classes):
@@ -254,12 +257,14 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
                 frames, _ = render_clip(label, clip_seed(spec, split, label_index, number), spec.num_frames, spec.size)
                 write_video(folder / relative, frames, fps=8)
                 rows.append((relative, label))
+                progress.update()
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["video_path", "label"])
         writer.writerows(rows)
         write_text_atomic(folder / f"{split}.csv", buffer.getvalue())
         logger.info("Wrote %d synthetic %s clips to %s", len(rows), split, folder)
+    progress.close()
     write_text_atomic(manifest, json.dumps(asdict(spec) | {"classes": list(spec.classes)}, indent=2))
     return folder
 

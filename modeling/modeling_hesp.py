@@ -596,10 +596,21 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path)
         config = HESPConfig.from_clip_config(clip_config, list(labels), tokenizer, **config_overrides)
-        model, info = cls.from_pretrained(
-            pretrained_model_name_or_path, config=config, dtype=dtype, output_loading_info=True
-        )
+        # transformers reports HESP's own modules as MISSING weights in a table, with a progress bar, every time:
+        # they are expected to be new, so the load is quiet and the check below says what matters.
+        verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+        logging.set_verbosity_error()
+        logging.disable_progress_bar()
+        try:
+            model, info = cls.from_pretrained(
+                pretrained_model_name_or_path, config=config, dtype=dtype, output_loading_info=True
+            )
+        finally:
+            logging.set_verbosity(verbosity)
+            if bars:
+                logging.enable_progress_bar()
         new_prefixes = ("prompt_learner.", "visual_prompt.", "temporal_pooling.", "reciprocal_points.")
+        logger.info("HESP on the CLIP of %s: its prompts and modules start fresh.", pretrained_model_name_or_path)
         missing = [key for key in info["missing_keys"] if not key.startswith(new_prefixes)]
         unexpected = [key for key in info["unexpected_keys"] if not key.endswith("position_ids")]
         if missing or unexpected:

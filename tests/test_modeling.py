@@ -400,3 +400,13 @@ def test_configs_saved_before_reciprocal_distance_load_as_arpl(make_model, tmp_p
     (tmp_path / "config.json").write_text(json.dumps(saved))
     assert AutoConfig.from_pretrained(tmp_path).reciprocal_distance == "arpl"
     assert HESPConfig(**{k: v for k, v in saved.items() if k != "model_type"}).reciprocal_distance == "l2"
+
+
+def test_from_clip_does_not_report_its_new_modules_as_missing_weights(tiny_clip_dir, capfd):
+    """HESP's own modules are new by design: no MISSING-weights table and no progress bar for them."""
+    HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=LABELS)
+    captured = capfd.readouterr()
+    assert "MISSING" not in captured.out + captured.err and "Loading weights" not in captured.out + captured.err
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()  # the global settings are put back

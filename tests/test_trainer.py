@@ -228,3 +228,8 @@ def test_hub_push_is_checked_before_training(tmp_path, monkeypatch):
     recipe.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path)))  # no push: nothing to check
     with pytest.raises(ValueError, match="holds no trained model"):
         recipe.push_folder(tmp_path, "org/hesp-x")
+
+
+def test_no_pinned_memory_without_an_accelerator(tmp_path):
+    args = HESPTrainingArguments(output_dir=str(tmp_path))
+    assert args.dataloader_pin_memory == torch.cuda.is_available()
