@@ -182,19 +182,29 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
 
 
 def test_run_protocol_resumes_and_tabulates(tmp_path):
-    """Splits whose metrics exist are not trained again; the table has mean ± std per setting."""
+    """Splits whose metrics exist with the same train.py arguments are not trained again; the table has mean ± std
+    per setting; splits finished with other arguments are refused, never reused silently."""
+    train_arguments = ["--dataset", "mafw", "--clip_model", "none"]
     for index, values in {0: (0.5, 0.6, 0.3), 1: (0.7, 0.8, 0.5), 5: (0.9, 0.7, 0.6)}.items():
         folder = tmp_path / f"split-{index}"
         folder.mkdir()
         accuracy, auroc, oscr = values
         metrics = {"accuracy": accuracy, "auroc": auroc, "oscr": oscr, "split": "x: 3 known / 8 unknown"}
         (folder / "metrics.json").write_text(json.dumps(metrics))
+        (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": train_arguments}))
     command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
-    run([*command, "--splits", "0-1,5", "--", "--dataset", "mafw", "--clip_model", "none"])
+    run([*command, "--splits", "0-1,5", "--", *train_arguments])
     table = (tmp_path / "results.md").read_text()
     assert "| splits 0-4 | 3 known / 8 unknown | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 |" in table
     assert "| splits 5-9 | 3 known / 8 unknown | 1 | 90.00 ± 0.00 |" in table
     assert (tmp_path / "results.csv").read_text().splitlines()[1] == "0,splits 0-4,0.5,0.6,0.3"
+
+    before = (tmp_path / "results.md").stat().st_mtime_ns
+    other = [*train_arguments, "--num_train_epochs", "5"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([*command, "--splits", "0-1,5", "--", *other], env=env, capture_output=True, text=True)
+    assert done.returncode == 2 and "splits [0, 1, 5]" in done.stderr and "--rerun_changed" in done.stderr
+    assert (tmp_path / "results.md").stat().st_mtime_ns == before
 
 
 def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_data, tmp_path):
