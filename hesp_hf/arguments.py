@@ -119,8 +119,9 @@ class DataArguments:
     fold: int | None = field(default=None, metadata={"help": "Fold of datasets with folds (DFEW: 1-5)."})
     split_index: int | None = field(default=None, metadata={"help": "Released open-set known-class list, 0-19."})
     known_labels: str | None = field(default=None, metadata={"help": "Known classes by name, comma-separated."})
-    # Filled from --label_names (which TrainingArguments also owns: see HESPTrainingArguments.label_names).
-    label_names: str | None = field(default=None, init=False)
+    class_names: str | None = field(
+        default=None, metadata={"help": "custom dataset: all class names in index order, comma-separated."}
+    )
     label_base: int | None = field(
         default=None, metadata={"help": "Index of the first class in the annotation files."}
     )
@@ -171,15 +172,21 @@ class HESPTrainingArguments(TrainingArguments):
             "prompts: the negative visual prompt images dominate the global norm."
         },
     )
-    # TrainingArguments' own `label_names` (input keys holding labels) is always ["labels"] for HESP, so the flag
-    # names the classes of a `custom` dataset instead.
-    label_names: str | None = field(
-        default=None, metadata={"help": "custom dataset: all class names in index order, comma-separated."}
+    label_names: list[str] | None = field(
+        default_factory=lambda: ["labels"],
+        metadata={
+            "help": "The Trainer's input keys holding labels: always 'labels' for HESP (class names: --class_names)."
+        },
     )
 
     def __post_init__(self) -> None:
         # Remembered before TrainingArguments fills them in (it sets metric_for_best_model="loss" when unset).
         self.metric_given = self.metric_for_best_model is not None
+        if self.label_names != ["labels"]:
+            raise ValueError(
+                f"--label_names {self.label_names}: that is the Trainer's list of label keys, always 'labels' for HESP. "
+                "Name the classes of a custom dataset with --class_names."
+            )
         if self.dataloader_pin_memory and not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns, per worker
         super().__post_init__()

@@ -41,7 +41,7 @@ def synthetic_train_arguments(
     dozen validation clips the best-of-12 pick was noise (6 of 18 quality runs kept the epoch-1 model)."""
     data = Path(data)
     return [
-        "--dataset", "custom", "--label_names", ",".join(CLASSES), "--known_labels", ",".join(known_labels),
+        "--dataset", "custom", "--class_names", ",".join(CLASSES), "--known_labels", ",".join(known_labels),
         "--train_annotation", str(data / "train.csv"), "--test_annotation", str(data / "test.csv"),
         "--clip_model", clip_model or embedded_clip_path(), "--num_frames", "8", "--output_dir", str(output_dir),
         "--num_train_epochs", str(epochs), "--per_device_train_batch_size", str(batch_size),

@@ -37,7 +37,7 @@ def resolve_annotations(data_args: Any) -> tuple[str, str]:
         return data_args.train_annotation, data_args.test_annotation
     if not data_args.data_root:
         raise ValueError("Pass --train_annotation and --test_annotation, or --data_root for the preset's own files.")
-    preset = get_preset(data_args.dataset, _split_names(data_args.label_names), data_args.label_base)
+    preset = get_preset(data_args.dataset, _split_names(data_args.class_names), data_args.label_base)
     train, test = preset.default_annotations(data_args.fold)
     root = Path(data_args.data_root)
     return data_args.train_annotation or str(root / train), data_args.test_annotation or str(root / test)
@@ -56,7 +56,7 @@ def load_split(data_args: Any, seed: int) -> OpenSetSplit:
         data_root=data_args.data_root,
         split_index=data_args.split_index,
         known_labels=_split_names(data_args.known_labels),
-        label_names=_split_names(data_args.label_names),
+        label_names=_split_names(data_args.class_names),
         label_base=data_args.label_base,
         validation_fraction=data_args.validation_fraction,
         seed=seed,

@@ -28,7 +28,6 @@ from hesp_hf.recipe import MODEL_FILES, load_split, split_description
 class EvaluationArguments:
     checkpoint: str = field(metadata={"help": "A trained HESP folder or Hub id."})
     output_dir: str = field(metadata={"help": "Where metrics.json, curves.png and confusion.csv are written."})
-    label_names: str | None = field(default=None, metadata={"help": "custom dataset: all class names, index order."})
     batch_size: int = field(default=32, metadata={"help": "Clips per forward pass."})
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding."})
     bf16_autocast: bool = field(default=False, metadata={"help": "Run the model under bfloat16 autocast."})
@@ -38,7 +37,6 @@ class EvaluationArguments:
 def main() -> None:
     parser = DataclassArgumentParser((EvaluationArguments, DataArguments))
     eval_args, data_args = parser.parse_args_into_dataclasses()
-    data_args.label_names = eval_args.label_names
     holds_model = [name for name in MODEL_FILES[:2] if (Path(eval_args.output_dir) / name).exists()]
     if holds_model or Path(eval_args.output_dir).resolve() == Path(eval_args.checkpoint).resolve():
         parser.error(

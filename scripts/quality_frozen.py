@@ -131,7 +131,6 @@ def train_variant(data: Path, features: dict, known: list[str], variant: str, se
             seed=seed, eval_strategy="no", save_strategy="no", load_best_model_at_end=False, report_to="none",
             logging_strategy="no", disable_tqdm=True, dataloader_num_workers=0, use_cpu=True,
         )  # fmt: skip
-        args.label_names = ["labels"]
         trainer = HESPTrainer(
             model=model,
             args=args,

@@ -23,7 +23,6 @@ from hesp_hf.recipe import run_training
 def main() -> None:
     parser = DataclassArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
     model_args, data_args, training_args = parser.parse_args_into_dataclasses()
-    data_args.label_names, training_args.label_names = training_args.label_names, ["labels"]
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,

@@ -128,7 +128,6 @@ def test_trainer_equals_a_plain_reference_loop(make_model, tmp_path):
         dataloader_num_workers=0,
         use_cpu=True,
     )
-    args.label_names = ["labels"]
     recorder = _Recorder()
     trainer = _TermTrainer(
         model=model,
@@ -192,6 +191,12 @@ def test_trainer_equals_a_plain_reference_loop(make_model, tmp_path):
 def test_trainer_flags_hesp_would_ignore_are_refused(tmp_path, flag, value):
     with pytest.raises(ValueError, match=f"--{flag} {value}.*SGD with momentum"):
         HESPTrainingArguments(output_dir=str(tmp_path), **{flag: value})
+
+
+def test_label_names_is_not_the_class_list(tmp_path):
+    with pytest.raises(ValueError, match="--class_names"):
+        HESPTrainingArguments(output_dir=str(tmp_path), label_names=["calm,smile"])
+    assert HESPTrainingArguments(output_dir=str(tmp_path)).label_names == ["labels"]
 
 
 def test_selection_metric_given_is_kept(tmp_path):

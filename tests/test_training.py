@@ -40,7 +40,7 @@ def tiny_data(tmp_path_factory, tiny_clip_dir):
 def train_command(data, output_dir, *extra, launcher=None):
     root, clip = data
     arguments = [
-        "--dataset", "custom", "--label_names", ",".join(CLASSES), "--known_labels", "calm,smile,frown",
+        "--dataset", "custom", "--class_names", ",".join(CLASSES), "--known_labels", "calm,smile,frown",
         "--train_annotation", str(root / "train.csv"), "--test_annotation", str(root / "test.csv"),
         "--clip_model", str(clip), "--num_frames", "4", "--output_dir", str(output_dir),
         "--num_train_epochs", "2", "--per_device_eval_batch_size", "4", "--validation_fraction", "0.2",
@@ -167,7 +167,7 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
     root, _ = tiny_data
     command = [
         sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
-        "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--label_names", ",".join(CLASSES),
+        "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
         "--test_annotation", str(root / "test.csv"), "--num_workers", "0",
     ]  # fmt: skip
@@ -217,7 +217,7 @@ def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_dat
     root, _ = tiny_data
     evaluate = [
         sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
-        "--output_dir", str(reference_run), "--dataset", "custom", "--label_names", ",".join(CLASSES),
+        "--output_dir", str(reference_run), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
         "--test_annotation", str(root / "test.csv"),
     ]  # fmt: skip
