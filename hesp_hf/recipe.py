@@ -16,9 +16,18 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from .atomic_files import write_text_atomic
-from .data import ClipAugmentation, ClipTransform, OpenSetSplit, clip_dataset, collate_clips, load_open_set_split
+from .data import (
+    ClipAugmentation,
+    ClipTransform,
+    OpenSetSplit,
+    clip_dataset,
+    collate_clips,
+    load_open_set_split,
+    read_annotation,
+)
 from .data.dataset import read_bad_clip_log
 from .data.presets import get_preset
+from .data.protocol import test_only_split
 from .evaluation import predict_open_set, write_open_set_report
 from .metrics import trainer_compute_metrics
 from .model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
@@ -63,6 +72,29 @@ def load_split(data_args: Any, seed: int) -> OpenSetSplit:
         validation_unknown_fraction=data_args.validation_unknown_fraction,
         allow_empty_known_classes=data_args.allow_empty_known_classes,
     )
+
+
+def load_test_split(data_args: Any, checkpoint: str, known_labels: list[str]) -> OpenSetSplit:
+    """The test set of a trained model from `--test_annotation` alone: the checkpoint's known classes; a custom
+    dataset's class list from `--class_names` or, when not given, the `run_arguments.json` the training wrote."""
+    class_names = _split_names(data_args.class_names)
+    if class_names is None and data_args.dataset == "custom":
+        recorded = Path(checkpoint) / "run_arguments.json"
+        if recorded.exists():
+            data = json.loads(recorded.read_text()).get("data", {})
+            class_names = _split_names(data.get("class_names") or data.get("label_names"))
+        if class_names is None:
+            raise ValueError(
+                f"A custom dataset needs --class_names (all classes, index order); {checkpoint} has none."
+            )
+    preset = get_preset(data_args.dataset, class_names, data_args.label_base)
+    test_annotation = data_args.test_annotation
+    if not test_annotation:
+        if not data_args.data_root:
+            raise ValueError("Pass --test_annotation, or --data_root for the preset's own test list.")
+        test_annotation = str(Path(data_args.data_root) / preset.default_annotations(data_args.fold)[1])
+    records = read_annotation(test_annotation, preset, data_args.data_root)
+    return test_only_split(preset, records, known_labels)
 
 
 def config_overrides(model_args: Any) -> dict[str, Any]:

@@ -1,7 +1,12 @@
 """Evaluate a saved HESP checkpoint (folder or Hub id) on the test set of an open-set split.
 
-    python scripts/evaluate.py --checkpoint runs/mafw-0 --dataset mafw --data_root MAFW --split_index 0 \
-        --output_dir runs/mafw-0/eval [--bf16_autocast]
+    python scripts/evaluate.py --checkpoint runs/mafw-0 --dataset mafw --data_root MAFW --output_dir runs/mafw-0/eval
+    python scripts/evaluate.py --checkpoint runs/x --dataset custom --test_annotation data/test.csv --output_dir ...
+
+The checkpoint knows its classes, so a test annotation (or a preset's `--data_root`) is enough: the known classes are
+the checkpoint's, every other class is unknown; a custom dataset's class list comes from `--class_names` or the
+`run_arguments.json` training left in the checkpoint. Given a split definition (`--split_index` / `--known_labels`,
+`--train_annotation`), it is checked against the checkpoint instead.
 
 Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, using the checkpoint's calibrated
 `unknown_threshold` for the confusion table.
@@ -21,7 +26,7 @@ from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
-from hesp_hf.recipe import MODEL_FILES, load_split, split_description
+from hesp_hf.recipe import MODEL_FILES, load_split, load_test_split, split_description
 
 
 @dataclass
@@ -44,8 +49,11 @@ def main() -> None:
             " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
         )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    split = load_split(data_args, eval_args.seed)
     model = HESPForOpenSetVideoClassification.from_pretrained(eval_args.checkpoint).eval()
+    if data_args.train_annotation or data_args.split_index is not None or data_args.known_labels:
+        split = load_split(data_args, eval_args.seed)  # the training split's definition, checked against the model
+    else:  # the checkpoint knows its classes: the test annotation is enough
+        split = load_test_split(data_args, eval_args.checkpoint, model.config.known_labels)
     if model.config.known_labels != split.known_labels:
         raise ValueError(
             f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."

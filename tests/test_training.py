@@ -179,6 +179,15 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
     for branch, values in trained["branches"].items():
         assert evaluated["branches"][branch] == pytest.approx(values, abs=1e-6)
     assert (tmp_path / "eval" / "curves.png").exists()
+    # The checkpoint and the test annotation alone (its classes from the checkpoint and its run_arguments.json).
+    alone = [
+        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
+        "--output_dir", str(tmp_path / "alone"), "--dataset", "custom", "--test_annotation", str(root / "test.csv"),
+        "--num_workers", "0",
+    ]  # fmt: skip
+    run(alone)
+    for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
+        assert metrics_of(tmp_path / "alone")[name] == pytest.approx(trained[name], abs=1e-6)
 
 
 def test_run_protocol_resumes_and_tabulates(tmp_path):

@@ -168,3 +168,23 @@ def make_open_set_split(
     split = OpenSetSplit(preset, known, tuple(train), tuple(validation), tuple(test), unknown_label)
     logger.info("Open-set split:\n%s", split.summary())
     return split
+
+
+def test_only_split(
+    preset: DatasetPreset, test_records: list[ClipRecord], known_labels: list[str], unknown_label: int = UNKNOWN_LABEL
+) -> OpenSetSplit:
+    """The open-set test set of a trained model: its `known_labels` (label order, as the checkpoint stores them)
+    labelled `0..K-1`, every other class `unknown_label`; no training list needed."""
+    known = known_classes_for(preset, None, known_labels)
+    names = [preset.class_names[i] for i in known]
+    if [name.lower() for name in names] != [name.lower() for name in known_labels]:
+        raise ValueError(
+            f"The model's known classes {known_labels} are not in the order the protocol gives them ({names}): "
+            "it was not trained on this dataset's class list."
+        )
+    relabel = {original: label for label, original in enumerate(known)}
+    test = [
+        ClipRecord(r.path, relabel.get(r.label, unknown_label), r.num_frames, r.source, r.line, r.label)
+        for r in test_records
+    ]
+    return OpenSetSplit(preset, known, (), (), tuple(test), unknown_label)
