@@ -200,7 +200,8 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
         accuracy, auroc, oscr = values
         metrics = {"accuracy": accuracy, "auroc": auroc, "oscr": oscr, "split": "x: 3 known / 8 unknown"}
         (folder / "metrics.json").write_text(json.dumps(metrics))
-        (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": train_arguments}))
+        recorded = [*train_arguments, "--split_index", str(index)]
+        (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": recorded}))
     command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
     run([*command, "--splits", "0-1,5", "--", *train_arguments])
     table = (tmp_path / "results.md").read_text()
@@ -214,6 +215,40 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
     done = subprocess.run([*command, "--splits", "0-1,5", "--", *other], env=env, capture_output=True, text=True)
     assert done.returncode == 2 and "splits [0, 1, 5]" in done.stderr and "--rerun_changed" in done.stderr
     assert (tmp_path / "results.md").stat().st_mtime_ns == before
+
+
+def test_run_protocol_on_custom_known_lists(tmp_path):
+    """Custom data has no released lists: a file of known-class lists, or seeded random ones, grouped by size."""
+    import importlib.util
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        spec = importlib.util.spec_from_file_location("run_protocol", REPO / "scripts" / "run_protocol.py")
+        protocol = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(protocol)
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    names = ["calm", "smile", "frown", "gasp", "sneer"]
+    lists = protocol.random_known_lists(names, 4, 2, seed=3)
+    assert lists == protocol.random_known_lists(names, 4, 2, seed=3) != protocol.random_known_lists(names, 4, 2, 4)
+    assert len({tuple(x) for x in lists}) == 4 and all(len(x) == 2 and x == sorted(x, key=names.index) for x in lists)
+    with pytest.raises(ValueError, match="fewer than 11 distinct ways"):
+        protocol.random_known_lists(names, 11, 2, seed=0)
+
+    train_arguments = ["--dataset", "custom", "--class_names", ",".join(names), "--clip_model", "none"]
+    (tmp_path / "lists.txt").write_text("calm,smile\ncalm,frown\ncalm,smile,gasp\n")
+    for index, (known, auroc) in enumerate([("calm,smile", 0.6), ("calm,frown", 0.8), ("calm,smile,gasp", 0.7)]):
+        folder = tmp_path / f"split-{index}"
+        folder.mkdir()
+        metrics = {"accuracy": 0.9, "auroc": auroc, "oscr": 0.5, "split": "custom: x known / y unknown"}
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+        recorded = [*train_arguments, "--known_labels", known]
+        (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": recorded}))
+    command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
+    run([*command, "--known_lists", str(tmp_path / "lists.txt"), "--", *train_arguments])
+    table = (tmp_path / "results.md").read_text()
+    assert "| 2 known | x known / y unknown | 2 | 90.00 ± 0.00 | 70.00 ± 14.14 | 50.00 ± 0.00 |" in table
+    assert "| 3 known | x known / y unknown | 1 | 90.00 ± 0.00 | 70.00 ± 0.00 |" in table
 
 
 def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_data, tmp_path):
