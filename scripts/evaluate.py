@@ -1,93 +1,12 @@
 """Evaluate a saved HESP checkpoint (folder or Hub id) on the test set of an open-set split.
 
-    python scripts/evaluate.py --checkpoint runs/mafw-0 --dataset mafw --data_root MAFW --output_dir runs/mafw-0/eval
-    python scripts/evaluate.py --checkpoint runs/x --dataset custom --test_annotation data/test.csv --output_dir ...
-
-The checkpoint knows its classes, so a test annotation (or a preset's `--data_root`) is enough: the known classes are
-the checkpoint's, every other class is unknown; a custom dataset's class list comes from `--class_names` or the
-`run_arguments.json` training left in the checkpoint. Given a split definition (`--split_index` / `--known_labels`,
-`--train_annotation`), it is checked against the checkpoint instead.
-
-Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, using the checkpoint's calibrated
-`unknown_threshold` for the confusion table.
+The code is `hesp_hf/commands/evaluate.py`; installed, the same command is `hesp-evaluate` (`hesp-evaluate --help`).
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps this file from shadowing the `evaluate` package)
+import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
 
-import logging
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import torch
-from transformers import Trainer, TrainingArguments
-
-from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
-from hesp_hf.arguments import DataArguments
-from hesp_hf.cli import DataclassArgumentParser, run_command
-from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
-from hesp_hf.evaluation import predict_open_set, write_open_set_report
-from hesp_hf.recipe import MODEL_FILES, load_split, load_test_split, split_description
-
-
-@dataclass
-class EvaluationArguments:
-    checkpoint: str = field(metadata={"help": "A trained HESP folder or Hub id."})
-    output_dir: str = field(metadata={"help": "Where metrics.json, curves.png and confusion.csv are written."})
-    batch_size: int = field(default=32, metadata={"help": "Clips per forward pass."})
-    num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding."})
-    bf16_autocast: bool = field(default=False, metadata={"help": "Run the model under bfloat16 autocast."})
-    seed: int = field(default=0, metadata={"help": "Seed of the split's validation hold-out (as in training)."})
-
-
-def main() -> None:
-    parser = DataclassArgumentParser((EvaluationArguments, DataArguments))
-    eval_args, data_args = parser.parse_args_into_dataclasses()
-    holds_model = [name for name in MODEL_FILES[:2] if (Path(eval_args.output_dir) / name).exists()]
-    if holds_model or Path(eval_args.output_dir).resolve() == Path(eval_args.checkpoint).resolve():
-        parser.error(
-            f"--output_dir {eval_args.output_dir} holds a trained model ({', '.join(holds_model) or 'the checkpoint'}):"
-            " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
-        )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model = HESPForOpenSetVideoClassification.from_pretrained(eval_args.checkpoint).eval()
-    if data_args.train_annotation or data_args.split_index is not None or data_args.known_labels:
-        split = load_split(data_args, eval_args.seed)  # the training split's definition, checked against the model
-    else:  # the checkpoint knows its classes: the test annotation is enough
-        split = load_test_split(data_args, eval_args.checkpoint, model.config.known_labels)
-    if model.config.known_labels != split.known_labels:
-        raise ValueError(
-            f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."
-        )
-    processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
-    test_set = clip_dataset(split.test, ClipTransform(processor, training=False, on_bad_clip=data_args.on_bad_clip))
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(
-            output_dir=eval_args.output_dir,
-            per_device_eval_batch_size=eval_args.batch_size,
-            dataloader_num_workers=eval_args.num_workers,
-            remove_unused_columns=False,
-            report_to="none",
-            bf16=eval_args.bf16_autocast,
-            use_cpu=not torch.cuda.is_available(),
-        ),
-        data_collator=collate_clips,
-    )
-    predictions = predict_open_set(trainer, test_set)
-    if trainer.is_world_process_zero():
-        label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        write_open_set_report(
-            eval_args.output_dir,
-            predictions.logits,
-            predictions.labels,
-            label_names,
-            model.config.unknown_threshold,
-            title=split_description(split, data_args),
-            extra={"checkpoint": eval_args.checkpoint, "bf16_autocast": eval_args.bf16_autocast},
-            score=model.config.open_set_score,
-            branch_logits=predictions.branch_logits,
-        )
+from hesp_hf.commands.evaluate import cli
 
 
 if __name__ == "__main__":
-    run_command(main)
+    cli()

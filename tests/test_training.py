@@ -372,3 +372,12 @@ def test_command_line_errors_are_one_clear_message(tiny_data, tmp_path):
                            text=True)  # fmt: skip
     assert debug.returncode != 0 and "Traceback" in debug.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["hesp-train", "hesp-evaluate", "hesp-protocol", "hesp-push"])
+def test_console_commands_are_installed(command):
+    """A pip user gets the scripts as commands (the same code: `hesp_hf.commands`)."""
+    executable = Path(sys.executable).parent / command
+    assert executable.exists(), f"{command} is not installed next to {sys.executable}: reinstall the package."
+    done = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "usage:" in done.stdout

@@ -1,0 +1,1 @@
+"""The command-line programs (`hesp-train`, `hesp-evaluate`, `hesp-protocol`, `hesp-push`); `scripts/` wraps them."""

@@ -1,0 +1,191 @@
+"""Run the paper's protocol: one training per open-set split, then mean ± std ACC / AUROC / OSCR per setting.
+
+    python scripts/run_protocol.py --output_dir runs/mafw --splits 0-19 -- \
+        --dataset mafw --data_root MAFW --clip_model openai/clip-vit-base-patch32
+
+Everything after `--` goes to `scripts/train.py` unchanged (add `--split_index` / `--known_labels` there never: the
+protocol sets them). Presets run their released lists (`--splits`); any dataset, custom data included, can instead run
+its own lists of known classes: `--known_lists FILE` (one split per line, class names comma-separated), or
+`--random_splits N --num_known K [--split_seed S]` (N seeded random choices of K of the `--class_names` given to
+train.py); their table groups the splits by the number of known classes.
+Each split trains in its own process into `<output_dir>/split-<i>/`, which records the train.py arguments it ran with
+(`protocol_arguments.json`). A split whose `metrics.json` exists is reused when those arguments are the ones given now,
+so an interrupted protocol resumes where it stopped; with other arguments it is refused, naming the splits, unless
+`--rerun_changed` trains them again. The per-split results are kept, and the table is written as
+`results.md` and `results.csv` (settings are the released lists' openness levels: splits 0-4, 5-9, 10-14, 15-19).
+"""
+
+import argparse
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.cli import ArgumentParser, run_command
+
+
+METRICS = ("accuracy", "auroc", "oscr")
+ARGUMENTS_FILE = "protocol_arguments.json"
+
+
+def parse_splits(text: str) -> list[int]:
+    splits: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        splits.extend(range(int(low), int(high or low) + 1))
+    return splits
+
+
+def finished_with_other_arguments(split_dir: Path, train_args: list[str]) -> list[str] | None:
+    """The arguments a finished split ran with, when they differ from `train_args` (an unrecorded one counts as
+    different); None when the split is unfinished or matches."""
+    if not (split_dir / "metrics.json").exists():
+        return None
+    try:
+        recorded = json.loads((split_dir / ARGUMENTS_FILE).read_text())["train_arguments"]
+    except (OSError, ValueError, KeyError):
+        return ["(not recorded)"]
+    return None if recorded == train_args else recorded
+
+
+def random_known_lists(class_names: list[str], count: int, num_known: int, seed: int) -> list[list[str]]:
+    """`count` distinct seeded random choices of `num_known` classes (each in index order)."""
+    if not 1 <= num_known < len(class_names):
+        raise ValueError(f"--num_known must lie in 1..{len(class_names) - 1} for {len(class_names)} classes.")
+    rng = np.random.default_rng(seed)
+    lists: list[list[str]] = []
+    for _ in range(1000 * count):
+        chosen = sorted(rng.choice(len(class_names), num_known, replace=False).tolist())
+        if [class_names[i] for i in chosen] not in lists:
+            lists.append([class_names[i] for i in chosen])
+        if len(lists) == count:
+            return lists
+    raise ValueError(
+        f"There are fewer than {count} distinct ways to choose {num_known} of {len(class_names)} classes."
+    )
+
+
+def known_lists_from(args: argparse.Namespace, train_args: list[str]) -> list[list[str]] | None:
+    """The custom known-class lists asked for (`--known_lists`, `--random_splits`), or None for released lists."""
+    if args.known_lists:
+        lines = [line.strip() for line in args.known_lists.read_text().splitlines()]
+        return [[name.strip() for name in line.split(",") if name.strip()] for line in lines if line]
+    if args.random_splits:
+        if "--class_names" not in train_args:
+            raise ValueError(
+                "--random_splits needs --class_names (all classes, index order) among train.py's arguments."
+            )
+        names = [n.strip() for n in train_args[train_args.index("--class_names") + 1].split(",") if n.strip()]
+        return random_known_lists(names, args.random_splits, args.num_known, args.split_seed)
+    return None
+
+
+def setting_of(split_index: int) -> str:
+    """The released lists come in settings of 5 splits with the same number of known classes."""
+    return f"splits {5 * (split_index // 5)}-{5 * (split_index // 5) + 4}"
+
+
+def summarize(results: dict[int, dict], setting: dict[int, str] | None = None) -> tuple[str, str]:
+    """Markdown and CSV tables: per setting (the released lists' groups of 5, or `setting[index]`), mean ± std (over
+    its splits) of each metric, in percent."""
+    setting = setting or {index: setting_of(index) for index in results}
+    settings: dict[str, list[dict]] = {}
+    for index in sorted(results):
+        settings.setdefault(setting[index], []).append(results[index])
+    header = ["setting", "known/unknown", "splits", *[f"{m} (mean ± std, %)" for m in METRICS]]
+    rows = []
+    for name, items in settings.items():
+        known = items[0].get("split", "").split(": ")[-1]
+        cells = []
+        for metric in METRICS:
+            values = 100 * np.array([item[metric] for item in items])
+            cells.append(f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}")
+        rows.append([name, known, str(len(items)), *cells])
+    markdown = "\n".join(
+        ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
+    )
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["split", "setting", *METRICS])
+    for index in sorted(results):
+        writer.writerow([index, setting[index], *[results[index][m] for m in METRICS]])
+    return markdown + "\n", buffer.getvalue()
+
+
+def main() -> None:
+    if "--" not in sys.argv:
+        raise SystemExit("Usage: run_protocol.py --output_dir DIR [--splits 0-19] -- <train.py arguments>")
+    cut = sys.argv.index("--")
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, type=Path)
+    parser.add_argument("--splits", default="0-19", help="split indices, e.g. 0-4 or 0,5,10")
+    parser.add_argument("--known_lists", type=Path, help="a file: one split per line, known class names")
+    parser.add_argument("--random_splits", type=int, default=0, help="this many seeded random known-class lists")
+    parser.add_argument("--num_known", type=int, default=0, help="known classes per random list")
+    parser.add_argument("--split_seed", type=int, default=0, help="seed of the random lists")
+    parser.add_argument(
+        "--rerun_changed", action="store_true", help="train again the finished splits whose arguments differ"
+    )
+    args = parser.parse_args(sys.argv[1:cut])
+    train_args = sys.argv[cut + 1 :]
+    if any(a.startswith(("--split_index", "--known_labels", "--output_dir")) for a in train_args):
+        raise SystemExit(
+            "run_protocol sets --split_index / --known_labels and --output_dir; leave them out after '--'."
+        )
+    known_lists = known_lists_from(args, train_args)
+    if known_lists is None:
+        splits = parse_splits(args.splits)
+        split_arguments = {index: ["--split_index", str(index)] for index in splits}
+        setting = {index: setting_of(index) for index in splits}
+    else:
+        splits = list(range(len(known_lists)))
+        split_arguments = {index: ["--known_labels", ",".join(known)] for index, known in enumerate(known_lists)}
+        setting = {index: f"{len(known)} known" for index, known in enumerate(known_lists)}
+    changed = {
+        index: recorded
+        for index in splits
+        if (
+            recorded := finished_with_other_arguments(
+                args.output_dir / f"split-{index}", [*train_args, *split_arguments[index]]
+            )
+        )
+    }
+    if changed and not args.rerun_changed:
+        index, recorded = next(iter(changed.items()))
+        raise ValueError(
+            f"splits {sorted(changed)} in {args.output_dir} finished with other train.py arguments (split {index}: "
+            f"{' '.join(recorded)!r}, now {' '.join([*train_args, *split_arguments[index]])!r}): pass "
+            "--rerun_changed to train them again with "
+            "the new ones, or another --output_dir."
+        )
+    results: dict[int, dict] = {}
+    for index in tqdm(splits, desc="protocol", unit="split"):
+        split_dir = args.output_dir / f"split-{index}"
+        metrics_file = split_dir / "metrics.json"
+        arguments = [*train_args, *split_arguments[index]]
+        if index in changed or not metrics_file.exists():
+            write_text_atomic(split_dir / ARGUMENTS_FILE, json.dumps({"train_arguments": arguments}, indent=2))
+            command = [sys.executable, "-m", "hesp_hf.commands.train", *arguments]
+            # An unfinished or changed split folder is this protocol's own: replaced.
+            subprocess.run([*command, "--output_dir", str(split_dir), "--overwrite_output_dir"], check=True)
+        results[index] = json.loads(metrics_file.read_text())
+        tqdm.write(f"split {index}: " + ", ".join(f"{m}={results[index][m]:.4f}" for m in METRICS))
+    markdown, table = summarize(results, setting)
+    write_text_atomic(args.output_dir / "results.md", markdown)
+    write_text_atomic(args.output_dir / "results.csv", table)
+    print(markdown)
+
+
+def cli() -> None:
+    """The `hesp-protocol` command."""
+    run_command(main)
+
+
+if __name__ == "__main__":
+    cli()
