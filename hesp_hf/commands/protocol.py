@@ -119,9 +119,7 @@ def summarize(results: dict[int, dict], setting: dict[int, str] | None = None) -
 
 
 def main() -> None:
-    if "--" not in sys.argv:
-        raise SystemExit("Usage: run_protocol.py --output_dir DIR [--splits 0-19] -- <train.py arguments>")
-    cut = sys.argv.index("--")
+    cut = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, type=Path)
     parser.add_argument("--splits", default="0-19", help="split indices, e.g. 0-4 or 0,5,10")
@@ -133,6 +131,8 @@ def main() -> None:
         "--rerun_changed", action="store_true", help="train again the finished splits whose arguments differ"
     )
     args = parser.parse_args(sys.argv[1:cut])
+    if cut == len(sys.argv):
+        parser.error("the train.py arguments go after `--`: --output_dir DIR [--splits 0-19] -- <train.py arguments>")
     train_args = sys.argv[cut + 1 :]
     if any(a.startswith(("--split_index", "--known_labels", "--output_dir")) for a in train_args):
         raise SystemExit(
