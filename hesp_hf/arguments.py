@@ -99,7 +99,7 @@ class ModelArguments:
         }
 
 
-# What each recipe sets when the flag is not given (see README, "Recipes"). The two differ only where the paper's
+# What each recipe sets when the flag is not given (see docs/open-set-quality.md, "Recipes"). The two differ only where the paper's
 # form measurably fails on frozen CLIP features; everything else is the paper's in both.
 RECIPES: dict[str, dict[str, object]] = {
     "hesp-hf": {"n_ctx": 4, "reciprocal_distance": "l2", "train_sampling": "class_stratified"},

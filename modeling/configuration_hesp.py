@@ -43,8 +43,8 @@ class HESPConfig(CLIPConfig):
             Learnable context vectors per class in the CoOp prompt `[SOS] ctx_1..ctx_M <class name> . [EOS]`. The
             paper uses 16 (CoOp's default). 4 is hesp-hf's, the length CoCoOp uses (its authors found that CoOp's
             learned contexts overfit the training classes and transfer badly to unseen ones): fewer parameters to
-            fit to the known classes, and better unknown detection on the synthetic protocol (README, "Open-set
-            quality").
+            fit to the known classes, and better unknown detection on the synthetic protocol (hesp-hf's
+            docs/open-set-quality.md).
         prompt_init_std (`float`, *optional*, defaults to 0.02):
             Standard deviation of the normal initialisation of the context vectors.
         class_token_ids (`list[list[int]]`, *optional*):
@@ -103,7 +103,7 @@ class HESPConfig(CLIPConfig):
             the features, and `-v.p_k` grows with the norm of any clip along the direction all CLIP features share
             (where the learned points sit): unknown clips far out get the largest logits. On the synthetic protocol
             the paper's ensemble ranks unknown clips *above* known ones and `"l2"`'s beats its own CLIP branch
-            (README, "Open-set quality"). `"arpl"` reproduces published numbers.
+            (hesp-hf's docs/open-set-quality.md). `"arpl"` reproduces published numbers.
         known_ce_weight, known_contrastive_weight, negative_clip_weight, negative_ce_weight, hybrid_ce_weight
         (`float`, *optional*, default to 1.0):
             Weights of the five loss terms `L_KN(CE)`, `L_KN(CL)`, `L_NE(CLIP)`, `L_NE(CE)`, `L_H`; 0 removes a term.

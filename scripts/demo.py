@@ -4,8 +4,8 @@ embedded tiny CLIP through scripts/train.py, calibration, evaluation on known + 
 
     python scripts/demo.py [--output_dir outputs/demo] [--epochs 12] [--train_per_class 40] [--test_per_class 15]
 
-The clips are cached (outputs/synthetic/) and reused by later runs. Training uses the hesp-hf recipe (see README,
-"Open-set quality"). The last line reads `demo: accuracy=<a> auroc=<b> oscr=<c>` (fractions; the known-ness score is
+The clips are cached (outputs/synthetic/) and reused by later runs. Training uses the hesp-hf recipe (see
+docs/open-set-quality.md). The last line reads `demo: accuracy=<a> auroc=<b> oscr=<c>` (fractions; the known-ness score is
 the max logit of the ensemble of the CLIP and reciprocal-point branches).
 """
 
