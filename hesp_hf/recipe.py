@@ -382,7 +382,7 @@ def recipe_summary(model_args: Any) -> str:
         text += (
             " hesp-hf's recipe departs from the paper where the paper's form fails on frozen CLIP features: the ARPL "
             "distance ranked unknown clips above known ones, and a shuffled first batch dominated by one class could "
-            'collapse training (hesp-hf docs/open-set-quality.md).'
+            "collapse training (hesp-hf docs/open-set-quality.md)."
         )
     return text
 

@@ -219,12 +219,8 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
 
 def test_run_protocol_on_custom_known_lists(tmp_path):
     """Custom data has no released lists: a file of known-class lists, or seeded random ones, grouped by size."""
-    import importlib.util
+    from hesp_hf.commands import protocol
 
-    sys.path.insert(0, str(REPO / "scripts"))  # for its `_unshadow`, which takes the folder off the path again
-    spec = importlib.util.spec_from_file_location("run_protocol", REPO / "scripts" / "run_protocol.py")
-    protocol = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(protocol)
     names = ["calm", "smile", "frown", "gasp", "sneer"]
     lists = protocol.random_known_lists(names, 4, 2, seed=3)
     assert lists == protocol.random_known_lists(names, 4, 2, seed=3) != protocol.random_known_lists(names, 4, 2, 4)
