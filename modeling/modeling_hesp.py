@@ -293,8 +293,14 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
         """As `PreTrainedModel.from_pretrained`, then re-applies the tower freezing (loading replaces parameters,
-        which resets `requires_grad`)."""
-        loaded = super().from_pretrained(*args, **kwargs)
+        which resets `requires_grad`). No per-tensor progress bar: HESP checkpoints load in well under a second."""
+        bars = logging.is_progress_bar_enabled()
+        logging.disable_progress_bar()
+        try:
+            loaded = super().from_pretrained(*args, **kwargs)
+        finally:
+            if bars:
+                logging.enable_progress_bar()
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_clip_towers()
         return loaded
@@ -598,17 +604,14 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         config = HESPConfig.from_clip_config(clip_config, list(labels), tokenizer, **config_overrides)
         # transformers reports HESP's own modules as MISSING weights in a table, with a progress bar, every time:
         # they are expected to be new, so the load is quiet and the check below says what matters.
-        verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+        verbosity = logging.get_verbosity()
         logging.set_verbosity_error()
-        logging.disable_progress_bar()
         try:
             model, info = cls.from_pretrained(
                 pretrained_model_name_or_path, config=config, dtype=dtype, output_loading_info=True
             )
         finally:
             logging.set_verbosity(verbosity)
-            if bars:
-                logging.enable_progress_bar()
         new_prefixes = ("prompt_learner.", "visual_prompt.", "temporal_pooling.", "reciprocal_points.")
         logger.info("HESP on the CLIP of %s: its prompts and modules start fresh.", pretrained_model_name_or_path)
         missing = [key for key in info["missing_keys"] if not key.startswith(new_prefixes)]

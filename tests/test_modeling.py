@@ -410,3 +410,11 @@ def test_from_clip_does_not_report_its_new_modules_as_missing_weights(tiny_clip_
     from transformers.utils import logging as transformers_logging
 
     assert transformers_logging.is_progress_bar_enabled()  # the global settings are put back
+
+
+def test_saved_checkpoints_load_without_a_progress_bar(make_model, tmp_path, capfd):
+    make_model().save_pretrained(tmp_path)
+    capfd.readouterr()
+    AutoModel.from_pretrained(tmp_path)
+    captured = capfd.readouterr()
+    assert "Loading weights" not in captured.out + captured.err
