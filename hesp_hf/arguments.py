@@ -1,9 +1,17 @@
 """Command-line arguments of the training and evaluation scripts, as `HfArgumentParser` dataclasses."""
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import get_args
 
 import torch
 from transformers import TrainingArguments
+
+from .modeling.configuration_hesp import HESPConfig
+from .training import TrainSampling
+
+
+# TrainingArguments flags of the optimiser and scheduler HESP replaces (SGD with epoch milestones): refused when set.
+TRAINER_OPTIMISER_FLAGS = ("optim", "optim_args", "lr_scheduler_type", "adam_beta1", "adam_beta2", "adam_epsilon")
 
 
 @dataclass
@@ -85,9 +93,9 @@ class ModelArguments:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         for name, choices in (
-            ("reciprocal_distance", ("l2", "arpl")),
-            ("train_sampling", ("class_stratified", "random")),
-            ("inference_logits", ("ensemble", "clip")),
+            ("reciprocal_distance", get_args(HESPConfig.__annotations__["reciprocal_distance"])),
+            ("train_sampling", get_args(TrainSampling)),
+            ("inference_logits", get_args(HESPConfig.__annotations__["inference_logits"])),
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name} must be one of {', '.join(choices)}, got '{getattr(self, name)}'.")
@@ -190,15 +198,12 @@ class HESPTrainingArguments(TrainingArguments):
         if self.dataloader_pin_memory and not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns, per worker
         super().__post_init__()
-        ignored = {
-            "optim": (getattr(self.optim, "value", self.optim), "adamw_torch_fused"),
-            "optim_args": (self.optim_args, None),
-            "lr_scheduler_type": (getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type), "linear"),
-            "adam_beta1": (self.adam_beta1, 0.9),
-            "adam_beta2": (self.adam_beta2, 0.999),
-            "adam_epsilon": (self.adam_epsilon, 1e-8),
-        }
-        changed = [f"--{name} {value}" for name, (value, default) in ignored.items() if value != default]
+        defaults = {f.name: f.default for f in fields(TrainingArguments)}
+        changed = [
+            f"--{name} {value}"
+            for name in TRAINER_OPTIMISER_FLAGS
+            if (value := getattr(getattr(self, name), "value", getattr(self, name))) != defaults[name]
+        ]
         if changed:
             raise ValueError(
                 f"{', '.join(changed)}: HESP trains with the paper's optimiser, SGD with momentum (--momentum) and "

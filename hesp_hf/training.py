@@ -9,7 +9,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 import datasets
 import numpy as np
@@ -23,6 +23,7 @@ from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
 logger = logging.getLogger(__name__)
 
 PIXEL_PROMPT_PARAMETERS = ("visual_prompt.delta", "reciprocal_points.images")
+TrainSampling = Literal["random", "class_stratified"]
 
 
 class PromptSGD(torch.optim.SGD):
@@ -106,11 +107,11 @@ class HESPTrainer(Trainer):
         gamma: float = 0.1,
         momentum: float = 0.9,
         pixel_prompt_step: float = 0.0,
-        train_sampling: Literal["random", "class_stratified"] = "random",
+        train_sampling: TrainSampling = "random",
         **kwargs,
     ):
-        if train_sampling not in ("random", "class_stratified"):
-            raise ValueError(f"train_sampling must be 'random' or 'class_stratified', got {train_sampling!r}.")
+        if train_sampling not in get_args(TrainSampling):
+            raise ValueError(f"train_sampling must be one of {get_args(TrainSampling)}, got {train_sampling!r}.")
         self.train_sampling = train_sampling
         super().__init__(*args, **kwargs)
         self.milestones = tuple(milestones)

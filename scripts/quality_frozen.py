@@ -31,7 +31,7 @@ from transformers.utils import logging as transformers_logging
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import RECIPES, HESPTrainingArguments
-from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.atomic_files import atomic_output, write_text_atomic
 from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import load_open_set_split
 from hesp_hf.data.decoding import sample_clip
@@ -74,10 +74,8 @@ def cached_features(data: Path, cache: Path) -> dict[str, tuple[torch.Tensor, to
                 pixels = processor(video, do_sample_frames=False, return_tensors="pt")["pixel_values_videos"][0]
                 with torch.no_grad():
                     features[str(path)] = (model.get_image_features(pixels), model.get_image_features(pixels.flip(-1)))
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=cache, suffix=".pt", delete=False) as handle:
-        torch.save(features, handle.name)
-    Path(handle.name).replace(target)  # whole or not at all
+    with atomic_output(target) as temporary:  # whole or not at all
+        torch.save(features, temporary)
     return features
 
 

@@ -19,6 +19,7 @@ import argparse
 import csv
 import io
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,11 @@ from tqdm.auto import tqdm
 
 from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.evaluation import METRICS
 
 
-METRICS = ("accuracy", "auroc", "oscr")
 ARGUMENTS_FILE = "protocol_arguments.json"
+logger = logging.getLogger(__name__)
 
 
 def parse_splits(text: str) -> list[int]:
@@ -131,6 +133,7 @@ def main() -> None:
         "--rerun_changed", action="store_true", help="train again the finished splits whose arguments differ"
     )
     args = parser.parse_args(sys.argv[1:cut])
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if cut == len(sys.argv):
         parser.error("the train.py arguments go after `--`: --output_dir DIR [--splits 0-19] -- <train.py arguments>")
     train_args = sys.argv[cut + 1 :]
@@ -179,7 +182,7 @@ def main() -> None:
     markdown, table = summarize(results, setting)
     write_text_atomic(args.output_dir / "results.md", markdown)
     write_text_atomic(args.output_dir / "results.csv", table)
-    print(markdown)
+    logger.info("%s", markdown)
 
 
 def cli() -> None:

@@ -117,6 +117,11 @@ def stratified_holdout(
     return kept, [r for i, r in enumerate(records) if i in held]
 
 
+def reindex(record: ClipRecord, label: int) -> ClipRecord:
+    """`record` with its label re-indexed for a split; `original_label` keeps the preset index."""
+    return ClipRecord(record.path, label, record.num_frames, record.source, record.line, record.label)
+
+
 def make_open_set_split(
     preset: DatasetPreset,
     train_records: list[ClipRecord],
@@ -140,10 +145,6 @@ def make_open_set_split(
     """
     known = known_classes_for(preset, split_index, known_labels)
     relabel = {original: label for label, original in enumerate(known)}
-
-    def reindex(record: ClipRecord, label: int) -> ClipRecord:
-        return ClipRecord(record.path, label, record.num_frames, record.source, record.line, record.label)
-
     train_known = [reindex(r, relabel[r.label]) for r in train_records if r.label in relabel]
     if not train_known:
         raise ValueError(
@@ -183,8 +184,5 @@ def test_only_split(
             "it was not trained on this dataset's class list."
         )
     relabel = {original: label for label, original in enumerate(known)}
-    test = [
-        ClipRecord(r.path, relabel.get(r.label, unknown_label), r.num_frames, r.source, r.line, r.label)
-        for r in test_records
-    ]
+    test = [reindex(r, relabel.get(r.label, unknown_label)) for r in test_records]
     return OpenSetSplit(preset, known, (), (), tuple(test), unknown_label)
