@@ -6,6 +6,7 @@ from typing import get_args
 import torch
 from transformers import TrainingArguments
 
+from .data.dataset import BadClipPolicy, TruncatedClipPolicy
 from .modeling.configuration_hesp import HESPConfig
 from .training import TrainSampling
 
@@ -145,7 +146,17 @@ class DataArguments:
         default=False,
         metadata={"help": "Train even when a known class has no training clip (refused by default)."},
     )
-    on_bad_clip: str = field(default="raise", metadata={"help": "raise or skip clips that fail to decode."})
+    on_bad_clip: BadClipPolicy = field(
+        default="raise",
+        metadata={"help": "raise on a clip that fails to decode, or skip it (counted per split in metrics.json)."},
+    )
+    on_truncated_clip: TruncatedClipPolicy = field(
+        default="warn",
+        metadata={
+            "help": "A file that decodes only partly: warn (use the part that exists; counted), raise, or skip "
+            "(counted)."
+        },
+    )
     augmentation: str = field(
         default="flip_crop",
         metadata={"help": "Training augmentation, one draw per clip: flip_crop (the paper's), flip, or none."},

@@ -25,7 +25,7 @@ from .data import (
     load_open_set_split,
     read_annotation,
 )
-from .data.dataset import read_bad_clip_log
+from .data.dataset import read_clip_log
 from .data.presets import get_preset
 from .data.protocol import test_only_split
 from .evaluation import predict_open_set, write_open_set_report
@@ -186,24 +186,31 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     )
     processor = HESPVideoProcessor.from_clip(model_args.clip_model, num_frames=model_args.num_frames)
     crop = (processor.crop_size.height, processor.crop_size.width)
-    bad_clip_log = output_dir / "bad_clips.tsv"
+    clip_log = fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)
     train_transform = ClipTransform(
         processor,
         training=True,
         augmentation=make_augmentation(data_args, crop),
         on_bad_clip=data_args.on_bad_clip,
-        bad_clip_log=bad_clip_log,
+        on_truncated_clip=data_args.on_truncated_clip,
+        clip_log=clip_log,
+        split="train",
     )
     eval_transform = ClipTransform(
-        processor, training=False, on_bad_clip=data_args.on_bad_clip, bad_clip_log=bad_clip_log
+        processor,
+        training=False,
+        on_bad_clip=data_args.on_bad_clip,
+        on_truncated_clip=data_args.on_truncated_clip,
+        clip_log=clip_log,
+        split="validation",
     )
     train_set = clip_dataset(split.train, train_transform)
     validation_set = clip_dataset(split.validation, eval_transform)
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
-    test_set = clip_dataset(split.test, eval_transform)
+    test_set = clip_dataset(split.test, eval_transform.for_split("test"))
 
     if model.config.visual_prompt_location == "dataset":
-        place_visual_prompt(model, split, eval_transform, model_args.visual_prompt_estimation_clips)
+        place_visual_prompt(model, split, eval_transform.for_split("train"), model_args.visual_prompt_estimation_clips)
 
     choose_selection_metric(training_args, has_unknown_validation=any(r.label < 0 for r in split.validation))
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, complete, at the end
@@ -239,10 +246,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             "validation_clips": len(split.validation),
             "world_size": training_args.world_size,
         }
-        skipped = read_bad_clip_log(bad_clip_log)
-        if skipped:
-            logger.warning("%d clips were skipped because they failed to decode (see %s).", len(skipped), bad_clip_log)
-            extra["skipped_clips"] = len(skipped)
+        extra.update(clip_report_summary(clip_log))
         metrics = write_open_set_report(
             output_dir,
             predictions.logits,
@@ -286,6 +290,37 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     return metrics
 
 
+CLIP_LOG_NAME = "clip_report.tsv"
+
+
+def fresh_clip_log(path: Path, training_args: TrainingArguments, resuming: bool) -> Path:
+    """The run's log of skipped and truncated clips, emptied for a fresh run (kept when resuming, so the counts
+    cover the whole run); the main process empties it before any process reads a clip."""
+    with training_args.main_process_first(local=False, desc="clip log"):
+        if training_args.process_index == 0 and not resuming:
+            path.unlink(missing_ok=True)
+    return path
+
+
+def clip_report_summary(clip_log: Path) -> dict[str, Any]:
+    """`metrics.json` entries for the clips a run did not use in full: distinct counts per split (always present, so
+    a zero is a statement), and the log that names them."""
+    report = read_clip_log(clip_log)
+    summary: dict[str, Any] = report.counts()
+    for kind, by_split in (("skipped", report.skipped), ("truncated", report.truncated)):
+        for split_name, paths in by_split.items():
+            logger.warning(
+                "%d %s clip(s) %s (listed in %s).",
+                len(paths),
+                split_name,
+                "were skipped" if kind == "skipped" else "were used although truncated",
+                clip_log,
+            )
+    if report:
+        summary["clip_report"] = clip_log.name
+    return summary
+
+
 def resolve_resume(value: str | bool | None, output_dir: Path) -> str | None:
     """`--resume_from_checkpoint`: a checkpoint folder, or `True` for the last `checkpoint-*` in `output_dir` (as the
     transformers examples do)."""
@@ -321,6 +356,7 @@ def place_visual_prompt(model: Any, split: OpenSetSplit, transform: ClipTransfor
         collate_clips([dataset[i] for i in range(start, min(start + 8, len(dataset)))])["pixel_values_videos"]
         for start in range(0, len(dataset), 8)
     )
+    batches = (batch for batch in batches if len(batch))  # a batch of skipped clips is empty
     model.eval()
     model.estimate_visual_prompt_location(batches)
     model.train()

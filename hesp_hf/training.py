@@ -182,12 +182,29 @@ class HESPTrainer(Trainer):
         return size // per_step if drop else math.ceil(size / per_step)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if _is_empty(inputs):  # every clip of the batch was skipped (`on_bad_clip="skip"`)
+            outputs = model(**_stand_in_batch(model, inputs))
+            # Zero, but through every trainable tensor: DDP ranks still all-reduce in step, nothing moves.
+            outputs.loss = outputs.loss * 0.0
+            return (outputs.loss, outputs) if return_outputs else outputs.loss
         outputs = model(**inputs)
         if model.training and outputs.loss_terms:
             for name, value in outputs.loss_terms.items():
                 self._term_sums[name] += float(value.detach())
             self._term_count += 1
         return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """An empty batch (every clip skipped) predicts nothing: zero rows of each output, shaped as a real batch's,
+        so gathering over processes stays in step."""
+        if not _is_empty(inputs):
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        loss, logits, labels = super().prediction_step(
+            model, _stand_in_batch(model, inputs), prediction_loss_only, ignore_keys=ignore_keys
+        )
+        empty = _first_rows(logits, 0)
+        loss = None if loss is None or self.args.world_size == 1 else loss * 0.0
+        return loss, empty, None if labels is None else labels[:0]
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._term_count:
@@ -196,6 +213,28 @@ class HESPTrainer(Trainer):
             self._term_sums.clear()
             self._term_count = 0
         super().log(logs, *args, **kwargs)
+
+
+def _is_empty(inputs: dict) -> bool:
+    labels = inputs.get("labels")
+    return labels is not None and labels.numel() == 0
+
+
+def _stand_in_batch(model: torch.nn.Module, inputs: dict) -> dict[str, torch.Tensor]:
+    """One black one-frame clip with label 0, for a forward pass that keeps processes in step on an empty batch."""
+    config = getattr(model, "module", model).config
+    size = config.vision_config.image_size
+    device = inputs["labels"].device
+    return {
+        "pixel_values_videos": torch.zeros(1, 1, 3, size, size, device=device),
+        "labels": torch.zeros(1, dtype=torch.long, device=device),
+    }
+
+
+def _first_rows(value, count: int):
+    if isinstance(value, (tuple, list)):
+        return type(value)(_first_rows(item, count) for item in value)
+    return None if value is None else value[:count]
 
 
 def calibrate_threshold(scores: np.ndarray, keep_share: float = 0.95) -> float:

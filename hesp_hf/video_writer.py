@@ -21,8 +21,16 @@ def write_video(
     pix_fmt: str = "yuv420p",
     options: dict[str, str] | None = None,
     threads: int = 1,
+    timestamps: np.ndarray | None = None,
+    rotation: int = 0,
+    container_options: dict[str, str] | None = None,
 ) -> Path:
     """Encode `frames` `(T, H, W, 3)` uint8 RGB (or `(T, H, W)` grayscale) to `path`.
+
+    `timestamps`: each frame's presentation time in seconds (variable frame rate; default `index / fps`).
+    `rotation`: a display rotation (degrees counter-clockwise, as phones store portrait video) written to the
+    container; the frames are stored as given. `container_options`: muxer options (e.g. `{"movflags": "faststart"}`
+    puts an MP4's index first).
 
     Odd sizes are fine for codecs that allow them; yuv420p needs even sides, so it pads by edge replication.
     Repeatable by default: the same frames give the same bytes. Three things were needed, each measured: one thread
@@ -44,8 +52,18 @@ def write_video(
         pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
         pad = [(0, 0), (0, pad_h), (0, pad_w)] + ([(0, 0)] if frames.ndim == 4 else [])
         frames = np.pad(frames, pad, mode="edge")
-    with atomic_output(path) as temporary, av.open(str(temporary), mode="w") as container:
+    if timestamps is not None and (len(timestamps) != len(frames) or np.any(np.diff(timestamps) <= 0)):
+        raise ValueError(f"write_video({path}): timestamps must be increasing, one per frame.")
+    time_base = Fraction(1, fps) if timestamps is None else Fraction(1, 90000)
+    with (
+        atomic_output(path) as temporary,
+        av.open(str(temporary), mode="w", options=container_options or {}) as container,
+    ):
         stream = container.add_stream(codec, rate=fps)
+        if timestamps is not None:
+            stream.time_base = time_base
+        if rotation:
+            stream.set_display_rotation(rotation)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = pix_fmt
         # Set through the codec options: PyAV's thread_count alone did not make libx264's output repeatable.
@@ -57,7 +75,9 @@ def write_video(
             frame = converted_frame(
                 av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=source_format), pix_fmt
             )
-            frame.pts, frame.time_base = index, Fraction(1, fps)  # explicit: the rate control reads the timestamps
+            # Explicit timestamps: the rate control reads them.
+            frame.pts = index if timestamps is None else round(timestamps[index] / time_base)
+            frame.time_base = time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
     return path

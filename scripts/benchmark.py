@@ -13,8 +13,9 @@ Sections:
   (subprocesses).
 - decode: clips/s to sample 8 frames (segment centres) from a 10-second 720p H.264 clip with `hesp_hf.data.sample_clip`
   against `transformers.video_utils.load_video(..., backend="pyav")` with the same indices; for a clip with a keyframe
-  every second (camera and streaming video) and one with x264's default single keyframe per 250 frames; and from a
-  folder of 250 JPEG frames against opening every frame of the folder.
+  every second (camera and streaming video) and one with x264's default single keyframe per 250 frames; from a
+  folder of 250 JPEG frames against opening every frame of the folder; and the resident memory added by sampling a
+  700 MB H.264 file (120 MB with --quick) against holding its packets.
 
 Absolute times are printed with the machine they came from; compare ratios, not seconds, across machines.
 """
@@ -109,7 +110,7 @@ def benchmark_decode(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, 
 
     from hesp_hf.data import sample_clip
     from hesp_hf.data.decoding import frame_files
-    from hesp_hf.modeling.video_processing_hesp import segment_indices
+    from hesp_hf.modeling.video_decoding_hesp import segment_indices
     from hesp_hf.video_writer import write_video
 
     seconds, fps = (4, 25) if quick else (10, 25)
@@ -122,7 +123,7 @@ def benchmark_decode(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, 
             write_video(path, frames, fps=fps, options={"g": str(keyint), "preset": "veryfast"})
 
         def ours(path=path):
-            return sample_clip(path, 8)
+            return sample_clip(path, 8).frames
 
         def stock(path=path):
             return load_video(
@@ -160,7 +161,62 @@ def benchmark_decode(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, 
         }
     )
     ratios["decode.frame_folder_speedup_over_reading_all"] = t_all / t_folder
+
+    large = workdir / ("large_quick.mp4" if quick else "large.mp4")
+    if not large.exists():
+        write_large_video(large, megabytes=120 if quick else 700, height=height, width=width)
+    size_mb = large.stat().st_size / 2**20
+    streamed = peak_rss_added(lambda: sample_clip(large, 8)) / 2**20
+    held = peak_rss_added(lambda: every_packet(large)) / 2**20
+    rows.append(
+        {
+            "what": f"resident memory added sampling 8 frames of a {size_mb:.0f} MiB H.264 file: {streamed:.0f} MB "
+            f"streamed, against {held:.0f} MB holding every packet (the reader before issue 12)",
+            "seconds": None,
+            "ratio": held / max(streamed, 1.0),
+        }
+    )
+    ratios["decode.large_file_mb"] = size_mb
+    ratios["decode.large_file_rss_added_mb"] = streamed
+    ratios["decode.large_file_rss_reduction_over_holding_packets"] = held / max(streamed, 1.0)
     return rows, ratios
+
+
+def every_packet(path: Path) -> int:
+    """Demux every packet of a file into a list (what sampling cost before streaming): the memory baseline."""
+    import av
+
+    with av.open(str(path)) as container:
+        packets = [packet for packet in container.demux(container.streams.video[0]) if packet.size]
+        return sum(packet.size for packet in packets)
+
+
+def write_large_video(path: Path, megabytes: int, height: int, width: int) -> None:
+    """A large H.264 file made cheaply: 25 noisy intra-coded frames encoded once, their packets muxed again and again
+    with later timestamps (no re-encoding) until the file has the size, its index at the end as cameras write it."""
+    import av
+
+    from hesp_hf.atomic_files import atomic_output
+    from hesp_hf.video_writer import write_video
+
+    source = path.with_suffix(".source.mp4")
+    noise = np.random.default_rng(0).integers(0, 256, (25, height, width, 3), dtype=np.uint8)
+    write_video(source, noise, options={"g": "1", "qp": "4", "preset": "ultrafast"})
+    with av.open(str(source)) as reader:
+        template = reader.streams.video[0]
+        packets = [packet for packet in reader.demux(template) if packet.size]
+        with atomic_output(path) as temporary, av.open(str(temporary), "w") as writer:
+            stream = writer.add_stream_from_template(template)
+            written, repeat = 0, 0
+            while written < megabytes * 2**20:
+                for packet in packets:
+                    packet.pts, packet.dts = packet.pts + repeat * 25 * packet.duration, None
+                    packet.stream = stream
+                    writer.mux(packet)
+                    written += packet.size
+                    packet.pts -= repeat * 25 * packet.duration
+                repeat += 1
+    source.unlink()
 
 
 def synthetic_frames(count: int, height: int, width: int) -> np.ndarray:
@@ -333,7 +389,7 @@ def trained_bf16_agreement(checkpoint: str, annotation: str, device: str) -> tup
         paths = [str(Path(annotation).parent / row["video_path"]) for row in csv.DictReader(handle)]
     decisions = {False: [], True: []}
     for start in range(0, len(paths), 32):
-        videos = [sample_clip(path, model.config.num_frames) for path in paths[start : start + 32]]
+        videos = [sample_clip(path, model.config.num_frames).frames for path in paths[start : start + 32]]
         pixels = processor(videos, return_tensors="pt", do_sample_frames=False)["pixel_values_videos"].to(device)
         with torch.inference_mode():
             for bf16 in (False, True):
@@ -596,7 +652,8 @@ def main() -> None:
         ratios.update(section_ratios)
         for row in rows:
             ratio = "" if row["ratio"] is None else f"{row['ratio']:.1f}x"
-            print(f"| {name} | {row['what']} | {row['seconds']:.4f} | {ratio} |", flush=True)
+            seconds = "" if row["seconds"] is None else f"{row['seconds']:.4f}"
+            print(f"| {name} | {row['what']} | {seconds} | {ratio} |", flush=True)
     if args.json:
         write_text_atomic(args.json, json.dumps({"machine": machine(), **ratios}, indent=2) + "\n")
 

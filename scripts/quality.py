@@ -66,7 +66,7 @@ def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> to
     """Mean over `num_frames` segment-centre frames of the normalised CLIP image features, per clip `(N, D)`."""
     features = []
     for start in range(0, len(paths), 32):
-        videos = np.stack([sample_clip(path, num_frames) for path in paths[start : start + 32]])
+        videos = np.stack([sample_clip(path, num_frames).frames for path in paths[start : start + 32]])
         pixels = processor(list(videos), return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
         with torch.no_grad():
             frames = model.get_image_features(pixel_values=pixels.flatten(0, 1)).pooler_output

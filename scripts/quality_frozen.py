@@ -38,7 +38,7 @@ from hesp_hf.data.decoding import sample_clip
 from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path
 from hesp_hf.evaluation import METRICS, branch_metrics, write_seed_table
 from hesp_hf.metrics import open_set_metrics
-from hesp_hf.modeling.video_processing_hesp import segment_indices
+from hesp_hf.modeling.video_decoding_hesp import segment_indices
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 from hesp_hf.synthetic_protocol import add_protocol_arguments, protocol_split
 from hesp_hf.training import HESPTrainer
@@ -70,7 +70,7 @@ def cached_features(data: Path, cache: Path) -> dict[str, tuple[torch.Tensor, to
         with (data / annotation).open() as handle:
             for row in csv.DictReader(handle):
                 path = (data / row["video_path"]).resolve()
-                video = torch.from_numpy(sample_clip(path, CLIP_FRAMES)).permute(0, 3, 1, 2)
+                video = torch.from_numpy(sample_clip(path, CLIP_FRAMES).frames).permute(0, 3, 1, 2)
                 pixels = processor(video, do_sample_frames=False, return_tensors="pt")["pixel_values_videos"][0]
                 with torch.no_grad():
                     features[str(path)] = (model.get_image_features(pixels), model.get_image_features(pixels.flip(-1)))

@@ -18,12 +18,12 @@ from hesp_hf.data import (
     get_preset,
     load_open_set_split,
     read_annotation,
-    read_bad_clip_log,
+    read_clip_log,
     sample_clip,
 )
 from hesp_hf.data.presets import PRESETS
 from hesp_hf.data.protocol import make_open_set_split
-from hesp_hf.modeling.video_processing_hesp import read_video_pyav
+from hesp_hf.modeling.video_decoding_hesp import decode_video_at, segment_indices
 from hesp_hf.video_writer import write_video
 
 
@@ -214,17 +214,19 @@ def test_split_selection_errors():
 def test_sampling_reads_the_right_frames(tmp_path):
     folder = write_frame_folder(tmp_path / "clip", 16)
     video = write_video(tmp_path / "clip.mkv", indexed_frames(16), codec="ffv1", pix_fmt="bgr0")
-    for path in (folder, video):
-        frames = sample_clip(path, 4)
-        assert (frames[:, 0, 0, 0] // 10).tolist() == [1, 5, 9, 13]  # segment centres
-        assert (sample_clip(path, 20)[:, 0, 0, 0] // 10).tolist() == [*range(16), 0, 1, 2, 3]  # looped
+    for path in (folder, video):  # a folder by index, a file by time: the same frames for a constant rate
+        frames = sample_clip(path, 4).frames
+        assert (frames[:, 0, 0, 0] // 10).tolist() == [2, 6, 10, 14]  # on screen at the segment centres
+        stretched = [int((k + 0.5) * 16 / 20) for k in range(20)]  # more samples than frames
+        assert (sample_clip(path, 20).frames[:, 0, 0, 0] // 10).tolist() == stretched
     short = write_frame_folder(tmp_path / "short", 3)
-    assert (sample_clip(short, 5)[:, 0, 0, 0] // 10).tolist() == [0, 1, 2, 0, 1]  # looped
+    assert (sample_clip(short, 5).frames[:, 0, 0, 0] // 10).tolist() == [0, 0, 1, 2, 2]
 
 
 @pytest.mark.parametrize("keyint", [1, 4, 250])
-def test_keyframe_decoding_equals_sequential_decoding(tmp_path, keyint):
-    """The seek-free keyframe reader returns exactly the frames a plain decode of the whole file gives."""
+def test_seeking_decoder_equals_decoding_every_frame(tmp_path, keyint):
+    """Seeking to keyframes, going on past them and skipping unneeded frames gives exactly the frames a plain decode
+    of the whole file shows at the same moments (B-frames reordered, keyframes every frame / every 4 / once)."""
     import av
 
     rng = np.random.default_rng(keyint)
@@ -233,9 +235,11 @@ def test_keyframe_decoding_equals_sequential_decoding(tmp_path, keyint):
     with av.open(str(path)) as container:
         reference = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     for indices in ([0, 29], [5, 6, 7, 8], [28, 3, 3, 17, 11], rng.integers(0, 30, 12).tolist()):
-        decoded, metadata = read_video_pyav(path, lambda metadata, indices=indices: np.array(indices))
-        assert metadata.total_num_frames == 30
-        np.testing.assert_array_equal(decoded, np.stack([reference[i] for i in indices]))
+        positions = (np.asarray(indices) + 0.5) / 30  # the middle of each frame's time
+        decoded = decode_video_at(path, positions)
+        assert decoded.metadata.total_num_frames == 30 and not decoded.truncated
+        np.testing.assert_array_equal(decoded.frames, np.stack([reference[i] for i in indices]))
+        np.testing.assert_allclose(decoded.timestamps, np.asarray(indices) / 25)
 
 
 def test_augmentation_is_the_same_for_every_frame():
@@ -276,12 +280,12 @@ def test_bad_clips_raise_or_are_skipped_and_counted(tmp_path, tiny_clip_dir):
     strict = clip_dataset(records, ClipTransform(processor, training=False))
     with pytest.raises(VideoDecodeError, match="bad.mp4"):
         strict[1]
-    log = tmp_path / "logs" / "bad_clips.tsv"
-    lenient = clip_dataset(records, ClipTransform(processor, training=False, on_bad_clip="skip", bad_clip_log=log))
+    log = tmp_path / "logs" / "clip_report.tsv"
+    transform = ClipTransform(processor, training=False, on_bad_clip="skip", clip_log=log, split="test")
+    lenient = clip_dataset(records, transform)
     batches = list(DataLoader(lenient, batch_size=3, num_workers=1, collate_fn=collate_clips))
     assert batches[0]["labels"].tolist() == [records[0].label, records[2].label]
-    skipped = read_bad_clip_log(log)
-    assert [clip for clip, _ in skipped] == [str(bad)]
+    assert read_clip_log(log).skipped == {"test": [str(bad)]}
 
 
 def _csv(root, names, source):

@@ -14,7 +14,7 @@ from transformers import AutoTokenizer, CLIPModel
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.embedded import embedded_clip_path
-from hesp_hf.modeling.video_processing_hesp import read_video_pyav
+from hesp_hf.modeling.video_decoding_hesp import decode_video
 from hesp_hf.synthetic import ACTIONS, CLASSES, RECIPES, SyntheticSpec, caption, render_clip, write_synthetic_dataset
 
 
@@ -62,7 +62,8 @@ def test_dataset_is_written_decodable_and_cached(tmp_path):
     rows = list(csv.DictReader((folder / "train.csv").open()))
     assert [r["label"] for r in rows] == ["neutral"] * 2 + ["happiness"] * 2 + ["fear"] * 2
     assert len(list(csv.DictReader((folder / "test.csv").open()))) == 3
-    frames, metadata = read_video_pyav(folder / rows[0]["video_path"])
+    decoded = decode_video(folder / rows[0]["video_path"])
+    frames, metadata = decoded.frames, decoded.metadata
     assert frames.shape == (5, 32, 32, 3) and metadata.total_num_frames == 5
     stamp = (folder / rows[0]["video_path"]).stat().st_mtime_ns
     assert write_synthetic_dataset(tmp_path, spec) == folder  # reused, not rewritten

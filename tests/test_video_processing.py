@@ -34,11 +34,12 @@ def test_from_clip_prefers_the_image_processor_config(tmp_path):
     assert list(processor.image_std) == [0.25, 0.25, 0.25]
 
 
-def test_segment_indices_centres_random_and_loops():
-    # 16 frames in 4 segments [0,4) [4,8) [8,12) [12,16): centres 1, 5, 9, 13.
-    assert segment_indices(16, 4).tolist() == [1, 5, 9, 13]
-    assert segment_indices(10, 4).tolist() == [0, 3, 5, 8]  # segments [0,2) [2,5) [5,7) [7,10)
-    assert segment_indices(3, 8).tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+def test_segment_indices_are_the_frames_on_screen_at_segment_centres():
+    # 16 frames of unit length in 4 segments [0,4) [4,8) [8,12) [12,16): centres at t = 2, 6, 10, 14.
+    assert segment_indices(16, 4).tolist() == [2, 6, 10, 14]
+    assert segment_indices(10, 4).tolist() == [1, 3, 6, 8]  # centres 1.25, 3.75, 6.25, 8.75
+    # A short clip shows each frame for its share of the time: centres 0.19, 0.56, .., 2.81 of 3 frames.
+    assert segment_indices(3, 8).tolist() == [0, 0, 0, 1, 1, 2, 2, 2]
     assert segment_indices(1, 4).tolist() == [0, 0, 0, 0]
     generator = torch.Generator().manual_seed(0)
     draws = np.stack([segment_indices(16, 4, True, generator) for _ in range(400)])
@@ -54,7 +55,7 @@ def test_short_and_long_arrays_give_num_frames(processor, frames):
     out = processor(video, return_tensors="pt")["pixel_values_videos"]
     assert out.shape == (1, 4, 3, 32, 32)
     if frames == 1:
-        assert torch.equal(out[0, 0], out[0, 3])  # looped
+        assert torch.equal(out[0, 0], out[0, 3])  # the one frame, all the time
 
 
 def test_sampled_frames_are_the_segment_centres(processor):
@@ -62,7 +63,7 @@ def test_sampled_frames_are_the_segment_centres(processor):
     video[:, 0, 0, 0] = np.arange(16) * 10  # frame index written into one pixel
     out = processor(video, return_tensors="pt", do_normalize=False, do_resize=False, do_center_crop=False)
     picked = (out["pixel_values_videos"][0, :, 0, 0, 0] * 255).round().long().tolist()
-    assert picked == [10, 50, 90, 130]
+    assert picked == [20, 60, 100, 140]
 
 
 def test_grayscale_array(processor):

@@ -17,14 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import TrainingArguments
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
-from hesp_hf.recipe import MODEL_FILES, load_split, load_test_split, split_description
+from hesp_hf.recipe import (
+    CLIP_LOG_NAME,
+    MODEL_FILES,
+    clip_report_summary,
+    fresh_clip_log,
+    load_split,
+    load_test_split,
+    split_description,
+)
+from hesp_hf.training import HESPTrainer
 
 
 @dataclass
@@ -57,8 +66,17 @@ def main() -> None:
             f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."
         )
     processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
-    test_set = clip_dataset(split.test, ClipTransform(processor, training=False, on_bad_clip=data_args.on_bad_clip))
-    trainer = Trainer(
+    clip_log = Path(eval_args.output_dir) / CLIP_LOG_NAME
+    transform = ClipTransform(
+        processor,
+        training=False,
+        on_bad_clip=data_args.on_bad_clip,
+        on_truncated_clip=data_args.on_truncated_clip,
+        clip_log=clip_log,
+        split="test",
+    )
+    test_set = clip_dataset(split.test, transform)
+    trainer = HESPTrainer(
         model=model,
         args=TrainingArguments(
             output_dir=eval_args.output_dir,
@@ -71,6 +89,7 @@ def main() -> None:
         ),
         data_collator=collate_clips,
     )
+    fresh_clip_log(clip_log, trainer.args, resuming=False)  # a new evaluation counts afresh
     predictions = predict_open_set(trainer, test_set)
     if trainer.is_world_process_zero():
         label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
@@ -81,7 +100,12 @@ def main() -> None:
             label_names,
             model.config.unknown_threshold,
             title=split_description(split, data_args),
-            extra={"checkpoint": eval_args.checkpoint, "bf16_autocast": eval_args.bf16_autocast},
+            extra={
+                "checkpoint": eval_args.checkpoint,
+                "bf16_autocast": eval_args.bf16_autocast,
+                "test_clips": len(split.test),
+                **clip_report_summary(clip_log),
+            },
             score=model.config.open_set_score,
             branch_logits=predictions.branch_logits,
         )

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from .annotations import AnnotationError, ClipRecord, layout_of, read_annotation
 from .augmentation import ClipAugmentation
-from .dataset import ClipTransform, clip_dataset, collate_clips, read_bad_clip_log
+from .dataset import ClipReport, ClipTransform, TruncatedVideoError, clip_dataset, collate_clips, read_clip_log
 from .decoding import sample_clip
 from .presets import PRESETS, DatasetPreset, get_preset
 from .protocol import UNKNOWN_LABEL, OpenSetSplit, make_open_set_split
@@ -58,7 +58,9 @@ __all__ = [
     "AnnotationError",
     "ClipAugmentation",
     "ClipRecord",
+    "ClipReport",
     "ClipTransform",
+    "TruncatedVideoError",
     "DatasetPreset",
     "OpenSetSplit",
     "clip_dataset",
@@ -68,6 +70,6 @@ __all__ = [
     "load_open_set_split",
     "make_open_set_split",
     "read_annotation",
-    "read_bad_clip_log",
+    "read_clip_log",
     "sample_clip",
 ]

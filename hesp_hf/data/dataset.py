@@ -7,13 +7,16 @@ collator.
 """
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import datasets
+import numpy as np
 import torch
 
-from ..modeling.video_processing_hesp import HESPVideoProcessor, VideoDecodeError
+from ..modeling.video_decoding_hesp import VideoDecodeError
+from ..modeling.video_processing_hesp import HESPVideoProcessor
 from .annotations import ClipRecord
 from .augmentation import ClipAugmentation
 from .decoding import sample_clip
@@ -22,12 +25,23 @@ from .decoding import sample_clip
 logger = logging.getLogger(__name__)
 
 
+BadClipPolicy = Literal["raise", "skip"]
+TruncatedClipPolicy = Literal["warn", "raise", "skip"]
+
+
+class TruncatedVideoError(VideoDecodeError):
+    """A clip that decodes only partly (`on_truncated_clip="raise"`)."""
+
+
 class ClipTransform:
     """`datasets` transform: a batch of `video` references -> `pixel_values_videos` `(T, C, H, W)` and `labels`.
 
-    `on_bad_clip="raise"` (default) raises naming the clip; `"skip"` yields `None` for it (dropped by
-    `collate_clips`), logs it, and appends `path<TAB>reason` to `bad_clip_log` when given (workers are separate
-    processes, so the file is where the count from all of them meets).
+    `on_bad_clip`: a clip that fails to decode raises naming it (`"raise"`, default) or is dropped from its batch
+    (`"skip"`; `collate_clips` drops the `None`). `on_truncated_clip`: a file that decodes only partly is used and
+    reported (`"warn"`, default: sampled over the part that exists), raises (`"raise"`), or is dropped (`"skip"`).
+    Every dropped or truncated clip is logged and, with `clip_log`, appended to it as
+    `split<TAB>kind<TAB>path<TAB>reason`: DataLoader workers are separate processes, so the file is where all of them
+    meet; `read_clip_log` counts distinct clips per split.
     """
 
     def __init__(
@@ -35,34 +49,65 @@ class ClipTransform:
         processor: HESPVideoProcessor,
         training: bool,
         augmentation: ClipAugmentation | None = None,
-        on_bad_clip: Literal["raise", "skip"] = "raise",
-        bad_clip_log: str | Path | None = None,
+        on_bad_clip: BadClipPolicy = "raise",
+        on_truncated_clip: TruncatedClipPolicy = "warn",
+        clip_log: str | Path | None = None,
+        split: str = "train",
     ):
-        if on_bad_clip not in ("raise", "skip"):
-            raise ValueError(f"on_bad_clip must be 'raise' or 'skip', got {on_bad_clip!r}.")
+        if on_bad_clip not in get_args(BadClipPolicy):
+            raise ValueError(f"on_bad_clip must be one of {get_args(BadClipPolicy)}, got {on_bad_clip!r}.")
+        if on_truncated_clip not in get_args(TruncatedClipPolicy):
+            raise ValueError(
+                f"on_truncated_clip must be one of {get_args(TruncatedClipPolicy)}, got {on_truncated_clip!r}."
+            )
         self.processor = processor
         self.training = training
         self.augmentation = augmentation if training else None
         self.on_bad_clip = on_bad_clip
-        self.bad_clip_log = Path(bad_clip_log) if bad_clip_log else None
-        self.skipped: list[str] = []
+        self.on_truncated_clip = on_truncated_clip
+        self.clip_log = Path(clip_log) if clip_log else None
+        self.split = split
+
+    def for_split(self, split: str) -> "ClipTransform":
+        """The same transform, reporting its clips under another split name."""
+        return ClipTransform(
+            self.processor,
+            self.training,
+            self.augmentation,
+            self.on_bad_clip,
+            self.on_truncated_clip,
+            self.clip_log,
+            split,
+        )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         pixel_values, labels = [], []
         for reference, label in zip(batch["video"], batch["label"], strict=True):
             path = reference["path"] if isinstance(reference, dict) else reference
-            try:
-                pixel_values.append(self.load(path))
-            except VideoDecodeError as error:
-                if self.on_bad_clip == "raise":
-                    raise
-                self._record_skip(path, error)
-                pixel_values.append(None)
+            pixel_values.append(self._load_or_report(path))
             labels.append(label)
         return {"pixel_values_videos": pixel_values, "labels": labels}
 
-    def load(self, path: str) -> torch.Tensor:
-        frames = sample_clip(path, self.processor.num_frames, random_sampling=self.training)
+    def _load_or_report(self, path: str) -> torch.Tensor | None:
+        try:
+            clip = sample_clip(path, self.processor.num_frames, random_sampling=self.training)
+        except VideoDecodeError as error:
+            if self.on_bad_clip == "raise":
+                raise
+            self._report(path, "skipped", str(error))
+            return None
+        if clip.truncated:
+            message = clip.truncation_message(path)
+            if self.on_truncated_clip == "raise":
+                raise TruncatedVideoError(message + " (on_truncated_clip='raise')")
+            if self.on_truncated_clip == "skip":
+                self._report(path, "skipped", message)
+                return None
+            self._report(path, "truncated", message)
+        return self.process(clip.frames)
+
+    def process(self, frames: np.ndarray) -> torch.Tensor:
+        """Sampled frames `(T, H, W, 3)` uint8 -> `(T, C, H, W)` model input (augmented when training)."""
         if self.augmentation is not None:
             video = self.augmentation(frames)  # (T, 3, h, w) uint8
         else:
@@ -70,28 +115,54 @@ class ClipTransform:
         processed = self.processor(video, do_sample_frames=False, return_tensors="pt")
         return processed["pixel_values_videos"][0]
 
-    def _record_skip(self, path: str, error: Exception) -> None:
-        self.skipped.append(path)
-        logger.warning("Skipping clip %s: %s", path, error)
-        if self.bad_clip_log is not None:
-            self.bad_clip_log.parent.mkdir(parents=True, exist_ok=True)
-            with self.bad_clip_log.open("a") as handle:  # one short line per write: appends do not interleave
-                handle.write(f"{path}\t{str(error).replace(chr(10), ' ')}\n")
+    def _report(self, path: str, kind: str, reason: str) -> None:
+        logger.warning("%s clip (%s) %s: %s", kind.capitalize(), self.split, path, reason)
+        if self.clip_log is not None:
+            self.clip_log.parent.mkdir(parents=True, exist_ok=True)
+            line = "\t".join((self.split, kind, path, " ".join(reason.split())))
+            with self.clip_log.open("a") as handle:  # one short line per write: appends do not interleave
+                handle.write(line + "\n")
 
 
-def read_bad_clip_log(path: str | Path) -> list[tuple[str, str]]:
-    """The `(clip, reason)` pairs skipped so far, from every process that wrote to the log."""
+@dataclass
+class ClipReport:
+    """Distinct clips per split that were dropped (`skipped`) or used although truncated (`truncated`)."""
+
+    skipped: dict[str, list[str]]
+    truncated: dict[str, list[str]]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {
+            "skipped_clips": {split: len(paths) for split, paths in self.skipped.items()},
+            "truncated_clips": {split: len(paths) for split, paths in self.truncated.items()},
+        }
+
+    def __bool__(self) -> bool:
+        return bool(self.skipped or self.truncated)
+
+
+def read_clip_log(path: str | Path) -> ClipReport:
+    """What every process appended to a clip log, as distinct clips per split (a clip read in several epochs, or by
+    several workers, counts once)."""
     path = Path(path)
-    if not path.exists():
-        return []
-    return [tuple(line.split("\t", 1)) for line in path.read_text().splitlines() if line]
+    found: dict[str, dict[str, dict[str, None]]] = {"skipped": {}, "truncated": {}}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split("\t", 3)
+            if len(parts) == 4 and parts[1] in found:
+                found[parts[1]].setdefault(parts[0], {})[parts[2]] = None
+    return ClipReport(
+        skipped={split: list(paths) for split, paths in found["skipped"].items()},
+        truncated={split: list(paths) for split, paths in found["truncated"].items()},
+    )
 
 
 def collate_clips(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack clips into `pixel_values_videos (B, T, C, H, W)` and `labels (B,)`, dropping skipped (None) clips."""
+    """Stack clips into `pixel_values_videos (B, T, C, H, W)` and `labels (B,)`, dropping skipped (None) clips. When
+    every clip of a batch was skipped the batch is empty (`(0,)` tensors); `HESPTrainer` steps over it."""
     kept = [e for e in examples if e["pixel_values_videos"] is not None]
     if not kept:
-        raise VideoDecodeError(f"Every clip of a batch of {len(examples)} failed to decode; see the log above.")
+        return {"pixel_values_videos": torch.empty(0), "labels": torch.empty(0, dtype=torch.long)}
     return {
         "pixel_values_videos": torch.stack([e["pixel_values_videos"] for e in kept]),
         "labels": torch.tensor([int(e["labels"]) for e in kept], dtype=torch.long),
