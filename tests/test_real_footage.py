@@ -38,7 +38,7 @@ def frame_number(frames: np.ndarray) -> list[int]:
     height, width = frames.shape[1] // 2, frames.shape[2] // 2
     high = frames[:, 4 : height - 4, 4 : width - 4].mean(axis=(1, 2, 3))
     low = frames[:, 4 : height - 4, width + 4 : -4].mean(axis=(1, 2, 3))
-    return [int(h // 16 * 16 + l // 16) for h, l in zip(high, low, strict=True)]
+    return [int(h // 16 * 16 + lo // 16) for h, lo in zip(high, low, strict=True)]
 
 
 def upright_pattern() -> np.ndarray:
@@ -208,7 +208,7 @@ def test_mutated_files_give_frames_or_one_named_error(tmp_path):
 
 
 def test_skip_counts_distinct_clips_per_split_and_survives_an_all_bad_batch(tmp_path, tiny_clip_dir):
-    good = write_video(tmp_path / "good.mp4", numbered_frames(10, 32, 32))
+    write_video(tmp_path / "good.mp4", numbered_frames(10, 32, 32))
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     faststart = write_video(
         tmp_path / "long.mp4", numbered_frames(75, 32, 32), container_options={"movflags": "faststart"}
