@@ -246,7 +246,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             "validation_clips": len(split.validation),
             "world_size": training_args.world_size,
         }
-        extra.update(clip_report_summary(clip_log))
+        extra.update(clip_report_summary(clip_log, ("train", "validation", "test")))
         metrics = write_open_set_report(
             output_dir,
             predictions.logits,
@@ -302,11 +302,11 @@ def fresh_clip_log(path: Path, training_args: TrainingArguments, resuming: bool)
     return path
 
 
-def clip_report_summary(clip_log: Path) -> dict[str, Any]:
+def clip_report_summary(clip_log: Path, splits: tuple[str, ...]) -> dict[str, Any]:
     """`metrics.json` entries for the clips a run did not use in full: distinct counts per split (always present, so
     a zero is a statement), and the log that names them."""
     report = read_clip_log(clip_log)
-    summary: dict[str, Any] = report.counts()
+    summary: dict[str, Any] = report.counts(splits)
     for kind, by_split in (("skipped", report.skipped), ("truncated", report.truncated)):
         for split_name, paths in by_split.items():
             logger.warning(

@@ -392,12 +392,17 @@ class _Picker:
     def next_target(self) -> int | None:
         return self.wanted[self.position] if self.position < len(self.wanted) else None
 
-    def offer(self, key: int, frame: Any) -> None:
+    def offer(self, key: int, frame: Any, duration: int = 0) -> None:
+        """`duration` > 0 (the frame's display time, when the container gives it) resolves the targets the frame
+        covers at once, instead of after the next frame is decoded."""
         while self.position < len(self.wanted) and key > self.wanted[self.position]:
             # A target before the first frame (a stream whose timestamps start late) gets that first frame.
             self.answers[self.wanted[self.position]] = self.held or (key, frame)
             self.position += 1
         self.held = (key, frame)
+        while duration > 0 and self.position < len(self.wanted) and self.wanted[self.position] < key + duration:
+            self.answers[self.wanted[self.position]] = self.held
+            self.position += 1
 
     def finish(self) -> None:
         while self.next_target is not None and self.held is not None:
@@ -442,7 +447,7 @@ def _frames_at(
             if state["guard_late"] and picker.held is None and key > picker.next_target:
                 raise _LandedLate
             state["guard_late"] = False
-            picker.offer(key, frame)
+            picker.offer(key, frame, 0 if count_frames else (frame.duration or 0))
 
     def feed(packets: Any, until_resolved: int | None, skip_through: int | None) -> None:
         """Decode forward until `until_resolved` has its frame (None: to the end of the stream)."""

@@ -232,9 +232,9 @@ def test_skip_counts_distinct_clips_per_split_and_survives_an_all_bad_batch(tmp_
     test = clip_dataset(records, transform("test", on_bad_clip="skip", on_truncated_clip="skip"))
     assert sum(len(b["labels"]) for b in DataLoader(test, batch_size=4, collate_fn=collate_clips)) == 1
     report = read_clip_log(log)
-    assert report.counts() == {
-        "skipped_clips": {"train": 2, "test": 3},
-        "truncated_clips": {"train": 1},
+    assert report.counts(("train", "validation", "test")) == {
+        "skipped_clips": {"train": 2, "validation": 0, "test": 3},
+        "truncated_clips": {"train": 1, "validation": 0, "test": 0},
     }
     assert sorted(report.skipped["test"]) == sorted(str(tmp_path / n) for n in ("bad.mp4", "bad2.mp4", "cut.mp4"))
     strict = clip_dataset(records, transform("test", on_bad_clip="skip", on_truncated_clip="raise"))

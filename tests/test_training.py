@@ -377,3 +377,42 @@ def test_console_commands_are_installed(command):
     assert executable.exists(), f"{command} is not installed next to {sys.executable}: reinstall the package."
     done = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tmp_path):
+    """Undecodable clips in every split, batch size 1 (so whole batches are bad): training finishes, and
+    metrics.json counts distinct clips per split -- the same again on a second run into the folder -- as does
+    evaluate.py; truncated clips are counted apart from skipped ones."""
+    root, clip = tiny_data
+    data = tmp_path / "data"
+    shutil.copytree(root, data)
+    broken = {"train": ["clips/train_calm_0.mp4", "clips/train_smile_1.mp4", "clips/train_gasp_2.mp4"]}
+    broken["test"] = ["clips/test_frown_0.mp4", "clips/test_gasp_1.mp4"]
+    for paths in broken.values():
+        for name in paths:
+            (data / name).write_text("this download was interrupted\n")
+    whole = write_video(data / "long.mp4", np.random.default_rng(1).integers(0, 255, (75, 40, 40, 3), np.uint8))
+    write_video(whole, np.random.default_rng(1).integers(0, 255, (75, 40, 40, 3), np.uint8),
+                container_options={"movflags": "faststart"})  # fmt: skip
+    (data / "clips" / "test_calm_2.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    output = tmp_path / "run"
+    command = train_command(
+        (data, clip), output, "--per_device_train_batch_size", "1", "--num_train_epochs", "1",
+        "--on_bad_clip", "skip", "--overwrite_output_dir",
+    )  # fmt: skip
+    for _ in range(2):  # a second run into the same folder starts a fresh count
+        run(command)
+        metrics = metrics_of(output)
+        skipped = metrics["skipped_clips"]
+        assert skipped["train"] + skipped["validation"] == 3 and skipped["test"] == 2
+        assert metrics["truncated_clips"] == {"train": 0, "validation": 0, "test": 1}
+        assert (output / "clip_report.tsv").exists()
+    evaluate = [
+        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(output),
+        "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--class_names", ",".join(CLASSES),
+        "--test_annotation", str(data / "test.csv"), "--on_bad_clip", "skip", "--on_truncated_clip", "skip",
+    ]  # fmt: skip
+    run(evaluate)
+    evaluated = metrics_of(tmp_path / "eval")
+    assert evaluated["skipped_clips"] == {"test": 3} and evaluated["truncated_clips"] == {"test": 0}
+    assert evaluated["test_clips"] == 12

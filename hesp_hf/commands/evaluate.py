@@ -104,7 +104,7 @@ def main() -> None:
                 "checkpoint": eval_args.checkpoint,
                 "bf16_autocast": eval_args.bf16_autocast,
                 "test_clips": len(split.test),
-                **clip_report_summary(clip_log),
+                **clip_report_summary(clip_log, ("test",)),
             },
             score=model.config.open_set_score,
             branch_logits=predictions.branch_logits,

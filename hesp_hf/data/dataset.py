@@ -131,10 +131,11 @@ class ClipReport:
     skipped: dict[str, list[str]]
     truncated: dict[str, list[str]]
 
-    def counts(self) -> dict[str, dict[str, int]]:
+    def counts(self, splits: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
+        """Distinct clips per split; `splits` are always listed (a zero is a statement that none was lost)."""
         return {
-            "skipped_clips": {split: len(paths) for split, paths in self.skipped.items()},
-            "truncated_clips": {split: len(paths) for split, paths in self.truncated.items()},
+            "skipped_clips": {**dict.fromkeys(splits, 0), **{s: len(p) for s, p in self.skipped.items()}},
+            "truncated_clips": {**dict.fromkeys(splits, 0), **{s: len(p) for s, p in self.truncated.items()}},
         }
 
     def __bool__(self) -> bool:
