@@ -215,7 +215,7 @@ class _Timeline:
 
 
 def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedVideo:
-
+    """Check the streams, measure what reads against what is declared, then sample (see the module docstring)."""
     streams = container.streams
     if not streams.video:
         audio = len(streams.audio)
@@ -242,8 +242,6 @@ def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedV
         # One pass from the start instead: in time when frames carry timestamps, else by counting frames.
         logger.debug("Video file %s: decoding from the start (%s).", path, reason or "no timestamps")
         has_timestamps = has_timestamps and not isinstance(reason, _NoTimestamps)
-        container.seek(0)
-        codec.flush_buffers()
         targets = ticks if has_timestamps or positions is None else positions_to_indices(positions, packet_count)
         frames = _frames_at(
             container,
@@ -275,8 +273,10 @@ def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedV
     if readable is None:
         readable = packet_count * timeline.seconds(timeline.frame_ticks)
     height, width = arrays[0].shape[:2]
+    truncated = declared is not None and declared - readable > tolerance
+    declared_count = 0 if truncated else int(stream.frames)  # a cut file's header still counts the lost frames
     metadata = VideoMetadata(
-        total_num_frames=int(stream.frames) or (round(readable * fps) if fps else len(arrays)),
+        total_num_frames=declared_count or (round(readable * fps) if fps else len(arrays)),
         fps=fps,
         duration=readable,
         video_backend="pyav",
@@ -449,20 +449,16 @@ def _frames_at(
             state["guard_late"] = False
             picker.offer(key, frame, 0 if count_frames else (frame.duration or 0))
 
-    def feed(packets: Any, until_resolved: int | None, skip_through: int | None) -> None:
+    def feed(packets: Any, until_resolved: int | None) -> None:
         """Decode forward until `until_resolved` has its frame (None: to the end of the stream)."""
         for packet in packets:
-            stamp = packet.dts if packet.dts is not None else packet.pts
-            if skip_through is not None and stamp is not None and stamp <= skip_through:
-                continue  # fed before the seek: the decoder still holds its state
-            skip_through = None
             codec.skip_frame = "NONREF" if _unwanted(packet, picker.next_target, count_frames) else "DEFAULT"
             try:
                 decoded = codec.decode(packet)
             except av.error.FFmpegError as error:  # one damaged packet: the decoder conceals it, as players do
                 logger.debug("Skipping a packet that does not decode: %s", error)
                 decoded = []
-            state["last_fed"] = stamp
+            state["last_fed"] = packet.dts if packet.dts is not None else packet.pts  # decode order
             take(decoded)
             if until_resolved is not None and picker.next_target != until_resolved:
                 return
@@ -475,7 +471,7 @@ def _frames_at(
 
     if targets is None or not allow_seek:
         container.seek(0)  # from the start (PyAV's seek also empties the decoder)
-        feed(_packets(container, stream), None, None)
+        feed(_packets(container, stream), None)
         if targets is None:
             return every
         picker.finish()
@@ -488,7 +484,7 @@ def _frames_at(
             picker.finish()
             break
         if packets is not None and not _worth_seeking(keyframes, state["last_fed"], target, timeline):
-            feed(packets, target, None)  # the decoder is already past the target's keyframe: go on
+            feed(packets, target)  # the decoder is already past the target's keyframe: go on
             continue
         # PyAV's seek flushes the decoder, so a seek always restarts from a keyframe.
         seek_to = target
@@ -498,7 +494,7 @@ def _frames_at(
             picker.held, state["last_fed"] = None, None
             state["guard_late"] = seek_to > timeline.start
             try:
-                feed(packets, target, None)
+                feed(packets, target)
                 break
             except _LandedLate:
                 seek_to = target - timeline.frame_ticks * 4 ** (attempt + 1)
@@ -529,11 +525,6 @@ def _worth_seeking(keyframes: np.ndarray | None, last_fed: int | None, target: i
         return timeline.seconds(target - last_fed) > SEEK_WITHOUT_INDEX_SECONDS
     before = np.searchsorted(keyframes, target, side="right") - 1
     return before >= 0 and keyframes[before] > last_fed
-
-
-def _chain(first: Any, rest: Any):
-    yield first
-    yield from rest
 
 
 def _unwanted(packet: Any, target: int | None, count_frames: bool) -> bool:

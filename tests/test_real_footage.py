@@ -267,3 +267,20 @@ def test_trainer_steps_over_an_empty_batch(tiny_clip_dir, tmp_path):
     loss, logits, labels = trainer.prediction_step(model, empty, prediction_loss_only=False)
     assert loss is None and labels.shape == (0,)
     assert all(t.shape[0] == 0 for t in (logits if isinstance(logits, tuple) else (logits,)))
+
+
+def test_when_seeking_fails_one_pass_gives_the_same_frames(tmp_path, monkeypatch):
+    times = np.concatenate([np.arange(30) / 10, 3 + np.arange(60) / 30])  # variable frame rate
+    path = write_video(tmp_path / "vfr.mp4", numbered_frames(90), fps=30, timestamps=times)
+    seeking = decode_video(path, 8)
+    original = video_decoding_hesp._frames_at
+
+    def broken_seeking(*args, allow_seek, **kwargs):
+        if allow_seek:
+            raise video_decoding_hesp._SeekingUnusable("seeking lands in the wrong place")
+        return original(*args, allow_seek=allow_seek, **kwargs)
+
+    monkeypatch.setattr(video_decoding_hesp, "_frames_at", broken_seeking)
+    one_pass = decode_video(path, 8)
+    assert frame_number(one_pass.frames) == frame_number(seeking.frames)
+    assert one_pass.timestamps == seeking.timestamps
