@@ -216,6 +216,45 @@ def render_clip(label: str, seed: int, num_frames: int = 16, size: int = 64) -> 
     return frames, actions
 
 
+def place_in_scene(
+    faces: np.ndarray, seed: int, scene_height: int, scene_width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Put a face clip `(T, s, s, 3)` into a larger cluttered scene `(T, H, W, 3)` (16:9 by default), off-centre and
+    drifting over the clip, as a person in a webcam or phone video; returns the frames and the true face box of each
+    frame `(T, 4)` (x0, y0, x1, y1)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    count, side = faces.shape[:2]
+    height = scene_height
+    width = scene_width or int(round(height * 16 / 9))
+    if side >= min(height, width):
+        raise ValueError(f"A {side}px face does not fit a {width}x{height} scene.")
+    top, bottom = rng.uniform(40, 200, 3), rng.uniform(40, 200, 3)
+    ramp = np.linspace(0.0, 1.0, height)[:, None, None]
+    backdrop = Image.fromarray(np.broadcast_to(top * (1 - ramp) + bottom * ramp, (height, width, 3)).astype(np.uint8))
+    draw = ImageDraw.Draw(backdrop)
+    for _ in range(12):  # clutter: furniture, frames, a lamp
+        x0, y0 = rng.uniform(0, width), rng.uniform(0, height)
+        w, h = rng.uniform(0.05, 0.35) * width, rng.uniform(0.05, 0.35) * height
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.rectangle if rng.random() < 0.6 else draw.ellipse
+        shape([x0, y0, x0 + w, y0 + h], fill=colour)
+    scene = np.asarray(backdrop, dtype=np.float32)
+    # Off-centre start, a drift of up to a fifth of the free room over the clip.
+    room_x, room_y = width - side, height - side
+    start = np.array([rng.uniform(0.05, 0.95) * room_x, rng.uniform(0.1, 0.9) * room_y])
+    end = np.clip(start + rng.uniform(-0.2, 0.2, 2) * np.array([room_x, room_y]), 0, [room_x, room_y])
+    frames, boxes = [], []
+    for t in range(count):
+        x, y = (start + (end - start) * t / max(count - 1, 1)).round().astype(int)
+        frame = scene + rng.normal(0, 3.0, scene.shape)
+        frame[y : y + side, x : x + side] = faces[t]
+        frames.append(np.clip(frame, 0, 255).astype(np.uint8))
+        boxes.append((x, y, x + side, y + side))
+    return np.stack(frames), np.asarray(boxes, dtype=float)
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What a generated data set is made of; its hash names the cache."""
@@ -229,9 +268,19 @@ class SyntheticSpec:
     # Bumped when the same settings would give other bytes (2: one encoding thread, zeroed row padding; 3: libx264
     # without macroblock-tree rate control, the last source of run-to-run differences).
     format_version: int = 3
+    # > 0: each face is placed, off-centre and drifting, in a cluttered scene this many pixels high (16:9), as in raw
+    # footage; the true face boxes go to `<split>_faces.json`.
+    scene_height: int = 0
+
+    def settings(self) -> dict:
+        """The spec as stored in `spec.json` (`scene_height` only when set, so older data sets keep their names)."""
+        settings = asdict(self) | {"classes": list(self.classes)}
+        if not self.scene_height:
+            del settings["scene_height"]
+        return settings
 
     def key(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha1(json.dumps(self.settings(), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def clip_seed(spec: SyntheticSpec, split: str, label_index: int, number: int) -> int:
@@ -246,19 +295,25 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
     """
     folder = Path(root) / f"synthetic-{spec.key()}"
     manifest = folder / "spec.json"
-    if manifest.exists() and json.loads(manifest.read_text()) == asdict(spec) | {"classes": list(spec.classes)}:
+    if manifest.exists() and json.loads(manifest.read_text()) == spec.settings():
         return folder
     total = (spec.train_per_class + spec.test_per_class) * len(spec.classes)
     progress = tqdm(total=total, desc=f"Writing synthetic clips to {folder}", unit="clip", disable=None)
     for split, count in (("train", spec.train_per_class), ("test", spec.test_per_class)):
-        rows = []
+        rows, face_boxes = [], {}
         for label_index, label in enumerate(spec.classes):
             for number in range(count):
                 relative = f"clips/{split}/{label}_{number:04d}.mp4"
-                frames, _ = render_clip(label, clip_seed(spec, split, label_index, number), spec.num_frames, spec.size)
+                seed = clip_seed(spec, split, label_index, number)
+                frames, _ = render_clip(label, seed, spec.num_frames, spec.size)
+                if spec.scene_height:
+                    frames, boxes = place_in_scene(frames, seed, spec.scene_height)
+                    face_boxes[relative] = boxes.tolist()
                 write_video(folder / relative, frames, fps=8)
                 rows.append((relative, label))
                 progress.update()
+        if spec.scene_height:
+            write_text_atomic(folder / f"{split}_faces.json", json.dumps(face_boxes))
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(["video_path", "label"])
@@ -266,7 +321,7 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
         write_text_atomic(folder / f"{split}.csv", buffer.getvalue())
         logger.info("Wrote %d synthetic %s clips to %s", len(rows), split, folder)
     progress.close()
-    write_text_atomic(manifest, json.dumps(asdict(spec) | {"classes": list(spec.classes)}, indent=2))
+    write_text_atomic(manifest, json.dumps(spec.settings(), indent=2))
     return folder
 
 

@@ -6,6 +6,7 @@ the centre of each at inference, a random point inside each for training -- in p
 travels inside every checkpoint (remote code).
 """
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
+from .face_cropping_hesp import DEFAULT_MARGIN
 from .video_decoding_hesp import VideoDecodeError, decode_video, segment_indices
 
 
@@ -22,9 +24,13 @@ logger = logging.get_logger(__name__)
 
 
 class HESPVideosKwargs(VideosKwargs, total=False):
-    """`random_sampling`: draw a random frame inside each segment (training) instead of its centre (inference)."""
+    """`random_sampling`: draw a random frame inside each segment (training) instead of its centre (inference).
+    `face_crop`: crop every clip to its face first (raw footage; see `face_cropping_hesp`); `face_margin`: the
+    margin around the face box, as a share of its longer side."""
 
     random_sampling: bool | None
+    face_crop: bool | None
+    face_margin: float | None
 
 
 class HESPVideoProcessor(BaseVideoProcessor):
@@ -46,11 +52,53 @@ class HESPVideoProcessor(BaseVideoProcessor):
     do_sample_frames = True
     num_frames = 8
     random_sampling = False
+    face_crop = False
+    face_margin = DEFAULT_MARGIN
     valid_kwargs = HESPVideosKwargs
     model_input_names = ["pixel_values_videos"]
 
     def __init__(self, **kwargs: Unpack[HESPVideosKwargs]) -> None:
         super().__init__(**kwargs)
+
+    def preprocess(self, videos: Any, **kwargs: Unpack[HESPVideosKwargs]) -> Any:
+        """As `BaseVideoProcessor.preprocess`; with `face_crop` (this call's, else the saved setting) each clip is
+        first cropped to one face followed through its sampled frames, then resized and normalised as usual. A clip
+        where no frame shows a face is used whole, with a warning naming it."""
+        face_crop = kwargs.pop("face_crop", None)
+        margin = kwargs.pop("face_margin", None)
+        if not (self.face_crop if face_crop is None else face_crop):
+            return super().preprocess(videos, **kwargs)
+        from functools import partial
+
+        from .face_cropping_hesp import crop_to_track, face_track, shared_detector
+
+        do_sample = kwargs.pop("do_sample_frames", None)
+        do_sample = self.do_sample_frames if do_sample is None else do_sample
+        sampling = {key: kwargs[key] for key in ("num_frames", "random_sampling") if kwargs.get(key) is not None}
+        names = (
+            [str(v) for v in videos]
+            if isinstance(videos, (list, tuple)) and all(isinstance(v, (str, Path)) for v in videos)
+            else [str(videos)]
+            if isinstance(videos, (str, Path))
+            else None
+        )
+        decoded, _ = self._decode_and_sample_videos(
+            videos,
+            video_metadata=kwargs.pop("video_metadata", None),
+            do_sample_frames=do_sample,
+            sample_indices_fn=partial(self.sample_frames, **sampling) if do_sample else None,
+        )
+        size = max(self.crop_size.height or 0, self.crop_size.width or 0) if self.crop_size else 224
+        cropped = []
+        for index, video in enumerate(decoded):
+            frames = _as_rgb_uint8(video)
+            track = face_track(frames, shared_detector(), self.face_margin if margin is None else margin)
+            if not track.found:
+                name = names[index] if names else f"clip {index} of the batch"
+                logger.warning("No face found in any sampled frame of %s: the whole frame is used.", name)
+            cropped.append(crop_to_track(frames, track, size))
+        kwargs.pop("num_frames", None)
+        return super().preprocess(cropped, do_sample_frames=False, **kwargs)
 
     def sample_frames(
         self,
@@ -114,6 +162,20 @@ class HESPVideoProcessor(BaseVideoProcessor):
             settings["crop_size"] = {"height": image_size, "width": image_size}
         settings.update(kwargs)
         return cls(num_frames=num_frames, **settings)
+
+
+def _as_rgb_uint8(video: Any) -> np.ndarray:
+    """A decoded or given clip as `(T, H, W, 3)` uint8 RGB for the face detector (channels-first tensors and 0-1
+    floats included; a grayscale clip repeated to three channels)."""
+    array = video.numpy() if hasattr(video, "numpy") else np.asarray(video)
+    if array.ndim == 3:
+        array = array[..., None]
+    if array.shape[1] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(0, 2, 3, 1)
+    if array.dtype != np.uint8:
+        array = array * 255 if array.max() <= 1.0 else array
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
 
 
 __all__ = ["HESPVideoProcessor", "VideoDecodeError", "segment_indices"]
