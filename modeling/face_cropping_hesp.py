@@ -30,10 +30,11 @@ class FaceTrack:
     and which frames had a detection of their own (the others take their neighbours' box). `found` is False when no
     frame had a face: the clip is then used whole."""
 
-    boxes: np.ndarray  # (T, 4) float
+    boxes: np.ndarray  # (T, 4) float: the square crops
     detected: np.ndarray  # (T,) bool
     found: bool
     times: np.ndarray | None = None  # (T,) the frames' times, for the boxes at other times of the clip
+    faces: np.ndarray | None = None  # (T, 4) the smoothed face boxes the crops are built around
 
     def to_json(self) -> dict:
         return {
@@ -65,14 +66,15 @@ class FaceTrack:
 
 
 def select_track(
-    detections: list[np.ndarray], frame_size: tuple[int, int], min_iou: float = 0.1
+    detections: list[np.ndarray], frame_size: tuple[int, int], max_step: float = 0.75
 ) -> tuple[np.ndarray, np.ndarray]:
     """One face through the frames: `(boxes (T, 4), detected (T,))` from per-frame detections `(N_t, 5)`
     (`x0, y0, x1, y1, score`).
 
     The anchor is the detection with the largest area weighted by how central it is; from it, each neighbouring frame
-    takes the detection that overlaps the track's last box most (IoU >= `min_iou`), so a second person passing by
-    does not capture the track. Frames without one take the box interpolated between their nearest detected frames.
+    takes the detection closest to the track's last box, if within `max_step` of that box's size per frame since it
+    was seen (centre distance and size change together), so a second person elsewhere does not capture the track.
+    Frames without one take the box interpolated between their nearest detected frames.
     """
     height, width = frame_size
     count = len(detections)
@@ -91,16 +93,18 @@ def select_track(
         return boxes, detected
     boxes[anchor_frame], detected[anchor_frame] = anchor_box, True
     for direction in (1, -1):
-        last = anchor_box
+        last, gap = anchor_box, 0
         t = anchor_frame + direction
         while 0 <= t < count:
+            gap += 1
             candidates = np.asarray(detections[t], dtype=float).reshape(-1, 5)
             if len(candidates):
-                overlaps = box_iou(candidates[:, :4], last[None])[:, 0]
-                pick = int(np.argmax(overlaps))
-                if overlaps[pick] >= min_iou:
+                distances = _normalised_distance(candidates[:, :4], last)
+                pick = int(np.argmin(distances))
+                # The same face: near where the track was (allowing more motion the more frames were missed).
+                if distances[pick] <= max_step * gap:
                     boxes[t], detected[t] = candidates[pick, :4], True
-                    last = candidates[pick, :4]
+                    last, gap = candidates[pick, :4], 0
             t += direction
     known = np.flatnonzero(detected)
     for k in range(4):  # frames without their own detection: their neighbours' box
@@ -133,6 +137,15 @@ def square_crop_boxes(boxes: np.ndarray, frame_size: tuple[int, int], margin: fl
     x0 = np.clip(centres[:, 0] - sides / 2, 0, width - sides)
     y0 = np.clip(centres[:, 1] - sides / 2, 0, height - sides)
     return np.stack([x0, y0, x0 + sides, y0 + sides], axis=1)
+
+
+def _normalised_distance(candidates: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """How far each candidate box is from `box`, in units of `box`'s size: centre offset plus relative size change."""
+    size = max(box[2] - box[0], box[3] - box[1], 1.0)
+    centre = (box[:2] + box[2:]) / 2
+    offsets = np.hypot(*((candidates[:, :2] + candidates[:, 2:]) / 2 - centre).T) / size
+    sizes = np.maximum(candidates[:, 2] - candidates[:, 0], candidates[:, 3] - candidates[:, 1])
+    return offsets + np.abs(np.log(np.maximum(sizes, 1.0) / size))
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -171,8 +184,9 @@ def face_track(
     boxes, detected = select_track(detections, frame_size)
     if not detected.any():
         return FaceTrack(boxes=boxes, detected=detected, found=False, times=times)
-    squares = square_crop_boxes(smooth_boxes(boxes), frame_size, margin)
-    return FaceTrack(boxes=squares, detected=detected, found=True, times=times)
+    faces = smooth_boxes(boxes)
+    squares = square_crop_boxes(faces, frame_size, margin)
+    return FaceTrack(boxes=squares, detected=detected, found=True, times=times, faces=faces)
 
 
 def crop_to_track(frames: np.ndarray, track: FaceTrack, size: int, times: np.ndarray | None = None) -> np.ndarray:
