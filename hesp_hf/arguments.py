@@ -157,6 +157,14 @@ class DataArguments:
             "(counted)."
         },
     )
+    face_crop: bool = field(
+        default=False,
+        metadata={
+            "help": "Crop every clip to its face first (raw footage, not pre-cropped datasets); needs "
+            "`pip install hesp-hf[face]`. Saved in the processor, so the trained pipeline crops too."
+        },
+    )
+    face_margin: float = field(default=0.25, metadata={"help": "Margin around the face box, share of its side."})
     augmentation: str = field(
         default="flip_crop",
         metadata={"help": "Training augmentation, one draw per clip: flip_crop (the paper's), flip, or none."},

@@ -184,7 +184,12 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
     model = HESPForOpenSetVideoClassification.from_clip(
         model_args.clip_model, labels=split.known_labels, **config_overrides(model_args)
     )
-    processor = HESPVideoProcessor.from_clip(model_args.clip_model, num_frames=model_args.num_frames)
+    processor = HESPVideoProcessor.from_clip(
+        model_args.clip_model,
+        num_frames=model_args.num_frames,
+        face_crop=data_args.face_crop,
+        face_margin=data_args.face_margin,
+    )
     crop = (processor.crop_size.height, processor.crop_size.width)
     clip_log = fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)
     train_transform = ClipTransform(
@@ -195,6 +200,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         on_truncated_clip=data_args.on_truncated_clip,
         clip_log=clip_log,
         split="train",
+        face_cache=output_dir / "face_tracks",
     )
     eval_transform = ClipTransform(
         processor,
@@ -203,6 +209,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         on_truncated_clip=data_args.on_truncated_clip,
         clip_log=clip_log,
         split="validation",
+        face_cache=output_dir / "face_tracks",
     )
     train_set = clip_dataset(split.train, train_transform)
     validation_set = clip_dataset(split.validation, eval_transform)
@@ -246,7 +253,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
             "validation_clips": len(split.validation),
             "world_size": training_args.world_size,
         }
-        extra.update(clip_report_summary(clip_log, ("train", "validation", "test")))
+        extra.update(clip_report_summary(clip_log, ("train", "validation", "test"), processor.face_crop))
         metrics = write_open_set_report(
             output_dir,
             predictions.logits,
@@ -302,20 +309,19 @@ def fresh_clip_log(path: Path, training_args: TrainingArguments, resuming: bool)
     return path
 
 
-def clip_report_summary(clip_log: Path, splits: tuple[str, ...]) -> dict[str, Any]:
+def clip_report_summary(clip_log: Path, splits: tuple[str, ...], face_crop: bool = False) -> dict[str, Any]:
     """`metrics.json` entries for the clips a run did not use in full: distinct counts per split (always present, so
     a zero is a statement), and the log that names them."""
     report = read_clip_log(clip_log)
-    summary: dict[str, Any] = report.counts(splits)
-    for kind, by_split in (("skipped", report.skipped), ("truncated", report.truncated)):
+    summary: dict[str, Any] = report.counts(splits, face_crop)
+    what = {
+        "were skipped": report.skipped,
+        "were used although truncated": report.truncated,
+        "showed no face (used whole)": report.no_face,
+    }
+    for description, by_split in what.items():
         for split_name, paths in by_split.items():
-            logger.warning(
-                "%d %s clip(s) %s (listed in %s).",
-                len(paths),
-                split_name,
-                "were skipped" if kind == "skipped" else "were used although truncated",
-                clip_log,
-            )
+            logger.warning("%d %s clip(s) %s (listed in %s).", len(paths), split_name, description, clip_log)
     if report:
         summary["clip_report"] = clip_log.name
     return summary

@@ -115,3 +115,35 @@ def test_synthetic_faces_in_scenes_are_found():
         for t in np.flatnonzero(track.detected):  # the drawn face (its square less the backdrop) is in the crop
             assert covered_share(track.boxes[t], boxes[t] + [8, 8, -8, -8]) > 0.9
     assert hits == 6
+
+
+def test_data_path_detects_once_per_clip_and_counts_clips_without_a_face(tmp_path, monkeypatch):
+    from hesp_hf.data import ClipTransform, clip_dataset, read_annotation, read_clip_log
+    from hesp_hf.data.presets import PRESETS
+    from hesp_hf.modeling import face_cropping_hesp
+
+    frames, _, _ = astronaut_clip(12, covered=())
+    write_video(tmp_path / "face.mp4", frames, fps=12)
+    write_video(tmp_path / "room.mp4", cluttered_background(360, 640, 2)[None].repeat(12, 0).astype(np.uint8))
+    (tmp_path / "list.csv").write_text("video_path,label\nface.mp4,0\nroom.mp4,1\n")
+    records = read_annotation(tmp_path / "list.csv", PRESETS["mafw"])
+    processor = HESPVideoProcessor(
+        size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48}, num_frames=4, face_crop=True
+    )
+    log, cache = tmp_path / "out" / "clip_report.tsv", tmp_path / "out" / "face_tracks"
+    train = clip_dataset(records, ClipTransform(processor, training=True, clip_log=log, face_cache=cache))
+    first = train[0]["pixel_values_videos"]
+    assert first.shape == (4, 3, 48, 48) and len(list(cache.glob("*.json"))) == 1
+    train[1]
+    assert len(list(cache.glob("*.json"))) == 2
+
+    def no_detection(*args, **kwargs):
+        raise AssertionError("detected again although the track is cached")
+
+    monkeypatch.setattr(face_cropping_hesp, "face_track", no_detection)
+    for _ in range(3):  # later epochs: other random frames, the cached track's boxes at their times
+        assert train[0]["pixel_values_videos"].shape == (4, 3, 48, 48)
+        train[1]
+    report = read_clip_log(log)
+    assert report.no_face == {"train": [str(tmp_path / "room.mp4")]}
+    assert report.counts(("train",), face_crop=True)["no_face_clips"] == {"train": 1}

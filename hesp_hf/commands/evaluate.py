@@ -66,6 +66,8 @@ def main() -> None:
             f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."
         )
     processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
+    if data_args.face_crop:  # raw footage for a model trained on crops (a model trained with --face_crop crops anyway)
+        processor.face_crop, processor.face_margin = True, data_args.face_margin
     clip_log = Path(eval_args.output_dir) / CLIP_LOG_NAME
     transform = ClipTransform(
         processor,
@@ -74,6 +76,7 @@ def main() -> None:
         on_truncated_clip=data_args.on_truncated_clip,
         clip_log=clip_log,
         split="test",
+        face_cache=Path(eval_args.output_dir) / "face_tracks",
     )
     test_set = clip_dataset(split.test, transform)
     trainer = HESPTrainer(
@@ -104,7 +107,7 @@ def main() -> None:
                 "checkpoint": eval_args.checkpoint,
                 "bf16_autocast": eval_args.bf16_autocast,
                 "test_clips": len(split.test),
-                **clip_report_summary(clip_log, ("test",)),
+                **clip_report_summary(clip_log, ("test",), processor.face_crop),
             },
             score=model.config.open_set_score,
             branch_logits=predictions.branch_logits,

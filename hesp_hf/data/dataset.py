@@ -6,8 +6,10 @@ torchcodec, hence `decode=False`. Use `remove_unused_columns=False` with the `Tr
 collator.
 """
 
+import hashlib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -15,6 +17,8 @@ import datasets
 import numpy as np
 import torch
 
+from ..atomic_files import write_text_atomic
+from ..modeling.face_cropping_hesp import FaceTrack
 from ..modeling.video_decoding_hesp import VideoDecodeError
 from ..modeling.video_processing_hesp import HESPVideoProcessor
 from .annotations import ClipRecord
@@ -53,6 +57,7 @@ class ClipTransform:
         on_truncated_clip: TruncatedClipPolicy = "warn",
         clip_log: str | Path | None = None,
         split: str = "train",
+        face_cache: str | Path | None = None,
     ):
         if on_bad_clip not in get_args(BadClipPolicy):
             raise ValueError(f"on_bad_clip must be one of {get_args(BadClipPolicy)}, got {on_bad_clip!r}.")
@@ -67,6 +72,7 @@ class ClipTransform:
         self.on_truncated_clip = on_truncated_clip
         self.clip_log = Path(clip_log) if clip_log else None
         self.split = split
+        self.face_cache = Path(face_cache) if face_cache else None
 
     def for_split(self, split: str) -> "ClipTransform":
         """The same transform, reporting its clips under another split name."""
@@ -78,6 +84,7 @@ class ClipTransform:
             self.on_truncated_clip,
             self.clip_log,
             split,
+            self.face_cache,
         )
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
@@ -87,6 +94,23 @@ class ClipTransform:
             pixel_values.append(self._load_or_report(path))
             labels.append(label)
         return {"pixel_values_videos": pixel_values, "labels": labels}
+
+    def _face_crop(self, path: str, clip: Any) -> np.ndarray:
+        """The clip cropped to its face. The track found on a clip's first read is stored in `face_cache` (when
+        given) and reused at the times later reads sample, so epochs do not detect again."""
+        from ..modeling.face_cropping_hesp import crop_to_track, face_track, shared_detector
+
+        cache = self.face_cache / f"{_clip_key(path, self.processor.face_margin)}.json" if self.face_cache else None
+        track = FaceTrack.from_json(json.loads(cache.read_text())) if cache is not None and cache.exists() else None
+        times = np.asarray(clip.timestamps, dtype=float)
+        if track is None:
+            track = face_track(clip.frames, shared_detector(), self.processor.face_margin, times=times)
+            if cache is not None:
+                write_text_atomic(cache, json.dumps(track.to_json()))
+        if not track.found:
+            self._report(path, "no_face", "no face in any sampled frame: the whole frame is used")
+        size = max(self.processor.crop_size.height, self.processor.crop_size.width)
+        return crop_to_track(clip.frames, track, size, times)
 
     def _load_or_report(self, path: str) -> torch.Tensor | None:
         try:
@@ -104,7 +128,7 @@ class ClipTransform:
                 self._report(path, "skipped", message)
                 return None
             self._report(path, "truncated", message)
-        return self.process(clip.frames)
+        return self.process(self._face_crop(path, clip) if self.processor.face_crop else clip.frames)
 
     def process(self, frames: np.ndarray) -> torch.Tensor:
         """Sampled frames `(T, H, W, 3)` uint8 -> `(T, C, H, W)` model input (augmented when training)."""
@@ -112,7 +136,7 @@ class ClipTransform:
             video = self.augmentation(frames)  # (T, 3, h, w) uint8
         else:
             video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
-        processed = self.processor(video, do_sample_frames=False, return_tensors="pt")
+        processed = self.processor(video, do_sample_frames=False, face_crop=False, return_tensors="pt")
         return processed["pixel_values_videos"][0]
 
     def _report(self, path: str, kind: str, reason: str) -> None:
@@ -130,23 +154,28 @@ class ClipReport:
 
     skipped: dict[str, list[str]]
     truncated: dict[str, list[str]]
+    no_face: dict[str, list[str]] = field(default_factory=dict)
 
-    def counts(self, splits: tuple[str, ...] = ()) -> dict[str, dict[str, int]]:
-        """Distinct clips per split; `splits` are always listed (a zero is a statement that none was lost)."""
+    def counts(self, splits: tuple[str, ...] = (), face_crop: bool = False) -> dict[str, dict[str, int]]:
+        """Distinct clips per split; `splits` are always listed (a zero is a statement that none was lost), and the
+        clips without a face when faces were cropped."""
+        kinds = {"skipped_clips": self.skipped, "truncated_clips": self.truncated}
+        if face_crop:
+            kinds["no_face_clips"] = self.no_face
         return {
-            "skipped_clips": {**dict.fromkeys(splits, 0), **{s: len(p) for s, p in self.skipped.items()}},
-            "truncated_clips": {**dict.fromkeys(splits, 0), **{s: len(p) for s, p in self.truncated.items()}},
+            name: {**dict.fromkeys(splits, 0), **{split: len(paths) for split, paths in found.items()}}
+            for name, found in kinds.items()
         }
 
     def __bool__(self) -> bool:
-        return bool(self.skipped or self.truncated)
+        return bool(self.skipped or self.truncated or self.no_face)
 
 
 def read_clip_log(path: str | Path) -> ClipReport:
     """What every process appended to a clip log, as distinct clips per split (a clip read in several epochs, or by
     several workers, counts once)."""
     path = Path(path)
-    found: dict[str, dict[str, dict[str, None]]] = {"skipped": {}, "truncated": {}}
+    found: dict[str, dict[str, dict[str, None]]] = {"skipped": {}, "truncated": {}, "no_face": {}}
     if path.exists():
         for line in path.read_text().splitlines():
             parts = line.split("\t", 3)
@@ -155,7 +184,15 @@ def read_clip_log(path: str | Path) -> ClipReport:
     return ClipReport(
         skipped={split: list(paths) for split, paths in found["skipped"].items()},
         truncated={split: list(paths) for split, paths in found["truncated"].items()},
+        no_face={split: list(paths) for split, paths in found["no_face"].items()},
     )
+
+
+def _clip_key(path: str, margin: float) -> str:
+    """A cache name for a clip's face track: its path, size and modification time (a replaced file is detected
+    again) and the crop margin."""
+    stat = Path(path).stat()
+    return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{margin}".encode()).hexdigest()
 
 
 def collate_clips(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
