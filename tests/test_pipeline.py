@@ -91,3 +91,47 @@ def test_remote_code_without_the_package(checkpoint, sample_clip, tmp_path):
     inputs = AutoVideoProcessor.from_pretrained(checkpoint)(str(sample_clip), return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), local(**inputs).logits, rtol=0, atol=0)
+
+
+def test_remote_code_face_crop_checkpoint(checkpoint, tmp_path):
+    """A checkpoint saved with `face_crop=True` loads through remote code without `hesp_hf`: with OpenCV the
+    pipeline crops; without it the face step raises naming the extra to install."""
+    import numpy as np
+
+    from hesp_hf.synthetic import place_in_scene, render_clip
+    from hesp_hf.video_writer import write_video
+
+    processor = AutoVideoProcessor.from_pretrained(checkpoint)
+    processor.face_crop = True
+    processor.save_pretrained(checkpoint)
+    faces, _ = render_clip("happiness", 4, 8, 64)
+    scene, _ = place_in_scene(faces, 4, 144)
+    clip = write_video(tmp_path / "scene.mp4", scene, fps=8)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hesp_hf"] = None
+        if sys.argv[1] == "without-opencv":
+            sys.modules["cv2"] = None
+        from transformers import AutoVideoProcessor, pipeline
+        processor = AutoVideoProcessor.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        assert processor.face_crop is True
+        try:
+            classifier = pipeline("video-classification", model={str(checkpoint)!r}, trust_remote_code=True)
+            print("LABELS", [r["label"] for r in classifier({str(clip)!r})])
+        except ImportError as error:
+            print("IMPORT-ERROR", error)
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    for mode in ("with-opencv", "without-opencv"):
+        done = subprocess.run(
+            [sys.executable, "-c", script, mode], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        if mode == "with-opencv":
+            assert set(eval(done.stdout.split("LABELS", 1)[1].strip())) == set(LABELS) | {"unknown"}
+            assert "No face found" not in done.stderr
+        else:
+            assert "IMPORT-ERROR" in done.stdout and 'pip install "hesp-hf[face]"' in done.stdout
+    assert np.isfinite(scene).all()
