@@ -1,6 +1,7 @@
 """The main job, end to end, on the embedded default: synthetic facial-expression clips, HESP trained on the frozen
 embedded tiny CLIP through scripts/train.py, calibration, evaluation on known + unknown clips, and the stock
-`pipeline("video-classification")` on a known and an unknown clip.
+`pipeline("video-classification")` on a known and an unknown clip; then the same test faces placed in cluttered
+scenes (raw footage), classified whole and with `face_crop=True`.
 
     python scripts/demo.py [--output_dir outputs/demo] [--epochs 12] [--train_per_class 40] [--test_per_class 15]
 
@@ -20,10 +21,12 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from transformers import pipeline
 
+from hesp_hf import HESPVideoProcessor
 from hesp_hf.cli import ArgumentParser, run_command
 from hesp_hf.embedded import DEMO_KNOWN, synthetic_train_arguments
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
@@ -31,6 +34,7 @@ from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 logger = logging.getLogger("demo")
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
+EVALUATE_SCRIPT = Path(__file__).resolve().parent / "evaluate.py"
 
 
 def main() -> None:
@@ -50,10 +54,10 @@ def main() -> None:
     start = time.perf_counter()
 
     spec = SyntheticSpec(train_per_class=args.train_per_class, test_per_class=args.test_per_class, seed=args.seed)
-    logger.info("1/4 synthetic clips (%d classes, cached under %s)", len(CLASSES), args.data_dir)
+    logger.info("1/5 synthetic clips (%d classes, cached under %s)", len(CLASSES), args.data_dir)
     data = write_synthetic_dataset(args.data_dir, spec)
 
-    logger.info("2/4 training HESP on the known classes %s through scripts/train.py", ", ".join(DEMO_KNOWN))
+    logger.info("2/5 training HESP on the known classes %s through scripts/train.py", ", ".join(DEMO_KNOWN))
     command = [
         sys.executable,
         str(TRAIN_SCRIPT),
@@ -68,7 +72,7 @@ def main() -> None:
 
     metrics = json.loads((args.output_dir / "metrics.json").read_text())
     logger.info(
-        "3/4 test set: %d known + %d unknown clips; known-ness score: %s",
+        "3/5 test set: %d known + %d unknown clips; known-ness score: %s",
         metrics["num_known"],
         metrics["num_unknown"],
         metrics["score"],
@@ -78,7 +82,7 @@ def main() -> None:
         print(f"| {name} | {metrics[name]:.4f} |")
     print(f"\ncurves: {args.output_dir / 'curves.png'}\nmodel card: {args.output_dir / 'README.md'}\n")
 
-    logger.info("4/4 pipeline('video-classification') on a known and an unknown test clip")
+    logger.info("4/5 pipeline('video-classification') on a known and an unknown test clip")
     classifier = pipeline("video-classification", model=str(args.output_dir))
     with (data / "test.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -88,8 +92,41 @@ def main() -> None:
         result = classifier(str(data / row["video_path"]), top_k=3)
         shown = ", ".join(f"{r['label']} {r['score']:.2f}" for r in result)
         print(f"{kind} clip ({row['label']}): {shown}")
+
+    logger.info("5/5 raw footage: the same test faces in cluttered scenes, classified whole and with face_crop=True")
+    scene_metrics = evaluate_in_scenes(args, spec, metrics)
+    scene_clip = scene_metrics.pop("clip")
+    cropping = HESPVideoProcessor.from_pretrained(args.output_dir, face_crop=True)
+    classifier = pipeline("video-classification", model=str(args.output_dir), video_processor=cropping)
+    result = classifier(str(scene_clip["path"]), top_k=3)
+    shown = ", ".join(f"{r['label']} {r['score']:.2f}" for r in result)
+    print(f"a {scene_clip['label']} clip in a scene, face_crop=True: {shown}")
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
     print(f"demo: accuracy={metrics['accuracy']:.4f} auroc={metrics['auroc']:.4f} oscr={metrics['oscr']:.4f}")
+
+
+def evaluate_in_scenes(args: argparse.Namespace, spec: SyntheticSpec, centred: dict) -> dict:
+    """The test clips with each face placed off-centre in a cluttered 256x144 scene, evaluated by scripts/evaluate.py
+    whole and with `--face_crop`; prints the three results side by side."""
+    scenes = write_synthetic_dataset(args.data_dir, replace(spec, train_per_class=0, scene_height=144))
+    results = {"centred clips (as trained)": centred}
+    for face_crop in (False, True):
+        output = args.output_dir / ("scenes-face-crop" if face_crop else "scenes-whole")
+        command = [
+            sys.executable, str(EVALUATE_SCRIPT), "--checkpoint", str(args.output_dir), "--dataset", "custom",
+            "--class_names", ",".join(CLASSES), "--test_annotation", str(scenes / "test.csv"),
+            "--output_dir", str(output), "--face_crop", str(face_crop).lower(),
+        ]  # fmt: skip
+        subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        name = "scenes, face_crop=True" if face_crop else "scenes, whole frame"
+        results[name] = json.loads((output / "metrics.json").read_text())
+    print("\n| test clips | accuracy | AUROC | OSCR | clips without a face |\n| --- | --- | --- | --- | --- |")
+    for name, found in results.items():
+        no_face = found.get("no_face_clips", {}).get("test", "")
+        print(f"| {name} | {found['accuracy']:.4f} | {found['auroc']:.4f} | {found['oscr']:.4f} | {no_face} |")
+    with (scenes / "test.csv").open() as handle:
+        row = next(r for r in csv.DictReader(handle) if r["label"] == DEMO_KNOWN[1])
+    return {"clip": {"path": scenes / row["video_path"], "label": row["label"]}}
 
 
 if __name__ == "__main__":
