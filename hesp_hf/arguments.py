@@ -165,6 +165,10 @@ class DataArguments:
         },
     )
     face_margin: float = field(default=0.25, metadata={"help": "Margin around the face box, share of its side."})
+    face_min_score: float = field(
+        default=0.75,
+        metadata={"help": "Detector score a face needs (0.75: measured on real faces; drawn faces: lower)."},
+    )
     augmentation: str = field(
         default="flip_crop",
         metadata={"help": "Training augmentation, one draw per clip: flip_crop (the paper's), flip, or none."},

@@ -189,6 +189,7 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         num_frames=model_args.num_frames,
         face_crop=data_args.face_crop,
         face_margin=data_args.face_margin,
+        face_min_score=data_args.face_min_score,
     )
     crop = (processor.crop_size.height, processor.crop_size.width)
     clip_log = fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)

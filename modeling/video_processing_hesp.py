@@ -16,7 +16,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-from .face_cropping_hesp import DEFAULT_MARGIN
+from .face_cropping_hesp import DEFAULT_MARGIN, DEFAULT_MIN_SCORE
 from .video_decoding_hesp import VideoDecodeError, decode_video, segment_indices
 
 
@@ -26,11 +26,12 @@ logger = logging.get_logger(__name__)
 class HESPVideosKwargs(VideosKwargs, total=False):
     """`random_sampling`: draw a random frame inside each segment (training) instead of its centre (inference).
     `face_crop`: crop every clip to its face first (raw footage; see `face_cropping_hesp`); `face_margin`: the
-    margin around the face box, as a share of its longer side."""
+    margin around the face box, as a share of its longer side; `face_min_score`: the detector score a face needs."""
 
     random_sampling: bool | None
     face_crop: bool | None
     face_margin: float | None
+    face_min_score: float | None
 
 
 class HESPVideoProcessor(BaseVideoProcessor):
@@ -54,6 +55,7 @@ class HESPVideoProcessor(BaseVideoProcessor):
     random_sampling = False
     face_crop = False
     face_margin = DEFAULT_MARGIN
+    face_min_score = DEFAULT_MIN_SCORE
     valid_kwargs = HESPVideosKwargs
     model_input_names = ["pixel_values_videos"]
 
@@ -66,6 +68,7 @@ class HESPVideoProcessor(BaseVideoProcessor):
         where no frame shows a face is used whole, with a warning naming it."""
         face_crop = kwargs.pop("face_crop", None)
         margin = kwargs.pop("face_margin", None)
+        min_score = kwargs.pop("face_min_score", None)
         if not (self.face_crop if face_crop is None else face_crop):
             return super().preprocess(videos, **kwargs)
         from functools import partial
@@ -92,7 +95,8 @@ class HESPVideoProcessor(BaseVideoProcessor):
         cropped = []
         for index, video in enumerate(decoded):
             frames = _as_rgb_uint8(video)
-            track = face_track(frames, shared_detector(), self.face_margin if margin is None else margin)
+            detector = shared_detector(self.face_min_score if min_score is None else min_score)
+            track = face_track(frames, detector, self.face_margin if margin is None else margin)
             if not track.found:
                 name = names[index] if names else f"clip {index} of the batch"
                 logger.warning("No face found in any sampled frame of %s: the whole frame is used.", name)

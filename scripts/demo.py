@@ -28,7 +28,7 @@ from transformers import pipeline
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.cli import ArgumentParser, run_command
-from hesp_hf.embedded import DEMO_KNOWN, synthetic_train_arguments
+from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_train_arguments
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 
@@ -96,7 +96,7 @@ def main() -> None:
     logger.info("5/5 raw footage: the same test faces in cluttered scenes, classified whole and with face_crop=True")
     scene_metrics = evaluate_in_scenes(args, spec, metrics)
     scene_clip = scene_metrics.pop("clip")
-    cropping = HESPVideoProcessor.from_pretrained(args.output_dir, face_crop=True)
+    cropping = HESPVideoProcessor.from_pretrained(args.output_dir, face_crop=True, **DEMO_FACE_SETTINGS)
     classifier = pipeline("video-classification", model=str(args.output_dir), video_processor=cropping)
     result = classifier(str(scene_clip["path"]), top_k=3)
     shown = ", ".join(f"{r['label']} {r['score']:.2f}" for r in result)
@@ -116,6 +116,8 @@ def evaluate_in_scenes(args: argparse.Namespace, spec: SyntheticSpec, centred: d
             sys.executable, str(EVALUATE_SCRIPT), "--checkpoint", str(args.output_dir), "--dataset", "custom",
             "--class_names", ",".join(CLASSES), "--test_annotation", str(scenes / "test.csv"),
             "--output_dir", str(output), "--face_crop", str(face_crop).lower(),
+            "--face_margin", str(DEMO_FACE_SETTINGS["face_margin"]),
+            "--face_min_score", str(DEMO_FACE_SETTINGS["face_min_score"]),
         ]  # fmt: skip
         subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         name = "scenes, face_crop=True" if face_crop else "scenes, whole frame"

@@ -102,7 +102,7 @@ def test_remote_code_face_crop_checkpoint(checkpoint, tmp_path):
     from hesp_hf.video_writer import write_video
 
     processor = AutoVideoProcessor.from_pretrained(checkpoint)
-    processor.face_crop = True
+    processor.face_crop, processor.face_min_score = True, 0.1  # drawn faces score low
     processor.save_pretrained(checkpoint)
     faces, _ = render_clip("happiness", 4, 8, 64)
     scene, _ = place_in_scene(faces, 4, 144)

@@ -68,6 +68,7 @@ def main() -> None:
     processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
     if data_args.face_crop:  # raw footage for a model trained on crops (a model trained with --face_crop crops anyway)
         processor.face_crop, processor.face_margin = True, data_args.face_margin
+        processor.face_min_score = data_args.face_min_score
     clip_log = Path(eval_args.output_dir) / CLIP_LOG_NAME
     transform = ClipTransform(
         processor,

@@ -100,11 +100,13 @@ class ClipTransform:
         given) and reused at the times later reads sample, so epochs do not detect again."""
         from ..modeling.face_cropping_hesp import crop_to_track, face_track, shared_detector
 
-        cache = self.face_cache / f"{_clip_key(path, self.processor.face_margin)}.json" if self.face_cache else None
+        settings = (self.processor.face_margin, self.processor.face_min_score)
+        cache = self.face_cache / f"{_clip_key(path, settings)}.json" if self.face_cache else None
         track = FaceTrack.from_json(json.loads(cache.read_text())) if cache is not None and cache.exists() else None
         times = np.asarray(clip.timestamps, dtype=float)
         if track is None:
-            track = face_track(clip.frames, shared_detector(), self.processor.face_margin, times=times)
+            detector = shared_detector(self.processor.face_min_score)
+            track = face_track(clip.frames, detector, self.processor.face_margin, times=times)
             if cache is not None:
                 write_text_atomic(cache, json.dumps(track.to_json()))
         if not track.found:
@@ -140,7 +142,7 @@ class ClipTransform:
         return processed["pixel_values_videos"][0]
 
     def _report(self, path: str, kind: str, reason: str) -> None:
-        logger.warning("%s clip (%s) %s: %s", kind.capitalize(), self.split, path, reason)
+        logger.warning("%s %s clip %s: %s", self.split.capitalize(), kind.replace("_", "-"), path, reason)
         if self.clip_log is not None:
             self.clip_log.parent.mkdir(parents=True, exist_ok=True)
             line = "\t".join((self.split, kind, path, " ".join(reason.split())))
@@ -188,11 +190,11 @@ def read_clip_log(path: str | Path) -> ClipReport:
     )
 
 
-def _clip_key(path: str, margin: float) -> str:
+def _clip_key(path: str, settings: tuple) -> str:
     """A cache name for a clip's face track: its path, size and modification time (a replaced file is detected
-    again) and the crop margin."""
+    again) and the face settings."""
     stat = Path(path).stat()
-    return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{margin}".encode()).hexdigest()
+    return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{settings}".encode()).hexdigest()
 
 
 def collate_clips(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
