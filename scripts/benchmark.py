@@ -20,9 +20,6 @@ Sections:
 Absolute times are printed with the machine they came from; compare ratios, not seconds, across machines.
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
-
-
 import argparse
 import json
 import os

@@ -10,8 +10,6 @@ docs/open-set-quality.md). The last line reads `demo: accuracy=<a> auroc=<b> osc
 the max logit of the ensemble of the CLIP and reciprocal-point branches).
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
-
 import argparse
 import csv
 import json
@@ -34,7 +32,7 @@ from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 logger = logging.getLogger("demo")
 TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
-EVALUATE_SCRIPT = Path(__file__).resolve().parent / "evaluate.py"
+EVALUATE_SCRIPT = Path(__file__).resolve().parent / "run_evaluation.py"
 
 
 def main() -> None:
@@ -106,7 +104,7 @@ def main() -> None:
 
 
 def evaluate_in_scenes(args: argparse.Namespace, spec: SyntheticSpec, centred: dict) -> dict:
-    """The test clips with each face placed off-centre in a cluttered 256x144 scene, evaluated by scripts/evaluate.py
+    """The test clips with each face placed off-centre in a cluttered 256x144 scene, evaluated by scripts/run_evaluation.py
     whole and with `--face_crop`; prints the three results side by side."""
     scenes = write_synthetic_dataset(args.data_dir, replace(spec, train_per_class=0, scene_height=144))
     results = {"centred clips (as trained)": centred}

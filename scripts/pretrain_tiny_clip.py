@@ -10,8 +10,6 @@ as with the real CLIP. Frames of every synthetic class are used here (real CLIP,
 pretraining); the demo's clips come from other seeds.
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
-
 import argparse
 import json
 import logging

@@ -18,8 +18,6 @@ worst run; `results-data-<seeds>.md` / `.csv` hold the table and every run. Fini
 measurement resumes.
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
-
 import argparse
 import json
 import os

@@ -13,8 +13,6 @@ Used to choose the hesp-hf recipe on the demo split and data seeds 0-2, and to c
 was not chosen on. `scripts/quality.py` measures the full method (visual prompt on) through `scripts/train.py`.
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
-
 import argparse
 import csv
 import json

@@ -166,7 +166,7 @@ def test_two_process_ddp_matches_single_process(reference_run, tiny_data, tmp_pa
 def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, tmp_path):
     root, _ = tiny_data
     command = [
-        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
+        sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(reference_run),
         "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
         "--test_annotation", str(root / "test.csv"), "--num_workers", "0",
@@ -181,7 +181,7 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
     assert (tmp_path / "eval" / "curves.png").exists()
     # The checkpoint and the test annotation alone (its classes from the checkpoint and its run_arguments.json).
     alone = [
-        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
+        sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(reference_run),
         "--output_dir", str(tmp_path / "alone"), "--dataset", "custom", "--test_annotation", str(root / "test.csv"),
         "--num_workers", "0",
     ]  # fmt: skip
@@ -245,7 +245,7 @@ def test_run_protocol_on_custom_known_lists(tmp_path):
 
 
 def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_data, tmp_path):
-    """train.py into a folder holding a run, and evaluate.py into a trained folder, stop before touching anything."""
+    """train.py into a folder holding a run, and run_evaluation.py into a trained folder, stop before touching anything."""
     before = {p: p.stat().st_mtime_ns for p in reference_run.rglob("*") if p.is_file()}
     command = train_command(tiny_data, reference_run, "--per_device_train_batch_size", "4")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -253,7 +253,7 @@ def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_dat
     assert done.returncode != 0 and "already holds a run" in done.stderr and "--overwrite_output_dir" in done.stderr
     root, _ = tiny_data
     evaluate = [
-        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(reference_run),
+        sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(reference_run),
         "--output_dir", str(reference_run), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
         "--test_annotation", str(root / "test.csv"),
@@ -382,7 +382,7 @@ def test_console_commands_are_installed(command):
 def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tmp_path):
     """Undecodable clips in every split, batch size 1 (so whole batches are bad): training finishes, and
     metrics.json counts distinct clips per split -- the same again on a second run into the folder -- as does
-    evaluate.py; truncated clips are counted apart from skipped ones."""
+    run_evaluation.py; truncated clips are counted apart from skipped ones."""
     root, clip = tiny_data
     data = tmp_path / "data"
     shutil.copytree(root, data)
@@ -408,7 +408,7 @@ def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tm
         assert metrics["truncated_clips"] == {"train": 0, "validation": 0, "test": 1}
         assert (output / "clip_report.tsv").exists()
     evaluate = [
-        sys.executable, str(REPO / "scripts" / "evaluate.py"), "--checkpoint", str(output),
+        sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(output),
         "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--test_annotation", str(data / "test.csv"), "--on_bad_clip", "skip", "--on_truncated_clip", "skip",
     ]  # fmt: skip

@@ -1,7 +1,7 @@
 """Evaluate a saved HESP checkpoint (folder or Hub id) on the test set of an open-set split.
 
-    python scripts/evaluate.py --checkpoint runs/mafw-0 --dataset mafw --data_root MAFW --output_dir runs/mafw-0/eval
-    python scripts/evaluate.py --checkpoint runs/x --dataset custom --test_annotation data/test.csv --output_dir ...
+    python scripts/run_evaluation.py --checkpoint runs/mafw-0 --dataset mafw --data_root MAFW --output_dir runs/mafw-0/eval
+    python scripts/run_evaluation.py --checkpoint runs/x --dataset custom --test_annotation data/test.csv --output_dir ...
 
 The checkpoint knows its classes, so a test annotation (or a preset's `--data_root`) is enough: the known classes are
 the checkpoint's, every other class is unknown; a custom dataset's class list comes from `--class_names` or the

@@ -3,8 +3,6 @@
 The code is `hesp_hf/commands/evaluate.py`; installed, the same command is `hesp-evaluate` (`hesp-evaluate --help`).
 """
 
-import _unshadow  # noqa: F401, I001  (first: keeps scripts/evaluate.py from shadowing `evaluate`)
-
 from hesp_hf.commands.evaluate import cli
 
 
