@@ -71,8 +71,9 @@ def tiny_clip_config(
 def save_tiny_clip(directory: str | Path, seed: int = 0, **config_kwargs) -> Path:
     """Write a randomly initialised tiny `CLIPModel` and its character-level tokenizer to `directory`."""
     directory = Path(directory)
-    torch.manual_seed(seed)
-    model = CLIPModel(tiny_clip_config(**config_kwargs)).eval()
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
+        torch.manual_seed(seed)
+        model = CLIPModel(tiny_clip_config(**config_kwargs)).eval()
     model.save_pretrained(directory)
     save_char_tokenizer(directory)
     return directory

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 
 from hesp_hf.metrics import (
@@ -184,3 +185,26 @@ def test_plot_writes_a_png(tmp_path):
     path = plot_open_set_curves(logits, references, tmp_path / "curves" / "test.png", title="split 1")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["test.png"]  # no temporary left behind
+
+
+def test_library_calls_leave_global_state_alone(tmp_path):
+    """Drawing the curves keeps the caller's matplotlib backend; writing a tiny CLIP keeps torch's random state."""
+    import matplotlib
+
+    from hesp_hf.metrics.plots import plot_open_set_curves
+    from hesp_hf.tiny_clip import save_tiny_clip
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")  # a backend the library has no reason to pick itself
+    try:
+        rng = np.random.default_rng(0)
+        logits, labels = rng.normal(size=(40, 4)), np.r_[rng.integers(0, 3, 30), -np.ones(10, dtype=int)]
+        assert plot_open_set_curves(logits, labels, tmp_path / "curves.png").stat().st_size > 0
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    save_tiny_clip(tmp_path / "tiny")
+    assert torch.equal(torch.rand(3), expected)

@@ -28,12 +28,11 @@ def draw_open_set_curves(
     metrics: dict[str, Any], curves: OpenSetCurves, path: str | Path, score: str, title: str | None = None
 ) -> Path:
     """The plot of `plot_open_set_curves` from already computed metrics and curves (`open_set_analysis`)."""
-    import matplotlib
+    # A bare `Figure` draws to a file without pyplot, so the caller's backend (a notebook's) is left as it is.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only: no display needed
-    import matplotlib.pyplot as plt
-
-    figure, (roc_axis, oscr_axis) = plt.subplots(1, 2, figsize=(10, 4.6))
+    figure = Figure(figsize=(10, 4.6))
+    roc_axis, oscr_axis = figure.subplots(1, 2)
     roc_axis.plot(curves.roc_fpr, curves.roc_tpr, color="tab:blue", lw=2)
     roc_axis.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
     roc_axis.set(xlabel="FPR (unknown clips accepted)", ylabel="TPR (known clips accepted)")
@@ -49,9 +48,6 @@ def draw_open_set_curves(
     counts = f"{metrics['num_known']} known / {metrics['num_unknown']} unknown clips, score: {score}"
     figure.suptitle(f"{title}\n{counts}" if title else counts)
     figure.tight_layout()
-    try:
-        with atomic_output(path) as temporary:
-            figure.savefig(temporary, dpi=120)
-    finally:
-        plt.close(figure)
+    with atomic_output(path) as temporary:
+        figure.savefig(temporary, dpi=120)
     return Path(path)
