@@ -15,6 +15,7 @@ from .modeling.configuration_hesp import HESPConfig
 from .modeling.loss_hesp import HESPOpenSetLoss
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification, HESPVideoClassifierOutput
 from .modeling.video_processing_hesp import HESPVideoProcessor, VideoDecodeError
+from .pairing import check_pair, model_and_processor_from_clip
 
 
 __version__ = "0.1.0"
@@ -44,5 +45,7 @@ __all__ = [
     "HESPVideoProcessor",
     "VideoDecodeError",
     "__version__",
+    "check_pair",
     "load_oscr_metric",
+    "model_and_processor_from_clip",
 ]

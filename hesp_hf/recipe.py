@@ -31,8 +31,7 @@ from .data.protocol import test_only_split
 from .evaluation import predict_open_set, write_open_set_report
 from .metrics import trainer_compute_metrics
 from .model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
-from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
-from .modeling.video_processing_hesp import HESPVideoProcessor
+from .pairing import model_and_processor_from_clip
 from .synthetic import synthetic_spec_of
 from .training import HESPTrainer, calibrate_threshold
 
@@ -181,15 +180,17 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         check_output_dir(output_dir, training_args.overwrite_output_dir, resuming=resume is not None)
     split = load_split(data_args, training_args.seed)  # logs the split's summary
 
-    model = HESPForOpenSetVideoClassification.from_clip(
-        model_args.clip_model, labels=split.known_labels, **config_overrides(model_args)
-    )
-    processor = HESPVideoProcessor.from_clip(
+    overrides = config_overrides(model_args)
+    model, processor = model_and_processor_from_clip(
         model_args.clip_model,
-        num_frames=model_args.num_frames,
-        face_crop=data_args.face_crop,
-        face_margin=data_args.face_margin,
-        face_min_score=data_args.face_min_score,
+        split.known_labels,
+        num_frames=overrides.pop("num_frames"),
+        processor_kwargs={
+            "face_crop": data_args.face_crop,
+            "face_margin": data_args.face_margin,
+            "face_min_score": data_args.face_min_score,
+        },
+        **overrides,
     )
     crop = (processor.crop_size.height, processor.crop_size.width)
     clip_log = fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)

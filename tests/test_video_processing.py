@@ -148,3 +148,24 @@ def _write_audio(path):
         frame.sample_rate = 8000
         container.mux(stream.encode(frame))
         container.mux(stream.encode())
+
+
+def test_model_and_processor_are_built_and_checked_as_a_pair(tiny_clip_dir, tmp_path):
+    """The processor's std scales the visual prompt (not CLIP's default); a saved pair that disagrees is refused."""
+    import shutil
+
+    from hesp_hf import HESPForOpenSetVideoClassification, check_pair, model_and_processor_from_clip
+
+    clip = tmp_path / "clip"
+    shutil.copytree(tiny_clip_dir, clip)
+    (clip / "preprocessor_config.json").write_text(
+        '{"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": 32, "width": 32},'
+        ' "size": {"shortest_edge": 32}, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.2, 0.3]}'
+    )
+    model, processor = model_and_processor_from_clip(str(clip), ["a", "b"], num_frames=3)
+    assert model.config.image_std == [0.25, 0.2, 0.3] and model.config.num_frames == processor.num_frames == 3
+    delta = model.visual_prompt.scaled_delta(torch.zeros(1)) * torch.tensor([0.25, 0.2, 0.3])[:, None, None]
+    torch.testing.assert_close(delta, model.visual_prompt.delta.detach())  # prompt / std, the processor's std
+    other = HESPForOpenSetVideoClassification.from_clip(str(clip), ["a", "b"], num_frames=5)
+    with pytest.raises(ValueError, match=r"num_frames: the model's config says 5.*processor 3.*image_std"):
+        check_pair(other.config, processor)

@@ -24,6 +24,7 @@ from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
+from hesp_hf.pairing import check_pair
 from hesp_hf.recipe import (
     CLIP_LOG_NAME,
     MODEL_FILES,
@@ -66,6 +67,7 @@ def main() -> None:
             f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."
         )
     processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
+    check_pair(model.config, processor, f"The checkpoint {eval_args.checkpoint}'s model and processor")
     if data_args.face_crop:  # raw footage for a model trained on crops (a model trained with --face_crop crops anyway)
         processor.face_crop, processor.face_margin = True, data_args.face_margin
         processor.face_min_score = data_args.face_min_score
