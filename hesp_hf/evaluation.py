@@ -5,14 +5,19 @@ import csv
 import io
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from transformers import Trainer
 
 from .atomic_files import write_text_atomic
 from .metrics import open_set_analysis, open_set_metrics
+from .modeling.modeling_hesp import HESPVideoClassifierOutput
+
+
+if TYPE_CHECKING:
+    from .training import HESPTrainer
 from .metrics.plots import draw_open_set_curves
 
 
@@ -31,19 +36,23 @@ class OpenSetPredictions(NamedTuple):
 
 METRICS = ("accuracy", "auroc", "oscr")
 
-# Model outputs `Trainer.predict` may leave out: only the logits, the score and the two branches are gathered.
-_UNGATHERED_OUTPUTS = ["video_embeds", "frame_weights", "text_embeds", "negative_visual_embeds", "loss_terms"]
+# The outputs an evaluation gathers, by name; every other field of `HESPVideoClassifierOutput` stays on the device.
+GATHERED_OUTPUTS = ("logits", "open_set_score", "clip_logits", "reciprocal_logits")
 
 
-def predict_open_set(trainer: Trainer, dataset: Any) -> OpenSetPredictions:
-    """Predictions of `trainer.model` on a dataset, gathered over every process."""
-    output = trainer.predict(dataset, ignore_keys=_UNGATHERED_OUTPUTS, metric_key_prefix="predict")
+def predict_open_set(trainer: "HESPTrainer", dataset: Any) -> OpenSetPredictions:
+    """Predictions of `trainer.model` on a dataset, gathered over every process (a `HESPTrainer`, whose predictions
+    are named, so a new output field cannot mislabel the branches)."""
+    ignore = [name for name in HESPVideoClassifierOutput.__dataclass_fields__ if name not in GATHERED_OUTPUTS]
+    output = trainer.predict(dataset, ignore_keys=ignore, metric_key_prefix="predict")
     predictions = output.predictions
-    arrays = [np.asarray(p) for p in (predictions if isinstance(predictions, tuple) else (predictions,))]
-    logits = arrays[0]
-    scores = arrays[1] if len(arrays) > 1 else logits[:, :-1].max(axis=1)
-    branch_logits = dict(zip(("clip", "reciprocal"), arrays[2:4], strict=False))  # (logits, score, clip[, recip])
-    return OpenSetPredictions(logits, scores, np.asarray(output.label_ids), branch_logits)
+    if not isinstance(predictions, Mapping):
+        raise TypeError(f"predict_open_set needs a HESPTrainer (named predictions), got {type(trainer).__name__}.")
+    arrays = {name: np.asarray(value) for name, value in predictions.items()}
+    branch_logits = {
+        branch: arrays[f"{branch}_logits"] for branch in ("clip", "reciprocal") if f"{branch}_logits" in arrays
+    }
+    return OpenSetPredictions(arrays["logits"], arrays["open_set_score"], np.asarray(output.label_ids), branch_logits)
 
 
 def branch_metrics(

@@ -195,16 +195,31 @@ class HESPTrainer(Trainer):
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """An empty batch (every clip skipped) predicts nothing: zero rows of each output, shaped as a real batch's,
-        so gathering over processes stays in step."""
-        if not _is_empty(inputs):
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-        loss, logits, labels = super().prediction_step(
-            model, _stand_in_batch(model, inputs), prediction_loss_only, ignore_keys=ignore_keys
-        )
-        empty = _first_rows(logits, 0)
-        loss = None if loss is None or self.args.world_size == 1 else loss * 0.0
-        return loss, empty, None if labels is None else labels[:0]
+        """The model's outputs as a dict by name (`logits`, `open_set_score`, `clip_logits`, ...), not the stock
+        positional tuple: which outputs exist depends on the config (no `reciprocal_logits` without reciprocal
+        points), so positions would silently shift. An empty batch (every clip skipped) predicts zero rows of each
+        output, shaped as a real batch's, so gathering over processes stays in step."""
+        empty = _is_empty(inputs)
+        batch = self._prepare_inputs(_stand_in_batch(model, inputs) if empty else inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            if "labels" in batch:
+                loss, outputs = self.compute_loss(model, batch, return_outputs=True)
+                loss = loss.detach().mean()
+            else:
+                loss, outputs = None, model(**batch)
+        if empty:
+            loss = None if loss is None or self.args.world_size == 1 else loss * 0.0
+        if prediction_loss_only:
+            return loss, None, None
+        ignore = {"loss", *(ignore_keys or [])}
+        predictions = {
+            name: value.detach() for name, value in outputs.items() if name not in ignore and torch.is_tensor(value)
+        }
+        labels = batch.get("labels")
+        if empty:
+            predictions = {name: value[:0] for name, value in predictions.items()}
+            labels = None if labels is None else labels[:0]
+        return loss, predictions, labels
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         if "loss" in logs and self._term_count:
@@ -229,12 +244,6 @@ def _stand_in_batch(model: torch.nn.Module, inputs: dict) -> dict[str, torch.Ten
         "pixel_values_videos": torch.zeros(1, 1, 3, size, size, device=device),
         "labels": torch.zeros(1, dtype=torch.long, device=device),
     }
-
-
-def _first_rows(value, count: int):
-    if isinstance(value, (tuple, list)):
-        return type(value)(_first_rows(item, count) for item in value)
-    return None if value is None else value[:count]
 
 
 def calibrate_threshold(scores: np.ndarray, keep_share: float = 0.95) -> float:

@@ -123,7 +123,15 @@ class HESPConfig(CLIPConfig):
 
     model_type = "hesp"
     # Class-major tensors and the loss breakdown must not be concatenated over batches by `Trainer.predict`.
-    keys_to_ignore_at_inference: ClassVar[list[str]] = ["text_embeds", "negative_visual_embeds", "loss_terms"]
+    # Outputs not gathered when evaluating (per-clip features and prompt features); `hesp_hf.evaluation` gathers the
+    # rest: logits, open_set_score, clip_logits, reciprocal_logits.
+    keys_to_ignore_at_inference: ClassVar[list[str]] = [
+        "video_embeds",
+        "frame_weights",
+        "text_embeds",
+        "negative_visual_embeds",
+        "loss_terms",
+    ]
 
     num_frames: int = 8
     n_ctx: int = 4

@@ -266,7 +266,8 @@ def test_trainer_steps_over_an_empty_batch(tiny_clip_dir, tmp_path):
     model.eval()
     loss, logits, labels = trainer.prediction_step(model, empty, prediction_loss_only=False)
     assert loss is None and labels.shape == (0,)
-    assert all(t.shape[0] == 0 for t in (logits if isinstance(logits, tuple) else (logits,)))
+    assert {"logits", "open_set_score", "clip_logits"} <= logits.keys()
+    assert all(value.shape[0] == 0 for value in logits.values())
 
 
 def test_when_seeking_fails_one_pass_gives_the_same_frames(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ from collections import Counter
 import datasets
 import pytest
 import torch
-from transformers import HfArgumentParser, TrainerCallback
+from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
 from hesp_hf.arguments import RECIPES, HESPTrainingArguments, ModelArguments
 from hesp_hf.data import collate_clips
@@ -238,3 +238,35 @@ def test_hub_push_is_checked_before_training(tmp_path, monkeypatch):
 def test_no_pinned_memory_without_an_accelerator(tmp_path):
     args = HESPTrainingArguments(output_dir=str(tmp_path))
     assert args.dataloader_pin_memory == torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("reciprocal", [True, False])
+def test_predictions_are_mapped_by_name_not_position(make_model, tmp_path, reciprocal):
+    """`predict_open_set` takes each branch by its output name: with reciprocal points off (one output fewer) the
+    CLIP branch is still the CLIP branch, and every array equals the model's own output."""
+    import datasets
+
+    from hesp_hf.data import collate_clips
+    from hesp_hf.evaluation import predict_open_set
+    from hesp_hf.training import HESPTrainer
+
+    model = make_model(use_reciprocal_points=reciprocal).eval()
+    pixels = torch.randn(5, 4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    table = {"pixel_values_videos": pixels.numpy(), "labels": [0, 1, -1, 2, 0]}
+    dataset = datasets.Dataset.from_dict(table).with_format("torch")
+    args = TrainingArguments(
+        str(tmp_path), report_to="none", use_cpu=True, remove_unused_columns=False, per_device_eval_batch_size=2
+    )
+    trainer = HESPTrainer(model=model, args=args, data_collator=collate_clips)
+    predictions = predict_open_set(trainer, dataset)
+    with torch.no_grad():
+        expected = model(pixel_values_videos=pixels)
+    torch.testing.assert_close(torch.as_tensor(predictions.logits), expected.logits)
+    torch.testing.assert_close(torch.as_tensor(predictions.scores), expected.open_set_score)
+    torch.testing.assert_close(torch.as_tensor(predictions.branch_logits["clip"]), expected.clip_logits)
+    assert ("reciprocal" in predictions.branch_logits) == reciprocal
+    if reciprocal:
+        torch.testing.assert_close(
+            torch.as_tensor(predictions.branch_logits["reciprocal"]), expected.reciprocal_logits
+        )
+    assert predictions.labels.tolist() == [0, 1, -1, 2, 0]

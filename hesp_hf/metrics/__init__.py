@@ -1,5 +1,6 @@
 """Open-set metrics: ACC / AUROC / OSCR as pure functions, as an `evaluate` module, and as plots."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,10 @@ def trainer_compute_metrics(unknown_label: int = -1, score: ScoreName = "max_log
 
     def compute_metrics(eval_prediction: Any) -> dict[str, float | int]:
         predictions = eval_prediction.predictions
-        logits = np.asarray(predictions[0] if isinstance(predictions, (tuple, list)) else predictions)
+        if isinstance(predictions, Mapping):  # HESPTrainer: outputs by name
+            logits = np.asarray(predictions["logits"])
+        else:  # a stock Trainer: `logits` is the first output field
+            logits = np.asarray(predictions[0] if isinstance(predictions, (tuple, list)) else predictions)
         labels = np.asarray(eval_prediction.label_ids)
         if not (labels == unknown_label).any():
             known_logits = logits[:, :-1]
