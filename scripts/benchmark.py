@@ -106,7 +106,7 @@ def benchmark_decode(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, 
     from transformers.video_utils import load_video
 
     from hesp_hf.data import sample_clip
-    from hesp_hf.data.decoding import frame_files
+    from hesp_hf.data.annotations import frame_files
     from hesp_hf.modeling.video_decoding_hesp import segment_indices
     from hesp_hf.video_writer import write_video
 

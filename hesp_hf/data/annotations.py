@@ -170,14 +170,14 @@ def _read_class_folders(path: Path, preset: DatasetPreset, root: Path) -> tuple[
         if folder is None:
             continue
         for clip in sorted(folder.iterdir()):
-            if clip.suffix.lower() in VIDEO_SUFFIXES or (clip.is_dir() and _frame_files(clip)):
+            if clip.suffix.lower() in VIDEO_SUFFIXES or (clip.is_dir() and frame_files(clip)):
                 records.append(ClipRecord(str(clip), index, None, str(folder), 0))
     return records, problems
 
 
-def _frame_files(folder: Path) -> list[Path]:
+def frame_files(folder: str | Path) -> list[Path]:
     """A frame folder's images in time order (sorted names)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _check_on_disk(records: list[ClipRecord]) -> list[str]:
@@ -188,7 +188,7 @@ def _check_on_disk(records: list[ClipRecord]) -> list[str]:
         if not path.exists():
             problems.append(f"{where}: missing clip {path}")
         elif path.is_dir():
-            if not _frame_files(path):
+            if not frame_files(path):
                 problems.append(f"{where}: clip {path} has zero frames (no images in the folder)")
         elif path.stat().st_size == 0:
             problems.append(f"{where}: clip {path} has zero frames (empty file)")

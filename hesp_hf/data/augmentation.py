@@ -28,18 +28,12 @@ class ClipAugmentation:
         return TF.resized_crop(video, top, left, height, width, list(self.size), antialias=True)
 
     def _crop_box(self, height: int, width: int, generator: torch.Generator | None) -> tuple[int, int, int, int]:
-        """torchvision's RandomResizedCrop box rule, drawn from `generator` so a seed reproduces it."""
+        """torchvision's RandomResizedCrop box, drawn from `generator` when given so that a seed reproduces it
+        (torchvision draws from the global generator: it runs on a fork of it, seeded from `generator`)."""
+        image = torch.empty(1, height, width)
         if generator is None:
-            return RandomResizedCrop.get_params(torch.empty(1, height, width), list(self.scale), list(self.ratio))
-        area = height * width
-        log_ratio = torch.log(torch.tensor(self.ratio))
-        for _ in range(10):
-            target = area * torch.empty(1).uniform_(*self.scale, generator=generator).item()
-            aspect = torch.exp(torch.empty(1).uniform_(log_ratio[0], log_ratio[1], generator=generator)).item()
-            w, h = int(round((target * aspect) ** 0.5)), int(round((target / aspect) ** 0.5))
-            if 0 < w <= width and 0 < h <= height:
-                top = int(torch.randint(0, height - h + 1, (1,), generator=generator))
-                left = int(torch.randint(0, width - w + 1, (1,), generator=generator))
-                return top, left, h, w
-        side = min(height, width)  # fallback: the central square
-        return (height - side) // 2, (width - side) // 2, side, side
+            return RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return RandomResizedCrop.get_params(image, list(self.scale), list(self.ratio))

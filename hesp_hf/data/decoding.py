@@ -9,12 +9,7 @@ from PIL import Image
 
 from ..modeling.video_decoding_hesp import DecodedVideo, VideoDecodeError, decode_video, segment_indices
 from ..modeling.video_processing_hesp import VideoMetadata
-from .annotations import IMAGE_SUFFIXES
-
-
-def frame_files(folder: str | Path) -> list[Path]:
-    """The images of a frame folder in time order (sorted names)."""
-    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+from .annotations import IMAGE_SUFFIXES, frame_files
 
 
 def sample_clip(
