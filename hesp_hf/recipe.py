@@ -366,7 +366,7 @@ def place_visual_prompt(model: Any, split: OpenSetSplit, transform: ClipTransfor
     )
     batches = (batch for batch in batches if len(batch))  # a batch of skipped clips is empty
     model.eval()
-    model.estimate_visual_prompt_location(batches)
+    model.config.visual_prompt_center = model.estimate_visual_prompt_location(batches)
     model.train()
 
 

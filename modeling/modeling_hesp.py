@@ -425,8 +425,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
     @torch.no_grad()
     def estimate_visual_prompt_location(self, videos: Iterable[torch.Tensor]) -> list[int]:
-        """Set `config.visual_prompt_center` from the mean saliency over `videos` (batches `(B, T, C, H, W)` of
-        normalised frames, e.g. a sample of training clips) and return it as `[row, col]`."""
+        """The `[row, col]` centre of the visual prompt with the highest mean saliency over `videos` (batches
+        `(B, T, C, H, W)` of normalised frames, e.g. a sample of training clips). Nothing is changed: store it in
+        `config.visual_prompt_center` to use it."""
         total, count = None, 0
         text_embeds = self.class_text_embeds()
         for video in videos:
@@ -438,9 +439,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             raise ValueError("estimate_visual_prompt_location needs at least one clip.")
         top, left = self.prompt_top_left((total / count)[None])
         half = self.visual_prompt.size // 2
-        self.config.visual_prompt_center = [int(top) + half, int(left) + half]
-        logger.info("Visual prompt centre estimated from %d frames: %s", count, self.config.visual_prompt_center)
-        return self.config.visual_prompt_center
+        center = [int(top) + half, int(left) + half]
+        logger.info("Visual prompt centre estimated from %d frames: %s", count, center)
+        return center
 
     def add_visual_prompt(self, frames: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """Prompted frames `(N, C, H, W)` from normalised frames `(N, C, H, W)`."""

@@ -270,3 +270,9 @@ def test_predictions_are_mapped_by_name_not_position(make_model, tmp_path, recip
             torch.as_tensor(predictions.branch_logits["reciprocal"]), expected.reciprocal_logits
         )
     assert predictions.labels.tolist() == [0, 1, -1, 2, 0]
+    # One list: what evaluation gathers and what the config leaves out during training cover every output field.
+    from hesp_hf.evaluation import GATHERED_OUTPUTS
+    from hesp_hf.modeling.modeling_hesp import HESPVideoClassifierOutput
+
+    fields = set(HESPVideoClassifierOutput.__dataclass_fields__) - {"loss"}
+    assert set(model.config.keys_to_ignore_at_inference) == fields - set(GATHERED_OUTPUTS)
