@@ -1,6 +1,6 @@
 """Training HESP with the `Trainer`: the paper's optimiser and schedule, loss-term logging, threshold calibration.
 
-The paper's recipe (hesp-method.md §2.7): SGD, lr 0.01, momentum 0.9, weight decay 1e-4, x0.1 at epochs 30/60/90,
+The paper's recipe (HESP, ACM MM 2024, implementation details, and the released training script): SGD, lr 0.01, momentum 0.9, weight decay 1e-4, x0.1 at epochs 30/60/90,
 100 epochs, batch 64. The released code's normalised-gradient step for the pixel-space prompts (visual prompt and
 negative visual prompts, step 50) is available as an option, not the default.
 """

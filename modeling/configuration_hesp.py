@@ -17,7 +17,7 @@ logger = logging.get_logger(__name__)
 CLIP_IMAGE_STD = [0.26862954, 0.26130258, 0.27577711]
 
 # What `auto_map` holds in every saved config, so that a checkpoint loads with `trust_remote_code=True` through
-# each Auto class (transformers keeps only one Auto class per registered class; see hf-notes).
+# each Auto class (`register_for_auto_class` records only one Auto class per registered class).
 HESP_AUTO_MAP = {
     "AutoConfig": "configuration_hesp.HESPConfig",
     "AutoModel": "modeling_hesp.HESPForOpenSetVideoClassification",

@@ -1,4 +1,4 @@
-"""HESP's open-set multi-task loss (paper Sec. 3, "Open-set Multi-task Learning Scheme"; hesp-method.md §2.5).
+"""HESP's open-set multi-task loss (paper Sec. 3, "Open-set Multi-task Learning Scheme").
 
 Five config-weighted terms; the model owns every learnable tensor (the reciprocal radius included) and hands them in,
 so the loss has no state and is never needed at inference. This file travels inside every checkpoint (remote code).

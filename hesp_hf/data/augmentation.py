@@ -1,5 +1,5 @@
-"""Training augmentation drawn once per clip and applied to all its frames (hesp-method.md §2.2): a horizontal flip
-and a random resized crop, on uint8 frames before the processor's normalisation."""
+"""Training augmentation drawn once per clip and applied to all its frames (the released code's training transform):
+a horizontal flip and a random resized crop, on uint8 frames before the processor's normalisation."""
 
 from dataclasses import dataclass
 

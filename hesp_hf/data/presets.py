@@ -1,5 +1,5 @@
 """What this package knows about the datasets users bring: class names in label order, label numbering, folds, and
-the paper's 20 open-set known-class lists (hesp-method.md §1.3, datasets.md)."""
+the paper's 20 open-set known-class lists (HESP, ACM MM 2024, Sec. 4.1, and the lists released with its code)."""
 
 from dataclasses import dataclass, field
 
