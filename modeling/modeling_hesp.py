@@ -545,7 +545,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             loss_terms=loss_terms,
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        return output if return_dict else output.to_tuple()
+        # As transformers' models: a tuple of the tensors that are set (`loss_terms`, a dict for logging, is left out).
+        return output if return_dict else tuple(value for value in output.to_tuple() if torch.is_tensor(value))
 
     def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The known-ness score `(B,)` of the `K` known-class logits and the "unknown" logit `(B, 1)` that wins the

@@ -419,3 +419,15 @@ def test_saved_checkpoints_load_without_a_progress_bar(make_model, tmp_path, cap
     AutoModel.from_pretrained(tmp_path)
     captured = capfd.readouterr()
     assert "Loading weights" not in captured.out + captured.err
+
+
+def test_return_dict_false_is_a_plain_tuple_of_the_same_tensors(make_model):
+    model = make_model().eval()
+    clips, labels = videos(), torch.tensor([0, 1])
+    with torch.no_grad():
+        named = model(pixel_values_videos=clips, labels=labels)
+        plain = model(pixel_values_videos=clips, labels=labels, return_dict=False)
+    assert all(torch.is_tensor(value) for value in plain)
+    expected = [value for value in named.to_tuple() if torch.is_tensor(value)]
+    assert len(plain) == len(expected) and all(torch.equal(a, b) for a, b in zip(plain, expected, strict=True))
+    assert torch.equal(plain[0], named.loss) and torch.equal(plain[1], named.logits)
