@@ -13,6 +13,7 @@ import numpy as np
 
 from .atomic_files import write_text_atomic
 from .metrics import open_set_analysis, open_set_metrics
+from .modeling.loss_hesp import ensemble_logits
 from .modeling.modeling_hesp import HESPVideoClassifierOutput
 
 
@@ -62,7 +63,7 @@ def branch_metrics(
     (the paper averages them; `config.inference_logits` picks one)."""
     branches = dict(branch_logits)
     if "reciprocal" in branches:
-        branches["ensemble"] = (branches["clip"] + branches["reciprocal"]) / 2
+        branches["ensemble"] = ensemble_logits(branches["clip"], branches["reciprocal"])
     results = {}
     for name, logits in branches.items():
         metrics = open_set_metrics(logits, labels, score=score)

@@ -4,6 +4,8 @@ Five config-weighted terms; the model owns every learnable tensor (the reciproca
 so the loss has no state and is never needed at inference. This file travels inside every checkpoint (remote code).
 """
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,6 +35,12 @@ def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, te
     if not has_positive.any():
         return features.sum() * 0.0
     return -(temperature * mean_log_prob[has_positive]).mean()
+
+
+def ensemble_logits(clip_logits: Any, reciprocal_logits: Any) -> Any:
+    """The paper's ensemble of the two branches, their mean (tensors or arrays): the model's inference logits, the
+    hybrid loss term's input, and the evaluation's "ensemble" row."""
+    return (clip_logits + reciprocal_logits) / 2
 
 
 def reciprocal_logits(video_embeds: torch.Tensor, reciprocal_points: torch.Tensor, distance: str) -> torch.Tensor:
@@ -135,7 +143,7 @@ class HESPOpenSetLoss(nn.Module):
             margin = F.relu(distance_to_own - radius.to(compute_dtype) + config.reciprocal_margin).mean()
             terms["negative_ce"] = reciprocal_ce + config.reciprocal_margin_weight * margin
         if weights.get("hybrid_ce", 0) > 0:
-            terms["hybrid_ce"] = F.cross_entropy((clip_logits + reciprocal_logits) / 2, labels)
+            terms["hybrid_ce"] = F.cross_entropy(ensemble_logits(clip_logits, reciprocal_logits), labels)
         if not terms:
             raise ValueError("Every loss weight of the HESPConfig is 0: at least one term must be active.")
         total = sum(weights.get(name, 0.0) * value for name, value in terms.items())

@@ -22,7 +22,7 @@ from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
 from transformers.utils import logging
 
 from .configuration_hesp import HESPConfig
-from .loss_hesp import HESPOpenSetLoss, reciprocal_logits
+from .loss_hesp import HESPOpenSetLoss, ensemble_logits, reciprocal_logits
 
 
 logger = logging.get_logger(__name__)
@@ -512,7 +512,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 video_embeds, negative_visual.to(video_embeds.dtype), self.config.reciprocal_distance
             )  # (B, K)
             if self.config.inference_logits == "ensemble":
-                known_logits = (clip_logits + recip_logits) / 2
+                known_logits = ensemble_logits(clip_logits, recip_logits)
         open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
         logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
 
