@@ -31,6 +31,7 @@ from .data.protocol import test_only_split
 from .evaluation import predict_open_set, write_open_set_report
 from .metrics import trainer_compute_metrics
 from .model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
+from .modeling.video_processing_hesp import HESPVideoProcessor
 from .pairing import model_and_processor_from_clip
 from .synthetic import synthetic_spec_of
 from .training import HESPTrainer, calibrate_threshold
@@ -185,34 +186,15 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         model_args.clip_model,
         split.known_labels,
         num_frames=overrides.pop("num_frames"),
-        processor_kwargs={
-            "face_crop": data_args.face_crop,
-            "face_margin": data_args.face_margin,
-            "face_min_score": data_args.face_min_score,
-        },
+        processor_kwargs=face_settings(data_args),
         **overrides,
     )
     crop = (processor.crop_size.height, processor.crop_size.width)
     clip_log = fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)
-    train_transform = ClipTransform(
-        processor,
-        training=True,
-        augmentation=make_augmentation(data_args, crop),
-        on_bad_clip=data_args.on_bad_clip,
-        on_truncated_clip=data_args.on_truncated_clip,
-        clip_log=clip_log,
-        split="train",
-        face_cache=output_dir / "face_tracks",
+    train_transform = clip_transform(
+        processor, data_args, output_dir, "train", training=True, augmentation=make_augmentation(data_args, crop)
     )
-    eval_transform = ClipTransform(
-        processor,
-        training=False,
-        on_bad_clip=data_args.on_bad_clip,
-        on_truncated_clip=data_args.on_truncated_clip,
-        clip_log=clip_log,
-        split="validation",
-        face_cache=output_dir / "face_tracks",
-    )
+    eval_transform = clip_transform(processor, data_args, output_dir, "validation")
     train_set = clip_dataset(split.train, train_transform)
     validation_set = clip_dataset(split.validation, eval_transform)
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
@@ -300,6 +282,37 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
 
 
 CLIP_LOG_NAME = "clip_report.tsv"
+FACE_CACHE_NAME = "face_tracks"
+
+
+def face_settings(data_args: Any) -> dict[str, Any]:
+    """The processor's face-cropping settings from the data arguments."""
+    return {
+        "face_crop": data_args.face_crop,
+        "face_margin": data_args.face_margin,
+        "face_min_score": data_args.face_min_score,
+    }
+
+
+def clip_transform(
+    processor: HESPVideoProcessor,
+    data_args: Any,
+    output_dir: Path,
+    split: str,
+    training: bool = False,
+    augmentation: Any = None,
+) -> ClipTransform:
+    """The data transform of a run: the data arguments' clip policies, the run's clip report and face-track cache."""
+    return ClipTransform(
+        processor,
+        training=training,
+        augmentation=augmentation,
+        on_bad_clip=data_args.on_bad_clip,
+        on_truncated_clip=data_args.on_truncated_clip,
+        clip_log=output_dir / CLIP_LOG_NAME,
+        split=split,
+        face_cache=output_dir / FACE_CACHE_NAME,
+    )
 
 
 def fresh_clip_log(path: Path, training_args: TrainingArguments, resuming: bool) -> Path:

@@ -269,30 +269,31 @@ def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedV
     ]
     fps = float(stream.average_rate) if stream.average_rate else None
     declared = None if timeline.declared_end is None else timeline.seconds(timeline.declared_end - timeline.start)
-    readable = timeline.seconds(readable_end - timeline.start) if has_timestamps else None
-    if readable is None:
+    if has_timestamps:
+        readable = timeline.seconds(readable_end - timeline.start)
+    else:
         readable = packet_count * timeline.seconds(timeline.frame_ticks)
     height, width = arrays[0].shape[:2]
-    truncated = declared is not None and declared - readable > tolerance
-    declared_count = 0 if truncated else int(stream.frames)  # a cut file's header still counts the lost frames
-    metadata = VideoMetadata(
-        total_num_frames=declared_count or (round(readable * fps) if fps else len(arrays)),
-        fps=fps,
-        duration=readable,
-        video_backend="pyav",
-        height=height,
-        width=width,
-        frames_indices=[round(t * fps) for t in timestamps] if fps else list(range(len(arrays))),
-    )
-    return DecodedVideo(
+    decoded = DecodedVideo(
         frames=np.stack(arrays),
         timestamps=timestamps,
-        metadata=metadata,
+        metadata=VideoMetadata(
+            total_num_frames=len(arrays),  # set below
+            fps=fps,
+            duration=readable,
+            video_backend="pyav",
+            height=height,
+            width=width,
+            frames_indices=[round(t * fps) for t in timestamps] if fps else list(range(len(arrays))),
+        ),
         declared_seconds=declared,
         readable_seconds=readable,
         rotation=rotation,
         truncation_tolerance=tolerance,
     )
+    declared_count = 0 if decoded.truncated else int(stream.frames)  # a cut file's header counts the lost frames
+    decoded.metadata.total_num_frames = declared_count or (round(readable * fps) if fps else len(arrays))
+    return decoded
 
 
 def _timeline(container: Any, stream: Any) -> _Timeline:

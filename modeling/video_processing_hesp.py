@@ -16,7 +16,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-from .face_cropping_hesp import DEFAULT_MARGIN, DEFAULT_MIN_SCORE
+from .face_cropping_hesp import DEFAULT_MARGIN, DEFAULT_MIN_SCORE, FaceTrack
 from .video_decoding_hesp import VideoDecodeError, decode_video, segment_indices
 
 
@@ -73,8 +73,6 @@ class HESPVideoProcessor(BaseVideoProcessor):
             return super().preprocess(videos, **kwargs)
         from functools import partial
 
-        from .face_cropping_hesp import crop_to_track, face_track, shared_detector
-
         do_sample = kwargs.pop("do_sample_frames", None)
         do_sample = self.do_sample_frames if do_sample is None else do_sample
         sampling = {key: kwargs[key] for key in ("num_frames", "random_sampling") if kwargs.get(key) is not None}
@@ -91,18 +89,38 @@ class HESPVideoProcessor(BaseVideoProcessor):
             do_sample_frames=do_sample,
             sample_indices_fn=partial(self.sample_frames, **sampling) if do_sample else None,
         )
-        size = max(self.crop_size.height or 0, self.crop_size.width or 0) if self.crop_size else 224
         cropped = []
         for index, video in enumerate(decoded):
             frames = _as_rgb_uint8(video)
-            detector = shared_detector(self.face_min_score if min_score is None else min_score)
-            track = face_track(frames, detector, self.face_margin if margin is None else margin)
+            track = self.track_face(frames, margin=margin, min_score=min_score)
             if not track.found:
                 name = names[index] if names else f"clip {index} of the batch"
                 logger.warning("No face found in any sampled frame of %s: the whole frame is used.", name)
-            cropped.append(crop_to_track(frames, track, size))
+            cropped.append(self.crop_to_face(frames, track))
         kwargs.pop("num_frames", None)
         return super().preprocess(cropped, do_sample_frames=False, **kwargs)
+
+    def track_face(
+        self,
+        frames: np.ndarray,
+        times: np.ndarray | None = None,
+        margin: float | None = None,
+        min_score: float | None = None,
+    ) -> FaceTrack:
+        """One face followed through `frames` `(T, H, W, 3)` uint8 with this processor's face settings (or the
+        given ones); `times` lets the track be read at other times of the clip (`FaceTrack.at`)."""
+        from .face_cropping_hesp import face_track, shared_detector
+
+        detector = shared_detector(self.face_min_score if min_score is None else min_score)
+        return face_track(frames, detector, self.face_margin if margin is None else margin, times=times)
+
+    def crop_to_face(self, frames: np.ndarray, track: FaceTrack, times: np.ndarray | None = None) -> np.ndarray:
+        """`frames` cropped to the track's squares (at `times` when given) at the processor's crop size, or
+        unchanged when the track found no face."""
+        from .face_cropping_hesp import crop_to_track
+
+        size = max(self.crop_size.height or 0, self.crop_size.width or 0) if self.crop_size else 224
+        return crop_to_track(frames, track, size, times)
 
     def sample_frames(
         self,

@@ -22,13 +22,15 @@ from transformers import TrainingArguments
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import DataclassArgumentParser, run_command
-from hesp_hf.data import ClipTransform, clip_dataset, collate_clips
+from hesp_hf.data import clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
 from hesp_hf.pairing import check_pair
 from hesp_hf.recipe import (
     CLIP_LOG_NAME,
     MODEL_FILES,
     clip_report_summary,
+    clip_transform,
+    face_settings,
     fresh_clip_log,
     load_split,
     load_test_split,
@@ -69,18 +71,10 @@ def main() -> None:
     processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
     check_pair(model.config, processor, f"The checkpoint {eval_args.checkpoint}'s model and processor")
     if data_args.face_crop:  # raw footage for a model trained on crops (a model trained with --face_crop crops anyway)
-        processor.face_crop, processor.face_margin = True, data_args.face_margin
-        processor.face_min_score = data_args.face_min_score
+        for name, value in face_settings(data_args).items():
+            setattr(processor, name, value)
     clip_log = Path(eval_args.output_dir) / CLIP_LOG_NAME
-    transform = ClipTransform(
-        processor,
-        training=False,
-        on_bad_clip=data_args.on_bad_clip,
-        on_truncated_clip=data_args.on_truncated_clip,
-        clip_log=clip_log,
-        split="test",
-        face_cache=Path(eval_args.output_dir) / "face_tracks",
-    )
+    transform = clip_transform(processor, data_args, Path(eval_args.output_dir), "test")
     test_set = clip_dataset(split.test, transform)
     trainer = HESPTrainer(
         model=model,

@@ -6,6 +6,7 @@ torchcodec, hence `decode=False`. Use `remove_unused_columns=False` with the `Tr
 collator.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -76,16 +77,9 @@ class ClipTransform:
 
     def for_split(self, split: str) -> "ClipTransform":
         """The same transform, reporting its clips under another split name."""
-        return ClipTransform(
-            self.processor,
-            self.training,
-            self.augmentation,
-            self.on_bad_clip,
-            self.on_truncated_clip,
-            self.clip_log,
-            split,
-            self.face_cache,
-        )
+        other = copy.copy(self)
+        other.split = split
+        return other
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         pixel_values, labels = [], []
@@ -97,22 +91,19 @@ class ClipTransform:
 
     def _face_crop(self, path: str, clip: Any) -> np.ndarray:
         """The clip cropped to its face. The track found on a clip's first read is stored in `face_cache` (when
-        given) and reused at the times later reads sample, so epochs do not detect again."""
-        from ..modeling.face_cropping_hesp import crop_to_track, face_track, shared_detector
-
+        given) and reused at the times later reads sample, so epochs do not detect again; a clip without a face is
+        reported when its track is made."""
         settings = (self.processor.face_margin, self.processor.face_min_score)
         cache = self.face_cache / f"{_clip_key(path, settings)}.json" if self.face_cache else None
         track = FaceTrack.from_json(json.loads(cache.read_text())) if cache is not None and cache.exists() else None
         times = np.asarray(clip.timestamps, dtype=float)
         if track is None:
-            detector = shared_detector(self.processor.face_min_score)
-            track = face_track(clip.frames, detector, self.processor.face_margin, times=times)
+            track = self.processor.track_face(clip.frames, times=times)
             if cache is not None:
                 write_text_atomic(cache, json.dumps(track.to_json()))
-        if not track.found:
-            self._report(path, "no_face", "no face in any sampled frame: the whole frame is used")
-        size = max(self.processor.crop_size.height, self.processor.crop_size.width)
-        return crop_to_track(clip.frames, track, size, times)
+            if not track.found:
+                self._report(path, "no_face", "no face in any sampled frame: the whole frame is used")
+        return self.processor.crop_to_face(clip.frames, track, times)
 
     def _load_or_report(self, path: str) -> torch.Tensor | None:
         try:
