@@ -35,6 +35,14 @@ def model_and_processor_from_clip(
     return model, processor
 
 
+def load_pair(checkpoint: str, **model_kwargs: Any) -> tuple[HESPForOpenSetVideoClassification, HESPVideoProcessor]:
+    """A saved HESP checkpoint's model (in eval mode) and processor (folder or Hub id), checked to agree."""
+    model = HESPForOpenSetVideoClassification.from_pretrained(checkpoint, **model_kwargs).eval()
+    processor = HESPVideoProcessor.from_pretrained(checkpoint)
+    check_pair(model.config, processor, f"The checkpoint {checkpoint}'s model and processor")
+    return model, processor
+
+
 def check_pair(config: HESPConfig, processor: HESPVideoProcessor, source: str = "the model and its processor") -> None:
     """Raise when a model config and a processor disagree on a setting they share."""
     problems = []

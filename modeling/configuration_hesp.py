@@ -117,6 +117,11 @@ class HESPConfig(CLIPConfig):
             Temperature of the supervised contrastive term `L_KN(CL)`.
         negative_visual_prompt_init_std (`float`, *optional*, defaults to 1.0):
             Std of the normal initialisation of the negative visual prompt images (normalised pixel space).
+        inference_only (`bool`, *optional*, defaults to `False`):
+            The lean inference form (`HESPForOpenSetVideoClassification.to_inference_only()`): the prompt side, which
+            never changes after training (class-prompt features, reciprocal points), is stored as two `(K, D)`
+            tensors, and the text tower, the prompt contexts and the negative prompt images are left out. Same logits;
+            cannot compute the training loss.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Std for new linear layers (CLIP's config has none, and transformers would fall back to 1.0).
     """
@@ -164,6 +169,7 @@ class HESPConfig(CLIPConfig):
     reciprocal_temperature: float = 1.0
     contrastive_temperature: float = 0.5
     negative_visual_prompt_init_std: float = 1.0
+    inference_only: bool = False
     initializer_range: float = 0.02
     auto_map: dict[str, str] | None = None
 

@@ -6,6 +6,7 @@ temporal module -> CLIP and reciprocal logits -> ensemble + "unknown" column -> 
 This file travels inside every checkpoint (remote code): only single-dot relative imports and installed packages.
 """
 
+import copy
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -234,7 +235,8 @@ class HESPPreTrainedModel(CLIPPreTrainedModel):
         config = self.config
         factor = config.initializer_factor
         if isinstance(module, HESPForOpenSetVideoClassification):
-            init.normal_(module.text_projection.weight, std=config.text_config.hidden_size**-0.5 * factor)
+            if not config.inference_only:
+                init.normal_(module.text_projection.weight, std=config.text_config.hidden_size**-0.5 * factor)
             init.normal_(module.visual_projection.weight, std=config.vision_config.hidden_size**-0.5 * factor)
             init.constant_(module.logit_scale, config.logit_scale_init_value)
         elif isinstance(module, HESPPromptLearner):
@@ -269,21 +271,25 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 "HESPForOpenSetVideoClassification.from_clip(clip_name_or_path, labels=[...]) "
                 "or the config with HESPConfig.from_clip_config(...)."
             )
-        self.text_model = CLIPTextModel._from_config(config.text_config)
         self.vision_model = CLIPVisionModel._from_config(config.vision_config)
         self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
-        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
-
-        self.prompt_learner = HESPPromptLearner(config)
         self.visual_prompt = HESPVisualPrompt(config)
         self.temporal_pooling = HESPTemporalPooling(config)
-        self.reciprocal_points = HESPReciprocalPoints(config)
         self.open_set_loss = HESPOpenSetLoss(config)
-
-        negative_ids, negative_lengths = pad_token_ids(config.negative_prompt_token_ids)
-        self.negative_token_ids = nn.Buffer(negative_ids, persistent=False)  # (K, Ln)
-        self.negative_lengths = nn.Buffer(negative_lengths, persistent=False)  # (K,)
+        if config.inference_only:
+            # The prompt side, fixed after training, as its two (K, D) results (see `to_inference_only`).
+            shape = (len(config.class_token_ids), config.projection_dim)
+            self.inference_class_text_embeds = nn.Buffer(torch.zeros(shape))
+            self.inference_negative_visual_embeds = nn.Buffer(torch.zeros(shape))
+        else:
+            self.text_model = CLIPTextModel._from_config(config.text_config)
+            self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+            self.prompt_learner = HESPPromptLearner(config)
+            self.reciprocal_points = HESPReciprocalPoints(config)
+            negative_ids, negative_lengths = pad_token_ids(config.negative_prompt_token_ids)
+            self.negative_token_ids = nn.Buffer(negative_ids, persistent=False)  # (K, Ln)
+            self.negative_lengths = nn.Buffer(negative_lengths, persistent=False)  # (K,)
         self._negative_text_cache = _StateCache()
         self._class_text_cache = _StateCache()
         self._reciprocal_cache = _StateCache()
@@ -307,13 +313,16 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
-        if module is self:
+        if module is self and not self.config.inference_only:
             negative_ids, negative_lengths = pad_token_ids(self.config.negative_prompt_token_ids)
             init.copy_(self.negative_token_ids, negative_ids)
             init.copy_(self.negative_lengths, negative_lengths)
 
     def freeze_clip_towers(self) -> None:
         """Apply `config.freeze_vision_tower` / `config.freeze_text_tower` (frozen by name, as in the paper)."""
+        if self.config.inference_only:
+            self.requires_grad_(False)
+            return
         vision = [self.vision_model, self.visual_projection]
         text = [self.text_model, self.text_projection]
         for modules, frozen in ((vision, self.config.freeze_vision_tower), (text, self.config.freeze_text_tower)):
@@ -335,7 +344,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         `CLIPTextModel.forward` only takes token ids, so this runs its parts: embeddings (adds positions), causal
         mask, encoder, final layer norm, EOS pooling, projection.
         """
-        text = self.text_model
+        text = self.text_tower()
         hidden = text.embeddings(inputs_embeds=inputs_embeds)
         mask = create_causal_mask(config=text.config, inputs_embeds=hidden, attention_mask=None, cache=None)
         hidden = text.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
@@ -351,6 +360,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     # --------------------------------------------------------------------------------------- prompt features
     def class_text_embeds(self) -> torch.Tensor:
         """Features `(K, D)` of the learned class prompts; cached while no gradient is being recorded."""
+        if self.config.inference_only:
+            return self.inference_class_text_embeds
 
         def compute() -> torch.Tensor:
             embeds = self.prompt_learner.prompt_embeds(self.text_model.embeddings.token_embedding)
@@ -374,10 +385,21 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
     def get_text_features_from_ids(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """CLIP text features `(N, D)` of token ids `(N, L)` whose EOS sits at `lengths - 1`."""
-        return self.encode_text_embeds(self.text_model.embeddings.token_embedding(input_ids), lengths)
+        return self.encode_text_embeds(self.text_tower().embeddings.token_embedding(input_ids), lengths)
+
+    def text_tower(self) -> CLIPTextModel:
+        """The CLIP text tower; a clear error for an inference-only model, which has none."""
+        if self.config.inference_only:
+            raise ValueError(
+                "This inference-only HESP model has no text tower (config.inference_only=True): load the full "
+                "checkpoint to encode text or train."
+            )
+        return self.text_model
 
     def negative_visual_embeds(self) -> torch.Tensor:
         """Reciprocal points `(K, D)`: the negative visual prompt images through the vision tower."""
+        if self.config.inference_only:
+            return self.inference_negative_visual_embeds
         images = self.reciprocal_points.images
 
         def compute() -> torch.Tensor:
@@ -387,6 +409,27 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             self._reciprocal_cache.clear()
             return compute()
         return self._reciprocal_cache.get(self._vision_state() + [images], compute)
+
+    @torch.no_grad()
+    def to_inference_only(self) -> "HESPForOpenSetVideoClassification":
+        """A lean copy for inference: the prompt side, constant after training, computed once and stored as the
+        class-prompt features and the reciprocal points (two `(K, D)` tensors); the text tower, `text_projection`,
+        the prompt contexts and the negative prompt images are left out (about 40 % of a ViT-B CLIP's parameters).
+
+        The copy gives the same logits bit for bit (it holds exactly the tensors this model computes in `forward`),
+        saves and loads like any checkpoint (`save_pretrained`, the Auto classes, the pipeline, remote code), and
+        cannot compute the training loss. This model is left unchanged.
+        """
+        if self.config.inference_only:
+            return self
+        config = copy.deepcopy(self.config)
+        config.inference_only = True
+        lean = type(self)(config).to(device=self.device, dtype=self.dtype)
+        state = {key: value for key, value in self.state_dict().items() if key in lean.state_dict()}
+        state["inference_class_text_embeds"] = self.class_text_embeds()
+        state["inference_negative_visual_embeds"] = self.negative_visual_embeds()
+        lean.load_state_dict(state, strict=True)
+        return lean.eval()
 
     def _text_state(self) -> list[torch.Tensor]:
         return [*self.text_model.parameters(), self.text_projection.weight]
@@ -518,6 +561,12 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
         loss, loss_terms = None, None
         if labels is not None:
+            if self.config.inference_only:
+                raise ValueError(
+                    "This is an inference-only HESP model (config.inference_only=True: no text tower, prompt contexts "
+                    "or negative prompt images), so it cannot compute the training loss: call it without labels, or "
+                    "load the full checkpoint to train or fine-tune."
+                )
             labels = self._check_labels(labels, batch)
             loss, loss_terms = self.open_set_loss(
                 labels=labels,

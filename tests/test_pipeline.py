@@ -53,8 +53,18 @@ def test_pipeline_matches_model_on_processor_output(checkpoint, sample_clip):
     assert top["score"] == pytest.approx(float(probs.max()), rel=1e-5)
 
 
-def test_remote_code_without_the_package(checkpoint, sample_clip, tmp_path):
-    """A fresh interpreter where `hesp_hf` cannot be imported loads everything from the checkpoint's own files."""
+@pytest.fixture
+def inference_only_checkpoint(checkpoint, tmp_path):
+    from hesp_hf.export import export_inference_only
+
+    return export_inference_only(str(checkpoint), tmp_path / "inference-only")
+
+
+@pytest.mark.parametrize("form", ["checkpoint", "inference_only_checkpoint"])
+def test_remote_code_without_the_package(form, request, sample_clip, tmp_path):
+    """A fresh interpreter where `hesp_hf` cannot be imported loads everything from the checkpoint's own files; the
+    same for the inference-only export (no text tower), whose logits are the full checkpoint's."""
+    checkpoint = request.getfixturevalue(form)
     script = textwrap.dedent(
         f"""
         import sys
@@ -87,7 +97,7 @@ def test_remote_code_without_the_package(checkpoint, sample_clip, tmp_path):
 
     from transformers import AutoModel
 
-    local = AutoModel.from_pretrained(checkpoint).eval()
+    local = AutoModel.from_pretrained(request.getfixturevalue("checkpoint")).eval()
     inputs = AutoVideoProcessor.from_pretrained(checkpoint)(str(sample_clip), return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "remote.pt"), local(**inputs).logits, rtol=0, atol=0)

@@ -19,12 +19,11 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
-from hesp_hf.pairing import check_pair
+from hesp_hf.pairing import load_pair
 from hesp_hf.recipe import (
     CLIP_LOG_NAME,
     MODEL_FILES,
@@ -59,7 +58,7 @@ def main() -> None:
             " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
         )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    model = HESPForOpenSetVideoClassification.from_pretrained(eval_args.checkpoint).eval()
+    model, processor = load_pair(eval_args.checkpoint)
     if data_args.train_annotation or data_args.split_index is not None or data_args.known_labels:
         split = load_split(data_args, eval_args.seed)  # the training split's definition, checked against the model
     else:  # the checkpoint knows its classes: the test annotation is enough
@@ -68,8 +67,6 @@ def main() -> None:
         raise ValueError(
             f"The checkpoint knows {model.config.known_labels} but the split's known classes are {split.known_labels}."
         )
-    processor = HESPVideoProcessor.from_pretrained(eval_args.checkpoint)
-    check_pair(model.config, processor, f"The checkpoint {eval_args.checkpoint}'s model and processor")
     if data_args.face_crop:  # raw footage for a model trained on crops (a model trained with --face_crop crops anyway)
         for name, value in face_settings(data_args).items():
             setattr(processor, name, value)

@@ -1,0 +1,83 @@
+"""Predict every clip of a folder, glob, list file or CSV with a trained HESP checkpoint: one row per clip.
+
+    hesp-predict --checkpoint runs/dfew-1 --output predictions.jsonl recordings/
+    hesp-predict --checkpoint org/hesp-dfew --output screen.csv "archive/**/*.mp4" --face_crop --bf16
+    accelerate launch --num_processes 4 scripts/predict.py --checkpoint runs/dfew-1 --output all.jsonl clips.txt
+
+Each row: the file, its top label (or the checkpoint's unknown label), whether that is a known expression, the
+known-ness score and the threshold it is compared with, the per-class probabilities over the known classes, and
+the error for a file that could not be read (never fatal). `.jsonl` or `.csv` by the output's suffix. Running again
+on the same output skips the clips already there (an interrupted run keeps every finished batch). Under
+`accelerate launch` each process takes its share of the clips and one output is merged.
+"""
+
+import argparse
+import logging
+
+from hesp_hf.cli import ArgumentParser, run_command
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="video files, folders, glob patterns, list files (.txt) or CSVs")
+    parser.add_argument("--checkpoint", required=True, help="a trained HESP folder or Hub id")
+    parser.add_argument("--output", required=True, help="where the rows go: a .jsonl or .csv file")
+    parser.add_argument("--root", default=None, help="folder that relative paths in list files and CSVs start from")
+    parser.add_argument("--batch_size", type=int, default=8, help="clips per forward pass (default 8)")
+    parser.add_argument(
+        "--num_workers", type=int, default=None, help="decoding processes (default: the cores left after the model)"
+    )
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument("--face_crop", action="store_true", help="crop every clip to its face first (raw footage)")
+    parser.add_argument(
+        "--inference_only",
+        action="store_true",
+        help="drop the text side after loading (hesp_hf.export): less memory, the same rows",
+    )
+    parser.add_argument("--no_resume", action="store_true", help="predict again the clips already in --output")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if args.num_workers is not None and args.num_workers < 0:
+        parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
+    if not args.output.lower().endswith((".jsonl", ".csv")):
+        parser.error(f"--output must end in .jsonl or .csv, got {args.output}")
+
+    from accelerate import PartialState
+
+    state = PartialState(cpu=args.cpu)
+
+    from hesp_hf.pairing import load_pair
+    from hesp_hf.prediction import list_clips, predict_clips
+
+    clips = list_clips(args.inputs, root=args.root)
+    model, processor = load_pair(args.checkpoint)
+    if args.face_crop:
+        processor.face_crop = True
+    if args.inference_only:
+        model = model.to_inference_only()
+    _, summary = predict_clips(
+        model,
+        processor,
+        clips,
+        args.output,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        bf16=args.bf16,
+        resume=not args.no_resume,
+        progress=not args.no_progress,
+    )
+    if state.is_main_process:
+        print(summary.format())
+
+
+def cli() -> None:
+    """The `hesp-predict` command."""
+    run_command(main)
+
+
+if __name__ == "__main__":
+    cli()

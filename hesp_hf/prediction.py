@@ -1,0 +1,466 @@
+"""Prediction over many clips: decoding in DataLoader workers while the model runs on the previous batch, batched
+forward passes, one row per clip (top label or "unknown", known-ness score, per-class probabilities, or the error
+that kept the clip from being read), resumable, and sharded over the processes of `accelerate launch`.
+
+    rows, summary = predict_clips(model, processor, list_clips("recordings/"), output="predictions.jsonl")
+
+Rows are appended to a per-process part file (`.<name>.part-<rank>-of-<n>.jsonl` beside the output) as each batch ends, so an interrupted
+run loses at most one batch; at the end the first process merges the earlier output and every part into `output`
+(written whole, in input order) and removes the parts. A run on the same output skips the clips already there.
+"""
+
+import csv
+import glob
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .atomic_files import atomic_output
+from .data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .data.decoding import sample_clip
+from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from .modeling.video_processing_hesp import HESPVideoProcessor
+
+
+logger = logging.getLogger(__name__)
+
+OUTPUT_FORMATS = (".jsonl", ".csv")
+LIST_SUFFIXES = (".txt", ".lst", ".list")
+
+
+# ------------------------------------------------------------------------------------------------------ inputs
+def list_clips(sources: str | Path | Sequence[str | Path], root: str | Path | None = None) -> list[str]:
+    """The clips named by `sources`, each one of: a video file; a folder (its video files and its folders of frame
+    images, recursively, sorted); a glob pattern; a list file (`.txt`/`.lst`/`.list`: the first field of each line,
+    as in DFEW/AFEW split lists; `#` starts a comment); a CSV annotation (its `video_path` column). Relative paths
+    in a list or CSV are resolved against `root` (default: the file's folder). Duplicates are kept once."""
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    clips: list[str] = []
+    for source in sources:
+        clips.extend(_clips_of(Path(source), root))
+    unique = list(dict.fromkeys(clips))
+    if not unique:
+        raise FileNotFoundError(f"No clips found in {', '.join(map(str, sources))}.")
+    return unique
+
+
+def _clips_of(source: Path, root: str | Path | None) -> list[str]:
+    if source.is_dir():
+        if _holds_images(source):
+            return [str(source)]  # itself a clip: a folder of frames
+        found = [p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
+        found += [p for p in source.rglob("*") if p.is_dir() and _holds_images(p)]
+        if not found:
+            raise FileNotFoundError(
+                f"Folder {source} holds no video files ({', '.join(VIDEO_SUFFIXES)}) and no folders of frames."
+            )
+        return sorted(str(p) for p in found)
+    if source.is_file():
+        suffix = source.suffix.lower()
+        base = Path(root) if root is not None else source.parent
+        if suffix in LIST_SUFFIXES:
+            return [_resolve(line.split()[0], base) for line in _content_lines(source)]
+        if suffix == ".csv":
+            return [_resolve(path, base) for path in _csv_paths(source)]
+        return [str(source)]
+    if any(character in str(source) for character in "*?["):
+        matches = sorted(glob.glob(str(source), recursive=True))
+        if not matches:
+            raise FileNotFoundError(f"The pattern {source} matches no file.")
+        return [clip for match in matches for clip in _clips_of(Path(match), root)]
+    raise FileNotFoundError(f"{source} does not exist (expected a video, a folder, a glob, a list file or a CSV).")
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
+
+
+def _content_lines(path: Path) -> list[str]:
+    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line]
+
+
+def _csv_paths(path: Path) -> list[str]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        column = CSV_COLUMNS[0]
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise ValueError(f"{path}: a CSV of clips needs a '{column}' column, found {reader.fieldnames}.")
+        return [row[column] for row in reader if row[column]]
+
+
+def _resolve(path: str, base: Path) -> str:
+    return path if Path(path).is_absolute() else str(base / path)
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+class _ClipReader(Dataset):
+    """Clip `i` -> its model input `(T, C, H, W)`, or the error that kept it from being read (never raises: one bad
+    file must not stop an archive run). Runs in the DataLoader workers."""
+
+    def __init__(self, clips: Sequence[str], processor: HESPVideoProcessor):
+        self.clips = list(clips)
+        self.processor = processor
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item: dict[str, Any] = {"index": index, "pixel_values": None, "error": "", "truncated": False}
+        try:
+            clip = sample_clip(self.clips[index], self.processor.num_frames)
+            frames = clip.frames
+            item["truncated"] = bool(clip.truncated)
+            if self.processor.face_crop:
+                track = self.processor.track_face(frames)
+                item["face_found"] = track.found
+                frames = self.processor.crop_to_face(frames, track)
+            video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
+            inputs = self.processor(video, do_sample_frames=False, face_crop=False, return_tensors="pt")
+            item["pixel_values"] = inputs["pixel_values_videos"][0]
+        except Exception as error:  # noqa: BLE001 -- recorded in the clip's row instead
+            item["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"
+        return item
+
+
+def _keep_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def _single_threaded_worker(_: int) -> None:
+    """DataLoader workers decode one clip each: extra threads (OpenCV's, for the face detector) only contend."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------------ rows
+@dataclass
+class PredictionSummary:
+    """What a run produced: counts per label, the unknown share, failures, throughput."""
+
+    output: Path | None
+    clips: int
+    predicted_now: int
+    from_earlier_runs: int
+    failures: int
+    label_counts: dict[str, int] = field(default_factory=dict)
+    unknown_label: str = "unknown"
+    seconds: float = 0.0
+
+    @property
+    def unknown_share(self) -> float:
+        predicted = sum(self.label_counts.values())
+        return self.label_counts.get(self.unknown_label, 0) / predicted if predicted else 0.0
+
+    @property
+    def clips_per_second(self) -> float:
+        return self.predicted_now / self.seconds if self.seconds > 0 else 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"{self.clips} clips: {self.predicted_now} predicted now ({self.clips_per_second:.1f} clips/s), "
+            f"{self.from_earlier_runs} from an earlier run, {self.failures} could not be read",
+            f"unknown share: {self.unknown_share:.3f}",
+        ]
+        lines += [f"  {label}: {count}" for label, count in sorted(self.label_counts.items(), key=lambda x: -x[1])]
+        if self.output is not None:
+            lines.append(f"rows: {self.output}")
+        return "\n".join(lines)
+
+
+def _rows_of(model: HESPForOpenSetVideoClassification, outputs: Any, items: list[dict], clips: list[str]) -> list:
+    config = model.config
+    known = config.known_labels
+    logits = outputs.logits.float()
+    probabilities = logits[:, : len(known)].softmax(dim=-1)
+    top = logits.argmax(dim=-1)
+    rows = []
+    for row_index, item in enumerate(items):
+        label = config.id2label[int(top[row_index])]
+        rows.append(
+            {
+                "file": clips[item["index"]],
+                "label": label,
+                "known": label != config.unknown_label,
+                "score": float(outputs.open_set_score[row_index].float()),
+                "threshold": config.unknown_threshold,
+                "truncated": item["truncated"],
+                **({"face_found": item["face_found"]} if "face_found" in item else {}),
+                "error": "",
+                "probabilities": dict(zip(known, probabilities[row_index].tolist(), strict=True)),
+            }
+        )
+    return rows
+
+
+def _failed_row(clip: str, item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "file": clip,
+        "label": "",
+        "known": None,
+        "score": None,
+        "threshold": None,
+        "truncated": None,
+        "error": item["error"],
+        "probabilities": {},
+    }
+
+
+def _write_rows(handle: Any, rows: list[dict[str, Any]], form: str, labels: Sequence[str]) -> None:
+    if form == ".jsonl":
+        for row in rows:
+            handle.write(json.dumps(row) + "\n")
+        return
+    writer = csv.DictWriter(handle, fieldnames=_csv_fields(labels), extrasaction="ignore")
+    for row in rows:
+        flat = {**row, **{f"p_{k}": v for k, v in (row.get("probabilities") or {}).items()}}
+        writer.writerow({key: "" if value is None else value for key, value in flat.items()})
+
+
+def _csv_fields(labels: Sequence[str]) -> list[str]:
+    return ["file", "label", "known", "score", "threshold", "truncated", "face_found", "error"] + [
+        f"p_{label}" for label in labels
+    ]
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a prediction output (`.jsonl` or `.csv`). A last line cut off by an interrupted write is left out."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # the torn tail of an interrupted append
+    if _form_of(path) == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not a prediction row ({error}).") from error
+        return rows
+    reader = csv.DictReader(text.splitlines())
+    if reader.fieldnames is None:
+        return []
+    if "file" not in reader.fieldnames:
+        raise ValueError(f"{path}: not a prediction output (no 'file' column).")
+    return [_from_csv(row) for row in reader]
+
+
+def _from_csv(row: dict[str, str]) -> dict[str, Any]:
+    """A CSV row with the types of a JSONL row (its `p_` columns as `probabilities`)."""
+
+    def flag(value: str) -> bool | None:
+        return None if value == "" else value == "True"
+
+    def number(value: str) -> float | None:
+        return None if value == "" else float(value)
+
+    typed: dict[str, Any] = {
+        "file": row["file"],
+        "label": row.get("label", ""),
+        "known": flag(row.get("known", "")),
+        "score": number(row.get("score", "")),
+        "threshold": number(row.get("threshold", "")),
+        "truncated": flag(row.get("truncated", "")),
+    }
+    if row.get("face_found", ""):
+        typed["face_found"] = flag(row["face_found"])
+    typed["error"] = row.get("error", "")
+    typed["probabilities"] = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_") and v != ""}
+    return typed
+
+
+def _form_of(path: Path) -> str:
+    if path.suffix.lower() not in OUTPUT_FORMATS:
+        raise ValueError(f"Prediction output {path} must end in {' or '.join(OUTPUT_FORMATS)}.")
+    return path.suffix.lower()
+
+
+def _part_path(output: Path, rank: int, processes: int) -> Path:
+    return output.with_name(f".{output.stem}.part-{rank}-of-{processes}{output.suffix}")
+
+
+def _part_paths(output: Path) -> list[Path]:
+    return sorted(output.parent.glob(f".{glob.escape(output.stem)}.part-*-of-*{output.suffix}"))
+
+
+# ------------------------------------------------------------------------------------------------------ running
+def default_num_workers(processes: int = 1) -> int:
+    """Decoding workers per process: the cores this process may use, less one for the model, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores // max(1, processes) - 1))
+
+
+@contextmanager
+def _model_threads(device: torch.device, num_workers: int, processes: int) -> Iterator[None]:
+    """On the CPU, the model gets the cores the decoding workers leave (restored afterwards)."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // max(1, processes) - num_workers))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def predict_clips(
+    model: HESPForOpenSetVideoClassification,
+    processor: HESPVideoProcessor,
+    clips: Sequence[str | Path],
+    output: str | Path | None = None,
+    *,
+    batch_size: int = 8,
+    num_workers: int | None = None,
+    bf16: bool = False,
+    resume: bool = True,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], PredictionSummary]:
+    """Predict every clip; returns its rows (in the order of `clips`) and a summary.
+
+    Under `accelerate launch --num_processes N` each process predicts every N-th clip on its own device, and the
+    first process writes the one merged `output` (needed then); every process returns the merged rows.
+    `num_workers`: decoding worker processes (default: the cores left after the model, up to 8). `bf16`: bfloat16
+    autocast for the forward pass (probabilities and scores are returned in float32). `resume`: skip clips already
+    in `output` (or in the parts an interrupted run left); without it they are predicted again.
+    """
+    from accelerate import PartialState
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    state = PartialState()
+    output = Path(output) if output is not None else None
+    if output is None and state.num_processes > 1:
+        raise ValueError("Sharded prediction (several processes) needs an output file to merge the rows into.")
+    form = _form_of(output) if output is not None else ".jsonl"
+    clips = [str(clip) for clip in dict.fromkeys(str(c) for c in clips)]
+    labels = model.config.known_labels
+
+    earlier: dict[str, dict] = {}
+    if output is not None and resume:
+        for path in [output, *_part_paths(output)]:
+            earlier.update({row["file"]: row for row in read_rows(path)})
+    todo = [clip for clip in clips if clip not in earlier]
+    mine = todo[state.process_index :: state.num_processes]
+    if num_workers is None:
+        num_workers = default_num_workers(state.num_processes)
+
+    device = state.device
+    model = model.to(device).eval()
+    reader = DataLoader(
+        _ClipReader(mine, processor),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_keep_items,
+        worker_init_fn=_single_threaded_worker if num_workers else None,
+        pin_memory=device.type == "cuda",
+    )
+    part = _part_path(output, state.process_index, state.num_processes) if output is not None else None
+    new_rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    bar = _progress_bar(len(mine), progress and state.is_local_main_process)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    with _model_threads(device, num_workers, state.num_processes), (
+        part.open("a", newline="") if part is not None else nullcontext()
+    ) as handle:
+        for items in reader:
+            good = [item for item in items if item["pixel_values"] is not None]
+            rows_by_index = {item["index"]: _failed_row(mine[item["index"]], item) for item in items}
+            if good:
+                pixels = torch.stack([item["pixel_values"] for item in good]).to(device, non_blocking=True)
+                with torch.inference_mode(), autocast:
+                    outputs = model(pixel_values_videos=pixels)
+                for item, row in zip(good, _rows_of(model, outputs, good, mine), strict=True):
+                    rows_by_index[item["index"]] = row
+            rows = [rows_by_index[item["index"]] for item in items]
+            new_rows.extend(rows)
+            if handle is not None:
+                if handle.tell() == 0:
+                    _write_header(handle, form, labels)
+                _write_rows(handle, rows, form, labels)
+                handle.flush()  # an interrupted run keeps every finished batch
+            if bar is not None:
+                bar.update(len(items))
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - started
+    state.wait_for_everyone()
+
+    if output is None:
+        merged = new_rows
+    else:
+        if state.is_main_process:
+            _merge(output, clips, earlier, form, labels)
+        state.wait_for_everyone()
+        merged = read_rows(output)
+    by_file = {row["file"]: row for row in merged}
+    rows = [by_file[clip] for clip in clips if clip in by_file]
+    summary = _summarize(rows, model.config.unknown_label, output, len(mine), len(earlier), seconds, state)
+    if state.is_main_process:
+        logger.info("%s", summary.format())
+    return rows, summary
+
+
+def _merge(output: Path, clips: list[str], earlier: dict[str, dict], form: str, labels: Sequence[str]) -> None:
+    """Write `output` whole: the rows of `clips` in their order, then rows of earlier runs for other clips."""
+    rows = dict(earlier)
+    parts = _part_paths(output)
+    for part in parts:
+        rows.update({row["file"]: row for row in read_rows(part)})
+    ordered = [rows.pop(clip) for clip in clips if clip in rows] + list(rows.values())
+    with atomic_output(output) as temporary, temporary.open("w", newline="") as handle:
+        _write_header(handle, form, labels)
+        _write_rows(handle, ordered, form, labels)
+    for part in parts:
+        part.unlink()
+
+
+def _write_header(handle: Any, form: str, labels: Sequence[str]) -> None:
+    if form == ".csv":
+        csv.DictWriter(handle, fieldnames=_csv_fields(labels)).writeheader()
+
+
+def _summarize(
+    rows: list[dict], unknown: str, output: Path | None, now: int, earlier: int, seconds: float, state: Any
+) -> PredictionSummary:
+    failures = sum(1 for row in rows if row.get("error"))
+    counts = Counter(row["label"] for row in rows if not row.get("error"))
+    # Throughput of the whole run: every process predicted its share in about the same time.
+    predicted_now = now * state.num_processes if state.num_processes > 1 else now
+    return PredictionSummary(
+        output=output,
+        clips=len(rows),
+        predicted_now=min(predicted_now, len(rows)),
+        from_earlier_runs=earlier,
+        failures=failures,
+        label_counts=dict(counts),
+        unknown_label=unknown,
+        seconds=seconds if math.isfinite(seconds) else 0.0,
+    )
+
+
+def _progress_bar(total: int, enabled: bool) -> Any:
+    if not enabled or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="clip", desc="predicting", smoothing=0.1)
