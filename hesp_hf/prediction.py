@@ -13,7 +13,6 @@ import csv
 import glob
 import json
 import logging
-import math
 import os
 import time
 from collections import Counter
@@ -287,6 +286,16 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
     return typed
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line an interrupted append left unfinished, so that new rows start on a line of their own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as handle:
+            handle.truncate(data.rfind(b"\n") + 1)
+
+
 def _form_of(path: Path) -> str:
     if path.suffix.lower() not in OUTPUT_FORMATS:
         raise ValueError(f"Prediction output {path} must end in {' or '.join(OUTPUT_FORMATS)}.")
@@ -360,6 +369,7 @@ def predict_clips(
         for path in [output, *_part_paths(output)]:
             earlier.update({row["file"]: row for row in read_rows(path)})
     todo = [clip for clip in clips if clip not in earlier]
+    state.wait_for_everyone()  # every process has read the same earlier rows before any writes new ones
     mine = todo[state.process_index :: state.num_processes]
     if num_workers is None:
         num_workers = default_num_workers(state.num_processes)
@@ -375,6 +385,8 @@ def predict_clips(
         pin_memory=device.type == "cuda",
     )
     part = _part_path(output, state.process_index, state.num_processes) if output is not None else None
+    if part is not None:
+        _cut_torn_tail(part)
     new_rows: list[dict[str, Any]] = []
     started = time.perf_counter()
     bar = _progress_bar(len(mine), progress and state.is_local_main_process)
@@ -414,7 +426,7 @@ def predict_clips(
         merged = read_rows(output)
     by_file = {row["file"]: row for row in merged}
     rows = [by_file[clip] for clip in clips if clip in by_file]
-    summary = _summarize(rows, model.config.unknown_label, output, len(mine), len(earlier), seconds, state)
+    summary = _summarize(rows, model.config.unknown_label, output, len(todo), seconds)
     if state.is_main_process:
         logger.info("%s", summary.format())
     return rows, summary
@@ -440,21 +452,19 @@ def _write_header(handle: Any, form: str, labels: Sequence[str]) -> None:
 
 
 def _summarize(
-    rows: list[dict], unknown: str, output: Path | None, now: int, earlier: int, seconds: float, state: Any
+    rows: list[dict], unknown: str, output: Path | None, now: int, seconds: float
 ) -> PredictionSummary:
     failures = sum(1 for row in rows if row.get("error"))
     counts = Counter(row["label"] for row in rows if not row.get("error"))
-    # Throughput of the whole run: every process predicted its share in about the same time.
-    predicted_now = now * state.num_processes if state.num_processes > 1 else now
     return PredictionSummary(
         output=output,
         clips=len(rows),
-        predicted_now=min(predicted_now, len(rows)),
-        from_earlier_runs=earlier,
+        predicted_now=now,
+        from_earlier_runs=len(rows) - now,
         failures=failures,
         label_counts=dict(counts),
         unknown_label=unknown,
-        seconds=seconds if math.isfinite(seconds) else 0.0,
+        seconds=seconds,
     )
 
 

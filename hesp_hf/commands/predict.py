@@ -48,7 +48,7 @@ def main() -> None:
 
     from accelerate import PartialState
 
-    state = PartialState(cpu=args.cpu)
+    PartialState(cpu=args.cpu)  # the process group and the device, before the model is loaded
 
     from hesp_hf.pairing import load_pair
     from hesp_hf.prediction import list_clips, predict_clips
@@ -59,7 +59,7 @@ def main() -> None:
         processor.face_crop = True
     if args.inference_only:
         model = model.to_inference_only()
-    _, summary = predict_clips(
+    predict_clips(
         model,
         processor,
         clips,
@@ -70,8 +70,6 @@ def main() -> None:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
-    if state.is_main_process:
-        print(summary.format())
 
 
 def cli() -> None:

@@ -1,0 +1,167 @@
+"""The batch predictor: rows that match the model, bad files recorded, resumable, CSV = JSONL, sharded = single."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hesp_hf import HESPVideoProcessor
+from hesp_hf.prediction import list_clips, predict_clips, read_rows
+from hesp_hf.video_writer import write_video
+
+from .conftest import LABELS, random_video
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def checkpoint(make_model, tiny_clip_dir, tmp_path):
+    model = make_model(unknown_threshold=0.34, open_set_score="max_softmax")
+    with torch.no_grad():  # spread the classes apart, so that labels vary over the clips
+        model.prompt_learner.ctx.normal_(generator=torch.Generator().manual_seed(0))
+    processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    return tmp_path / "ckpt"
+
+
+@pytest.fixture
+def clips(tmp_path):
+    folder = tmp_path / "clips"
+    paths = [write_video(folder / f"clip{i}.mp4", random_video(6, 40, 48, seed=i)) for i in range(7)]
+    (folder / "broken.mp4").write_text("not a video")
+    return [str(p) for p in paths[:3]] + [str(folder / "broken.mp4")] + [str(p) for p in paths[3:]]
+
+
+def load(checkpoint):
+    from hesp_hf.pairing import load_pair
+
+    return load_pair(str(checkpoint))
+
+
+def test_rows_match_the_model_and_record_bad_files(checkpoint, clips, tmp_path):
+    model, processor = load(checkpoint)
+    rows, summary = predict_clips(model, processor, clips, tmp_path / "out.jsonl", batch_size=3, num_workers=1)
+    assert [row["file"] for row in rows] == clips
+    assert read_rows(tmp_path / "out.jsonl") == rows
+    broken = rows[3]
+    assert broken["error"].startswith("VideoDecodeError") and "broken.mp4" in broken["error"]
+    assert broken["label"] == "" and broken["probabilities"] == {}
+    for row in rows[:3] + rows[4:]:
+        inputs = processor(row["file"], return_tensors="pt")
+        with torch.no_grad():
+            output = model(**inputs)
+        assert row["label"] == model.config.id2label[int(output.logits.argmax())]
+        assert row["known"] == (row["label"] != "unknown")
+        assert row["score"] == pytest.approx(float(output.open_set_score), rel=1e-5)
+        assert row["threshold"] == pytest.approx(0.34)
+        expected = output.logits[0, : len(LABELS)].softmax(-1).tolist()
+        assert list(row["probabilities"]) == LABELS
+        assert list(row["probabilities"].values()) == pytest.approx(expected, rel=1e-5)
+        assert row["error"] == "" and row["truncated"] is False
+    assert summary.clips == 8 and summary.failures == 1 and summary.predicted_now == 8
+    assert sum(summary.label_counts.values()) == 7
+    assert summary.unknown_share == pytest.approx(summary.label_counts.get("unknown", 0) / 7)
+    assert not list(tmp_path.glob(".out.part-*"))  # merged and removed
+
+
+def test_resume_keeps_finished_rows_and_skips_torn_lines(checkpoint, clips, tmp_path):
+    model, processor = load(checkpoint)
+    output = tmp_path / "out.jsonl"
+    first, _ = predict_clips(model, processor, clips[:4], output, batch_size=2, num_workers=0)
+    # An interrupted later run: one finished batch in its part file, then half a line.
+    part = tmp_path / ".out.part-0-of-1.jsonl"
+    finished, _ = predict_clips(model, processor, clips[4:6], None, batch_size=2, num_workers=0)
+    part.write_text("".join(json.dumps(row) + "\n" for row in finished) + '{"file": "cut')
+    marked = {**finished[0], "label": "from-the-part"}  # proves the row is reused, not predicted again
+    part.write_text(part.read_text().replace(json.dumps(finished[0]), json.dumps(marked)))
+    rows, summary = predict_clips(model, processor, clips, output, batch_size=2, num_workers=0)
+    assert [row["file"] for row in rows] == clips
+    assert rows[:4] == first and rows[4]["label"] == "from-the-part"
+    assert summary.predicted_now == len(clips) - 6 and summary.from_earlier_runs == 6
+    assert not part.exists()
+    again, summary = predict_clips(model, processor, clips, output, resume=False, batch_size=2, num_workers=0)
+    assert summary.predicted_now == len(clips) and again[4]["label"] != "from-the-part"
+
+
+def test_csv_output_holds_the_jsonl_rows(checkpoint, clips, tmp_path):
+    model, processor = load(checkpoint)
+    as_json, _ = predict_clips(model, processor, clips, tmp_path / "out.jsonl", batch_size=4, num_workers=0)
+    as_csv, _ = predict_clips(model, processor, clips, tmp_path / "out.csv", batch_size=4, num_workers=0)
+    header = (tmp_path / "out.csv").read_text().splitlines()[0].split(",")
+    assert header[:3] == ["file", "label", "known"] and header[-len(LABELS) :] == [f"p_{k}" for k in LABELS]
+    assert len(as_csv) == len(as_json)
+    for csv_row, json_row in zip(as_csv, as_json, strict=True):
+        json_row = {k: v for k, v in json_row.items() if k != "probabilities"} | {"p": json_row["probabilities"]}
+        csv_row = {k: v for k, v in csv_row.items() if k != "probabilities"} | {"p": csv_row["probabilities"]}
+        assert csv_row.keys() == json_row.keys()
+        for key, value in json_row.items():
+            if isinstance(value, float):
+                assert csv_row[key] == pytest.approx(value, rel=1e-6)
+            elif key == "p":
+                assert csv_row[key] == pytest.approx(value, rel=1e-6)
+            else:
+                assert csv_row[key] == value, key
+
+
+def test_list_clips_reads_folders_globs_lists_and_csvs(tmp_path):
+    videos = tmp_path / "videos"
+    a = write_video(videos / "a.mp4", random_video(2, 16, 16))
+    b = write_video(videos / "sub" / "b.mp4", random_video(2, 16, 16))
+    frames = videos / "frames_clip"
+    frames.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (8, 8)).save(frames / "000001.jpg")
+    (tmp_path / "list.txt").write_text("videos/a.mp4 2 1\n# a comment\n\nvideos/sub/b.mp4 2 3\n")
+    (tmp_path / "list.csv").write_text("video_path,label\nvideos/sub/b.mp4,3\n")
+    assert list_clips(videos) == sorted([str(a), str(b), str(frames)])
+    assert list_clips(str(tmp_path / "videos" / "**" / "*.mp4")) == sorted([str(a), str(b)])
+    assert list_clips(tmp_path / "list.txt") == [str(a), str(b)]
+    assert list_clips([tmp_path / "list.csv", a, a]) == [str(b), str(a)]
+    assert list_clips(frames) == [str(frames)]
+    with pytest.raises(FileNotFoundError, match="missing.mp4 does not exist"):
+        list_clips(tmp_path / "missing.mp4")
+    with pytest.raises(FileNotFoundError, match="matches no file"):
+        list_clips(str(tmp_path / "*.avi"))
+    (tmp_path / "bad.csv").write_text("path,label\nx,1\n")
+    with pytest.raises(ValueError, match="'video_path' column"):
+        list_clips(tmp_path / "bad.csv")
+
+
+def test_two_processes_give_the_single_process_rows(checkpoint, clips, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo) splits the clips and merges one output: byte for byte the
+    output of one process (batch size 1, so both compute every clip alone)."""
+    (tmp_path / "clips.txt").write_text("\n".join(clips) + "\n")
+    common = ["--checkpoint", str(checkpoint), str(tmp_path / "clips.txt"), "--batch_size", "1", "--no_progress"]
+    script = str(REPO / "scripts" / "predict.py")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    for command in (
+        [*launch, script, *common, "--output", str(tmp_path / "two.jsonl"), "--cpu"],
+        [sys.executable, script, *common, "--output", str(tmp_path / "one.jsonl")],
+    ):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "two.jsonl").read_text() == (tmp_path / "one.jsonl").read_text()
+    assert len(read_rows(tmp_path / "two.jsonl")) == len(clips)
+    assert "could not be read" in done.stderr  # the summary is logged
+
+
+def test_command_reports_user_errors_in_one_line(checkpoint, tmp_path):
+    script = str(REPO / "scripts" / "predict.py")
+    done = subprocess.run(
+        [sys.executable, script, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o.txt"), "x.mp4"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "--output must end in .jsonl or .csv" in done.stderr
+    done = subprocess.run(
+        [sys.executable, script, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o.csv"), "nope/*.mp4"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "matches no file" in done.stderr and "Traceback" not in done.stderr
