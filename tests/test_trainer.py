@@ -276,3 +276,39 @@ def test_predictions_are_mapped_by_name_not_position(make_model, tmp_path, recip
 
     fields = set(HESPVideoClassifierOutput.__dataclass_fields__) - {"loss"}
     assert set(model.config.keys_to_ignore_at_inference) == fields - set(GATHERED_OUTPUTS)
+
+
+def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make_model, tmp_path):
+    """`--bf16`: the frozen towers run in bfloat16 during the steps (checked inside a step), every checkpoint holds
+    their exact float32 weights, and after training the model is float32 again with the towers untouched; the prompts
+    train (they move) and stay float32."""
+    from safetensors.torch import load_file
+
+    model = make_model()
+    towers_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_model", "text_model"))}
+    ctx_before = model.prompt_learner.ctx.detach().clone()
+    videos = torch.randn(8, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    dataset = datasets.Dataset.from_dict({"index": list(range(8)), "label": [0, 1, 2, 0, 1, 2, 0, 1]}).with_transform(
+        lambda batch: {"pixel_values_videos": [videos[i] for i in batch["index"]], "labels": batch["label"]}
+    )
+    dtypes_seen = []
+
+    class Spy(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            dtypes_seen.append((model.vision_model.embeddings.patch_embedding.weight.dtype, model.prompt_learner.ctx.dtype))
+
+    args = HESPTrainingArguments(
+        output_dir=str(tmp_path), num_train_epochs=1, per_device_train_batch_size=4, learning_rate=0.5, bf16=True,
+        eval_strategy="no", save_strategy="steps", save_steps=1, load_best_model_at_end=False, use_cpu=True,
+        dataloader_num_workers=0, report_to="none",
+    )  # fmt: skip
+    trainer = HESPTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_clips, callbacks=[Spy()])
+    trainer.train()
+    assert dtypes_seen == [(torch.bfloat16, torch.float32)] * 2
+    saved = load_file(str(tmp_path / "checkpoint-2" / "model.safetensors"))
+    after = model.state_dict()
+    for name, value in towers_before.items():
+        assert after[name].dtype == torch.float32 and torch.equal(after[name], value), name
+        if name in saved:
+            assert saved[name].dtype == torch.float32 and torch.equal(saved[name], value), name
+    assert not torch.equal(model.prompt_learner.ctx, ctx_before)
