@@ -220,6 +220,10 @@ class HESPTrainingArguments(TrainingArguments):
             )
         if self.dataloader_pin_memory and not torch.cuda.is_available():
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns, per worker
+        if self.bf16 and not self.use_cpu and not _has_accelerator():
+            # The stock check refuses bf16 without a GPU unless told to use the CPU; on a CPU-only machine that is
+            # the only device, and CPU bf16 autocast works (fast where the CPU has native bf16).
+            self.use_cpu = True
         super().__post_init__()
         defaults = {f.name: f.default for f in fields(TrainingArguments)}
         changed = [
@@ -233,3 +237,11 @@ class HESPTrainingArguments(TrainingArguments):
                 "learning-rate steps at epoch milestones (--milestones, --gamma, optional --warmup_steps); the "
                 "Trainer's optimiser and scheduler flags would be ignored, so they are refused."
             )
+
+
+def _has_accelerator() -> bool:
+    """A GPU or other accelerator PyTorch can train on."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return bool(accelerator.is_available())
+    return torch.cuda.is_available()

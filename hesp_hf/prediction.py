@@ -134,6 +134,21 @@ class _ClipReader(Dataset):
         return item
 
 
+def clip_loader(
+    clips: Sequence[str], processor: HESPVideoProcessor, batch_size: int, num_workers: int, pin_memory: bool = False
+) -> DataLoader:
+    """Batches (lists) of items `{"index", "pixel_values" (or None), "error", "truncated"[, "face_found"]}` for
+    `clips`, in order, decoded by `num_workers` worker processes (0: in this process)."""
+    return DataLoader(
+        _ClipReader(clips, processor),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_keep_items,
+        worker_init_fn=_single_threaded_worker if num_workers else None,
+        pin_memory=pin_memory,
+    )
+
+
 def _keep_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return items
 
@@ -376,14 +391,7 @@ def predict_clips(
 
     device = state.device
     model = model.to(device).eval()
-    reader = DataLoader(
-        _ClipReader(mine, processor),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_keep_items,
-        worker_init_fn=_single_threaded_worker if num_workers else None,
-        pin_memory=device.type == "cuda",
-    )
+    reader = clip_loader(mine, processor, batch_size, num_workers, pin_memory=device.type == "cuda")
     part = _part_path(output, state.process_index, state.num_processes) if output is not None else None
     if part is not None:
         _cut_torn_tail(part)

@@ -501,7 +501,175 @@ def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
             "ratio": times["step"] / target,
         },
     ]
-    return rows, {"train.step_over_floor": times["step"] / target, "train.seconds_step": times["step"]}
+    ratios = {"train.step_over_floor": times["step"] / target, "train.seconds_step": times["step"]}
+    # --bf16 as the Trainer runs it: autocast, with the frozen towers stored in bfloat16 during training.
+    from hesp_hf.training import FrozenTowersInBF16
+
+    def autocast_step():
+        with torch.autocast(device, dtype=torch.bfloat16):
+            loss = model(clips, labels=labels).loss
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+
+    native = device == "cuda" or "512" in torch.backends.cpu.get_cpu_capability()
+    if native:
+        autocast_only = best_time(synchronized(autocast_step), repeats)
+        towers = FrozenTowersInBF16(model)
+        towers.cast()
+        try:
+            autocast_step()  # warm-up
+            bf16 = best_time(synchronized(autocast_step), repeats)
+        finally:
+            towers.restore()
+        ratios.update({"train.bf16_step_speedup": times["step"] / bf16, "train.seconds_step_bf16": bf16})
+        rows += [
+            {
+                "what": "  bf16 autocast alone (frozen weights re-cast at every call) (ratio = fp32 / this)",
+                "seconds": autocast_only,
+                "ratio": times["step"] / autocast_only,
+            },
+            {
+                "what": f"training step with --bf16 (autocast + frozen towers stored in bf16): {batch / bf16:.2f} clips/s "
+                "(ratio = fp32 step / bf16 step)",
+                "seconds": bf16,
+                "ratio": times["step"] / bf16,
+            },
+        ]
+    else:
+        rows.append({"what": "bf16 training step: skipped (no native bf16 on this CPU)", "seconds": None, "ratio": None})
+    return rows, ratios
+
+
+def benchmark_predict(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, float]]:
+    """The batch predictor against its two stages alone, each with the cores it has inside the predictor (the
+    decoding workers, the model's threads): overlapped, it should run at the slower stage's speed."""
+    import torch
+
+    from hesp_hf import HESPVideoProcessor
+    from hesp_hf.pairing import load_pair
+    from hesp_hf.prediction import default_num_workers
+
+    rows, ratios = [], {}
+    setups = []
+    demo = Path("outputs/demo")
+    if (demo / "model.safetensors").exists() and Path(demo_test_list()).exists():
+        import csv
+
+        model, processor = load_pair(str(demo))
+        with open(demo_test_list(), newline="") as handle:
+            clips = [str(Path(demo_test_list()).parent / row["video_path"]) for row in csv.DictReader(handle)]
+        setups.append(("demo", "the demo checkpoint, its test clips", model, processor, clips[: 48 if quick else None]))
+    else:
+        rows.append({"what": "demo checkpoint: skipped (run `make demo` first)", "seconds": None, "ratio": None})
+    model = vit_b32_models(quick, ("mean",))["mean"]
+    processor = HESPVideoProcessor(num_frames=8)
+    source = workdir / "clip_keyint25.mp4"
+    if not source.exists():
+        from hesp_hf.video_writer import write_video
+
+        seconds, (height, width) = (4, (360, 640)) if quick else (10, (720, 1280))
+        write_video(source, synthetic_frames(seconds * 25, height, width), fps=25, options={"g": "25"})
+    copies = workdir / "predict"
+    copies.mkdir(exist_ok=True)
+    clips = []
+    for index in range(4 if quick else 12):  # hard links: separate files, as an archive has
+        link = copies / f"clip{index:03d}.mp4"
+        if not link.exists():
+            os.link(source, link)
+        clips.append(str(link))
+    setups.append(("vit_b32", "ViT-B/32-size towers, 10 s 720p H.264 clips", model, processor, clips))
+
+    for key, description, model, processor, clips in setups:
+        metrics = predictor_against_stages(model, processor, clips, default_num_workers(), batch_size=8)
+        ratios.update({f"predict.{key}.{name}": value for name, value in metrics.items()})
+        rows += [
+            {
+                "what": f"{description}: decoding alone, {metrics['workers']:.0f} worker(s): "
+                f"{metrics['decode_clips_per_s']:.2f} clips/s",
+                "seconds": metrics["decode_seconds"],
+                "ratio": None,
+            },
+            {
+                "what": f"{description}: model alone, {metrics['threads']:.0f} thread(s), batch 8: "
+                f"{metrics['model_clips_per_s']:.2f} clips/s",
+                "seconds": metrics["model_seconds"],
+                "ratio": None,
+            },
+            {
+                "what": f"{description}: one clip at a time, decode then model ({torch.get_num_threads()} threads, "
+                f"as the stock pipeline): {metrics['serial_clips_per_s']:.2f} clips/s",
+                "seconds": metrics["serial_seconds"],
+                "ratio": None,
+            },
+            {
+                "what": f"{description}: predictor {metrics['predictor_clips_per_s']:.2f} clips/s (ratio = predictor / "
+                f"min(decoding, model); {metrics['over_serial']:.2f}x the one-at-a-time speed)",
+                "seconds": metrics["predictor_seconds"],
+                "ratio": metrics["over_slower_stage"],
+            },
+        ]
+    return rows, ratios
+
+
+def predictor_against_stages(model, processor, clips: list[str], workers: int, batch_size: int) -> dict[str, float]:
+    import tempfile
+
+    import torch
+
+    from hesp_hf.prediction import clip_loader, predict_clips
+
+    threads_before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, cores - workers)  # what the predictor gives the model
+    model.eval()
+
+    def decode_only():
+        return [item for batch in clip_loader(clips, processor, batch_size, workers) for item in batch]
+
+    start = time.perf_counter()
+    items = decode_only()
+    decode_seconds = time.perf_counter() - start
+    batches = [torch.stack([i["pixel_values"] for i in items[s : s + batch_size]]) for s in range(0, len(items), batch_size)]
+
+    def model_only():
+        with torch.inference_mode():
+            for pixels in batches:
+                model(pixel_values_videos=pixels)
+
+    torch.set_num_threads(threads)
+    try:
+        model_only()  # warm-up (fills the prompt-feature caches)
+        model_seconds = best_time(model_only, 1)
+    finally:
+        torch.set_num_threads(threads_before)
+
+    def serial():
+        with torch.inference_mode():
+            for clip in clips:
+                model(**processor(clip, return_tensors="pt"))
+
+    serial_seconds = best_time(serial, 1)
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        predict_clips(model, processor, clips, Path(folder) / "rows.jsonl", batch_size=batch_size,
+                      num_workers=workers, progress=False)  # fmt: skip
+        predictor_seconds = time.perf_counter() - start
+    n = len(clips)
+    slower = max(decode_seconds, model_seconds)
+    return {
+        "workers": workers,
+        "threads": threads,
+        "decode_seconds": decode_seconds,
+        "model_seconds": model_seconds,
+        "serial_seconds": serial_seconds,
+        "predictor_seconds": predictor_seconds,
+        "decode_clips_per_s": n / decode_seconds,
+        "model_clips_per_s": n / model_seconds,
+        "serial_clips_per_s": n / serial_seconds,
+        "predictor_clips_per_s": n / predictor_seconds,
+        "over_slower_stage": slower / predictor_seconds,
+        "over_serial": serial_seconds / predictor_seconds,
+    }
 
 
 def saved_activation_bytes(model, run: Callable[[], object]) -> int:
@@ -644,7 +812,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shrink every size so the script ends in about a minute")
     parser.add_argument("--json", type=Path, help="write the ratios (and times) to this JSON file")
-    parser.add_argument("--only", nargs="*", help="run only these sections (inference, train, memory, metric, decode)")
+    parser.add_argument(
+        "--only", nargs="*", help="run only these sections (inference, train, memory, metric, decode, predict, export)"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("outputs/benchmark"), help="where test clips are cached")
     parser.add_argument("--memory_probe", type=int, choices=(0, 1), help=argparse.SUPPRESS)
     parser.add_argument("--patch_size", type=int, default=32, help="vision patch: 32 (ViT-B/32) or 16 (ViT-B/16)")
@@ -668,6 +838,7 @@ def main() -> None:
         "memory": lambda: benchmark_memory(args.quick),
         "metric": lambda: benchmark_metric(args.quick),
         "decode": lambda: benchmark_decode(args.quick, args.workdir),
+        "predict": lambda: benchmark_predict(args.quick, args.workdir),
     }
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}\n")
