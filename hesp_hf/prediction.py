@@ -326,10 +326,19 @@ def _part_paths(output: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------------ running
+def _cores_per_process(processes: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, processes))
+
+
 def default_num_workers(processes: int = 1) -> int:
     """Decoding workers per process: the cores this process may use, less one for the model, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(8, cores // max(1, processes) - 1))
+    return max(0, min(8, _cores_per_process(processes) - 1))
+
+
+def model_threads(num_workers: int, processes: int = 1) -> int:
+    """CPU threads for the model: the cores of this process that its decoding workers leave."""
+    return max(1, _cores_per_process(processes) - num_workers)
 
 
 @contextmanager
@@ -339,8 +348,7 @@ def _model_threads(device: torch.device, num_workers: int, processes: int) -> It
         yield
         return
     before = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, cores // max(1, processes) - num_workers))
+    torch.set_num_threads(model_threads(num_workers, processes))
     try:
         yield
     finally:

@@ -616,11 +616,10 @@ def predictor_against_stages(model, processor, clips: list[str], workers: int, b
 
     import torch
 
-    from hesp_hf.prediction import clip_loader, predict_clips
+    from hesp_hf.prediction import clip_loader, model_threads, predict_clips
 
     threads_before = torch.get_num_threads()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    threads = max(1, cores - workers)  # what the predictor gives the model
+    threads = model_threads(workers)  # what the predictor gives the model
     model.eval()
 
     def decode_only():

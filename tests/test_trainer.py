@@ -312,3 +312,11 @@ def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make
         if name in saved:
             assert saved[name].dtype == torch.float32 and torch.equal(saved[name], value), name
     assert not torch.equal(model.prompt_learner.ctx, ctx_before)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only machine's default")
+def test_bf16_without_a_gpu_trains_on_the_cpu(tmp_path):
+    """The stock arguments refuse `--bf16` without a GPU unless `--use_cpu` is given; on a CPU-only machine the CPU
+    is the only device, so HESP's arguments choose it."""
+    args = HESPTrainingArguments(output_dir=str(tmp_path), bf16=True)
+    assert args.use_cpu and args.bf16

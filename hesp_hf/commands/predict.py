@@ -14,13 +14,17 @@ on the same output skips the clips already there (an interrupted run keeps every
 import argparse
 import logging
 
+from hesp_hf import HESPVideoProcessor, onnx_runtime
 from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.pairing import load_pair
 
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="video files, folders, glob patterns, list files (.txt) or CSVs")
-    parser.add_argument("--checkpoint", required=True, help="a trained HESP folder or Hub id")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX export folder (hesp-export)"
+    )
     parser.add_argument("--output", required=True, help="where the rows go: a .jsonl or .csv file")
     parser.add_argument("--root", default=None, help="folder that relative paths in list files and CSVs start from")
     parser.add_argument("--batch_size", type=int, default=8, help="clips per forward pass (default 8)")
@@ -48,17 +52,24 @@ def main() -> None:
 
     from accelerate import PartialState
 
-    PartialState(cpu=args.cpu)  # the process group and the device, before the model is loaded
+    state = PartialState(cpu=args.cpu)  # the process group and the device, before the model is loaded
 
-    from hesp_hf.pairing import load_pair
-    from hesp_hf.prediction import list_clips, predict_clips
+    from hesp_hf.prediction import default_num_workers, list_clips, model_threads, predict_clips
 
     clips = list_clips(args.inputs, root=args.root)
-    model, processor = load_pair(args.checkpoint)
+    if args.num_workers is None:
+        args.num_workers = default_num_workers(state.num_processes)
+    if onnx_runtime.is_onnx_export(args.checkpoint):
+        model = onnx_runtime.ONNXVideoClassifier(
+            args.checkpoint, threads=model_threads(args.num_workers, state.num_processes)
+        )
+        processor = HESPVideoProcessor.from_pretrained(args.checkpoint)
+    else:
+        model, processor = load_pair(args.checkpoint)
+        if args.inference_only:
+            model = model.to_inference_only()
     if args.face_crop:
         processor.face_crop = True
-    if args.inference_only:
-        model = model.to_inference_only()
     predict_clips(
         model,
         processor,

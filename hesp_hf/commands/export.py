@@ -1,0 +1,41 @@
+"""Export a trained HESP checkpoint for inference: the inference-only checkpoint (no text tower, same logits) or an
+ONNX graph for ONNX Runtime.
+
+    hesp-export --checkpoint runs/dfew-1 --output_dir runs/dfew-1-lean
+    hesp-export --checkpoint runs/dfew-1 --output_dir runs/dfew-1-onnx --onnx
+
+Both folders carry the processor and `config.json` (labels, threshold); `hesp-predict --checkpoint <folder>` and
+`pipeline("video-classification", model=<lean folder>)` take them. The ONNX export needs `pip install hesp-hf[onnx]`
+and is checked against eager float32 before it is kept.
+"""
+
+import argparse
+import logging
+
+from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.export import export_inference_only, export_onnx
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", required=True, help="a trained HESP folder or Hub id")
+    parser.add_argument("--output_dir", required=True, help="a new (or empty) folder for the export")
+    parser.add_argument("--onnx", action="store_true", help="export an ONNX graph instead of a lean checkpoint")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.onnx:
+        export_onnx(args.checkpoint, args.output_dir, opset=args.opset)
+    else:
+        if args.opset is not None:
+            parser.error("--opset applies to --onnx exports only")
+        export_inference_only(args.checkpoint, args.output_dir)
+
+
+def cli() -> None:
+    """The `hesp-export` command."""
+    run_command(main)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,62 @@
+"""Running an ONNX export (`hesp_hf.export.export_onnx`) with ONNX Runtime, in the model's calling convention, so
+that the batch predictor and user code take it in place of the PyTorch model.
+
+    classifier = ONNXVideoClassifier("hesp-dfew-onnx")
+    output = classifier(pixel_values_videos=processor(["a.mp4", "b.mp4"], return_tensors="pt").pixel_values_videos)
+    output.logits, output.open_set_score  # torch tensors, as from HESPForOpenSetVideoClassification
+"""
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .modeling.configuration_hesp import HESPConfig
+from .modeling.modeling_hesp import HESPVideoClassifierOutput
+
+
+ONNX_FILE = "model.onnx"
+
+
+def is_onnx_export(folder: str | Path) -> bool:
+    return (Path(folder) / ONNX_FILE).is_file()
+
+
+class ONNXVideoClassifier:
+    """An ONNX export folder (`model.onnx`, its weights, `config.json`) run with ONNX Runtime on the CPU (or CUDA,
+    where onnxruntime-gpu provides it). `threads`: intra-op threads (default: ONNX Runtime's choice)."""
+
+    def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
+        try:
+            import onnxruntime
+        except ImportError as error:
+            raise ImportError(
+                "Running an ONNX export needs onnxruntime: `pip install hesp-hf[onnx]`."
+            ) from error
+        folder = Path(folder)
+        if not is_onnx_export(folder):
+            raise FileNotFoundError(f"{folder} holds no {ONNX_FILE}: export one with hesp_hf.export.export_onnx.")
+        self.folder = folder
+        self.config = HESPConfig.from_pretrained(folder)
+        options = onnxruntime.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        available = onnxruntime.get_available_providers()
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        self.session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), options, providers=providers)
+
+    def __call__(self, pixel_values_videos: torch.Tensor | np.ndarray, **_: Any) -> HESPVideoClassifierOutput:
+        pixels = pixel_values_videos
+        if isinstance(pixels, torch.Tensor):
+            pixels = pixels.detach().to("cpu", torch.float32).numpy()
+        logits, score = self.session.run(["logits", "open_set_score"], {"pixel_values_videos": pixels})
+        return HESPVideoClassifierOutput(logits=torch.from_numpy(logits), open_set_score=torch.from_numpy(score))
+
+    # The predictor's calls on a torch model, which mean nothing here.
+    def to(self, *_: Any, **__: Any) -> "ONNXVideoClassifier":
+        return self
+
+    def eval(self) -> "ONNXVideoClassifier":
+        return self

@@ -1,0 +1,60 @@
+"""ONNX export of the inference graph, run with ONNX Runtime: the eager model's logits and decisions."""
+
+import pytest
+import torch
+
+from hesp_hf import HESPVideoProcessor
+
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from hesp_hf.export import export_onnx  # noqa: E402
+from hesp_hf.onnx_runtime import ONNXVideoClassifier  # noqa: E402
+from hesp_hf.prediction import predict_clips  # noqa: E402
+
+from .test_export import trained_looking  # noqa: E402
+
+
+@pytest.fixture
+def exported(make_model, tiny_clip_dir, tmp_path):
+    model = trained_looking(make_model(unknown_threshold=0.0, temporal_pooling="attention"))
+    processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
+    model.save_pretrained(tmp_path / "full")
+    processor.save_pretrained(tmp_path / "full")
+    return model, processor, export_onnx(str(tmp_path / "full"), tmp_path / "onnx")
+
+
+def test_onnx_runtime_matches_eager_at_any_batch_size(exported):
+    model, _, folder = exported
+    assert (folder / "model.onnx").exists() and (folder / "config.json").exists()
+    classifier = ONNXVideoClassifier(folder)
+    assert classifier.config.id2label == model.config.id2label
+    for batch in (1, 5):
+        pixels = torch.randn(batch, 4, 3, 32, 32, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            expected = model(pixels)
+        got = classifier(pixel_values_videos=pixels)
+        torch.testing.assert_close(got.logits, expected.logits, rtol=0, atol=1e-4)
+        torch.testing.assert_close(got.open_set_score, expected.open_set_score, rtol=0, atol=1e-4)
+        assert torch.equal(got.logits.argmax(-1), expected.logits.argmax(-1))
+
+
+def test_predictor_takes_the_onnx_export(exported, tmp_path):
+    from hesp_hf.video_writer import write_video
+
+    from .conftest import random_video
+
+    model, processor, folder = exported
+    clips = [str(write_video(tmp_path / f"c{i}.mp4", random_video(6, 40, 48, seed=i))) for i in range(3)]
+    eager, _ = predict_clips(model, processor, clips, batch_size=2, num_workers=0, progress=False)
+    onnx, _ = predict_clips(ONNXVideoClassifier(folder), processor, clips, batch_size=2, num_workers=0, progress=False)
+    assert [row["label"] for row in onnx] == [row["label"] for row in eager]
+    for a, b in zip(onnx, eager, strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+
+
+def test_export_refuses_a_folder_in_use(exported):
+    _, _, folder = exported
+    with pytest.raises(ValueError, match="not an empty folder"):
+        export_onnx(str(folder), folder)
