@@ -541,8 +541,9 @@ def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
 
 
 def benchmark_predict(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, float]]:
-    """The batch predictor against its two stages alone, each with the cores it has inside the predictor (the
-    decoding workers, the model's threads): overlapped, it should run at the slower stage's speed."""
+    """The batch predictor against its two stages alone, each with the cores it may have inside the predictor: the
+    decoding workers; the model's threads, the cores the workers leave or all of them when the model is the slower
+    stage (the faster of the two is the baseline). Overlapped, it should run at the slower stage's speed."""
     import torch
 
     from hesp_hf import HESPVideoProcessor
@@ -572,15 +573,19 @@ def benchmark_predict(quick: bool, workdir: Path) -> tuple[list[dict], dict[str,
     copies = workdir / "predict"
     copies.mkdir(exist_ok=True)
     clips = []
-    for index in range(4 if quick else 12):  # hard links: separate files, as an archive has
+    count = 4 if quick else 128 if bench_device() == "cuda" else 32
+    for index in range(count):  # hard links: separate files, as an archive has
         link = copies / f"clip{index:03d}.mp4"
         if not link.exists():
             os.link(source, link)
         clips.append(str(link))
     setups.append(("vit_b32", "ViT-B/32-size towers, 10 s 720p H.264 clips", model, processor, clips))
 
+    on_gpu = bench_device() == "cuda"
     for key, description, model, processor, clips in setups:
-        metrics = predictor_against_stages(model, processor, clips, default_num_workers(), batch_size=8)
+        metrics = predictor_against_stages(
+            model, processor, clips, default_num_workers(), batch_size=64 if on_gpu else 8, bf16=on_gpu
+        )
         ratios.update({f"predict.{key}.{name}": value for name, value in metrics.items()})
         rows += [
             {
@@ -590,7 +595,8 @@ def benchmark_predict(quick: bool, workdir: Path) -> tuple[list[dict], dict[str,
                 "ratio": None,
             },
             {
-                "what": f"{description}: model alone, {metrics['threads']:.0f} thread(s), batch 8: "
+                "what": f"{description}: model alone ({bench_device()}{', bf16' if on_gpu else ''}, "
+                f"{metrics['threads']:.0f} CPU thread(s), the faster setting, batch {64 if on_gpu else 8}): "
                 f"{metrics['model_clips_per_s']:.2f} clips/s",
                 "seconds": metrics["model_seconds"],
                 "ratio": None,
@@ -611,10 +617,19 @@ def benchmark_predict(quick: bool, workdir: Path) -> tuple[list[dict], dict[str,
     return rows, ratios
 
 
-def predictor_against_stages(model, processor, clips: list[str], workers: int, batch_size: int) -> dict[str, float]:
+def predictor_against_stages(
+    model, processor, clips: list[str], workers: int, batch_size: int, bf16: bool = False
+) -> dict[str, float]:
     import tempfile
 
     import torch
+
+    device = bench_device()
+    model = model.to(device)
+
+    def synchronize():
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     from hesp_hf.prediction import clip_loader, model_threads, predict_clips
 
@@ -628,36 +643,42 @@ def predictor_against_stages(model, processor, clips: list[str], workers: int, b
     start = time.perf_counter()
     items = decode_only()
     decode_seconds = time.perf_counter() - start
-    batches = [torch.stack([i["pixel_values"] for i in items[s : s + batch_size]]) for s in range(0, len(items), batch_size)]
+    batches = [
+        torch.stack([i["pixel_values"] for i in items[s : s + batch_size]]).to(device)
+        for s in range(0, len(items), batch_size)
+    ]
 
     def model_only():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             for pixels in batches:
                 model(pixel_values_videos=pixels)
+        synchronize()
 
+    model_only()  # warm-up (fills the prompt-feature caches)
+    model_seconds_all_cores = best_time(model_only, 1)
     torch.set_num_threads(threads)
     try:
-        model_only()  # warm-up (fills the prompt-feature caches)
-        model_seconds = best_time(model_only, 1)
+        model_seconds = min(best_time(model_only, 1), model_seconds_all_cores)
     finally:
         torch.set_num_threads(threads_before)
 
     def serial():
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             for clip in clips:
-                model(**processor(clip, return_tensors="pt"))
+                model(**processor(clip, return_tensors="pt").to(device))
+        synchronize()
 
     serial_seconds = best_time(serial, 1)
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         predict_clips(model, processor, clips, Path(folder) / "rows.jsonl", batch_size=batch_size,
-                      num_workers=workers, progress=False)  # fmt: skip
+                      num_workers=workers, bf16=bf16, progress=False)  # fmt: skip
         predictor_seconds = time.perf_counter() - start
     n = len(clips)
     slower = max(decode_seconds, model_seconds)
     return {
         "workers": workers,
-        "threads": threads,
+        "threads": threads if model_seconds < model_seconds_all_cores else threads_before,
         "decode_seconds": decode_seconds,
         "model_seconds": model_seconds,
         "serial_seconds": serial_seconds,
@@ -669,6 +690,136 @@ def predictor_against_stages(model, processor, clips: list[str], workers: int, b
         "over_slower_stage": slower / predictor_seconds,
         "over_serial": serial_seconds / predictor_seconds,
     }
+
+
+def benchmark_export(quick: bool, workdir: Path) -> tuple[list[dict], dict[str, float]]:
+    """The inference-only checkpoint against the full one (parameters, file size, load time), and ONNX Runtime
+    against eager PyTorch, fp32, on ViT-B/32-size random towers; the ONNX export's decisions on the demo's test
+    clips when `make demo` has run."""
+    import shutil
+
+    import torch
+
+    from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
+    from hesp_hf.export import export_inference_only, export_onnx
+    from hesp_hf.onnx_runtime import ONNXVideoClassifier
+
+    model = vit_b32_models(quick, ("mean",))["mean"]
+    with torch.no_grad():  # trained-looking prompt side: random init leaves many equal tensors
+        generator = torch.Generator().manual_seed(0)
+        for parameter in (model.prompt_learner.ctx, model.visual_prompt.delta, model.reciprocal_points.images):
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    folder = workdir / "export"
+    shutil.rmtree(folder, ignore_errors=True)
+    model.save_pretrained(folder / "full")
+    HESPVideoProcessor(num_frames=8).save_pretrained(folder / "full")
+    export_inference_only(str(folder / "full"), folder / "lean")
+
+    def parameters(m):
+        return sum(p.numel() for p in m.parameters()) + sum(b.numel() for b in m.buffers() if b.is_floating_point())
+
+    def load(name):
+        return HESPForOpenSetVideoClassification.from_pretrained(folder / name)
+
+    full_load, lean_load = best_time(lambda: load("full"), 2), best_time(lambda: load("lean"), 2)
+    full, lean = load("full").eval(), load("lean").eval()
+    full_size, lean_size = (folder / "full" / "model.safetensors").stat().st_size, (
+        folder / "lean" / "model.safetensors"
+    ).stat().st_size
+    pixels = torch.randn(2 if quick else 4, 8, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        same = float((full(pixels).logits - lean(pixels).logits).abs().max())
+    fewer = 1 - parameters(lean) / parameters(full)
+    ratios = {
+        "export.lean_parameter_reduction": fewer,
+        "export.lean_size_ratio": lean_size / full_size,
+        "export.lean_load_speedup": full_load / lean_load,
+        "export.lean_max_abs_logit_difference": same,
+    }
+    rows = [
+        {
+            "what": f"inference-only checkpoint: {parameters(lean) / 1e6:.1f}M parameters and constants against "
+            f"{parameters(full) / 1e6:.1f}M ({100 * fewer:.1f} % fewer), {lean_size / 2**20:.0f} against "
+            f"{full_size / 2**20:.0f} MiB, max abs logit difference {same:g} (ratio = full / lean load time)",
+            "seconds": lean_load,
+            "ratio": full_load / lean_load,
+        }
+    ]
+
+    export_onnx(str(folder / "full"), folder / "onnx")
+    threads = torch.get_num_threads()
+    runtime = ONNXVideoClassifier(folder / "onnx", threads=threads)
+
+    def eager():
+        with torch.inference_mode():
+            return lean(pixels).logits
+
+    def onnx():
+        return runtime(pixel_values_videos=pixels).logits
+
+    eager(), onnx()  # warm-up
+    eager_times, onnx_times = [], []
+    for _ in range(2 if quick else 5):  # in rotation: both see the same background load
+        eager_times.append(best_time(eager, 1))
+        onnx_times.append(best_time(onnx, 1))
+    eager_time, onnx_time = float(np.median(eager_times)), float(np.median(onnx_times))
+    difference = float((eager() - onnx()).abs().max())
+    ratios.update(
+        {
+            "export.onnx_speedup_over_eager_fp32": eager_time / onnx_time,
+            "export.onnx_max_abs_logit_difference": difference,
+        }
+    )
+    rows.append(
+        {
+            "what": f"ONNX Runtime fp32, batch {len(pixels)} x 8 frames, {threads} threads: {len(pixels) / onnx_time:.2f} "
+            f"clips/s against eager fp32 {len(pixels) / eager_time:.2f} (medians of runs in rotation; max abs logit "
+            f"difference {difference:.1e}) (ratio = eager / ONNX time)",
+            "seconds": onnx_time,
+            "ratio": eager_time / onnx_time,
+        }
+    )
+    demo = Path("outputs/demo")
+    if (demo / "model.safetensors").exists() and Path(demo_test_list()).exists():
+        agreement, count, worst = onnx_decision_agreement(str(demo), folder / "demo-onnx")
+        ratios["export.onnx_demo_decision_agreement"] = agreement
+        rows.append(
+            {
+                "what": f"ONNX export of the demo checkpoint: same decisions (top label of K + 1) as eager on "
+                f"{agreement * count:.0f} of its {count} test clips; max abs logit difference {worst:.1e}",
+                "seconds": None,
+                "ratio": None,
+            }
+        )
+    shutil.rmtree(folder, ignore_errors=True)
+    return rows, ratios
+
+
+def onnx_decision_agreement(checkpoint: str, export_folder: Path) -> tuple[float, int, float]:
+    import csv
+
+    import torch
+
+    from hesp_hf.data.decoding import sample_clip
+    from hesp_hf.export import export_onnx
+    from hesp_hf.onnx_runtime import ONNXVideoClassifier
+    from hesp_hf.pairing import load_pair
+
+    model, processor = load_pair(checkpoint)
+    export_onnx(checkpoint, export_folder)
+    runtime = ONNXVideoClassifier(export_folder)
+    with open(demo_test_list(), newline="") as handle:
+        paths = [str(Path(demo_test_list()).parent / row["video_path"]) for row in csv.DictReader(handle)]
+    same, worst = 0, 0.0
+    for start in range(0, len(paths), 32):
+        videos = [sample_clip(path, model.config.num_frames).frames for path in paths[start : start + 32]]
+        pixels = processor(videos, return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
+        with torch.inference_mode():
+            eager = model(pixels).logits
+        onnx = runtime(pixel_values_videos=pixels).logits
+        same += int((eager.argmax(-1) == onnx.argmax(-1)).sum())
+        worst = max(worst, float((eager - onnx).abs().max()))
+    return same / len(paths), len(paths), worst
 
 
 def saved_activation_bytes(model, run: Callable[[], object]) -> int:
@@ -838,6 +989,7 @@ def main() -> None:
         "metric": lambda: benchmark_metric(args.quick),
         "decode": lambda: benchmark_decode(args.quick, args.workdir),
         "predict": lambda: benchmark_predict(args.quick, args.workdir),
+        "export": lambda: benchmark_export(args.quick, args.workdir),
     }
     args.workdir.mkdir(parents=True, exist_ok=True)
     print(f"machine: {machine()}\n")
