@@ -146,7 +146,22 @@ def clip_loader(
         collate_fn=_keep_items,
         worker_init_fn=_single_threaded_worker if num_workers else None,
         pin_memory=pin_memory,
+        # Not `fork`: a worker forked while another thread of this process holds a lock (an ONNX Runtime or OpenCV
+        # pool, the allocator's background thread) can wait on it forever (seen in the test suite). Workers start
+        # from a clean server process instead, a second or two once per run.
+        multiprocessing_context=_worker_context() if num_workers else None,
     )
+
+
+def _worker_context() -> Any:
+    import multiprocessing
+
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # The server imports the reader's module (torch, transformers, PyAV) once; each worker is a fork of it.
+    context.set_forkserver_preload([__name__])
+    return context
 
 
 def _keep_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
