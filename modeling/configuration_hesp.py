@@ -135,6 +135,8 @@ class HESPConfig(CLIPConfig):
         "frame_weights",
         "text_embeds",
         "negative_visual_embeds",
+        "vision_hidden_states",
+        "vision_attentions",
         "loss_terms",
     ]
 

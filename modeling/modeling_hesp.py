@@ -18,7 +18,7 @@ from torch import nn
 from transformers import CLIPConfig, CLIPTextModel, CLIPVisionModel
 from transformers import initialization as init
 from transformers.masking_utils import create_causal_mask
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
 from transformers.utils import logging
 
@@ -58,6 +58,11 @@ class HESPVideoClassifierOutput(ModelOutput):
         Features of the learned class prompts.
     negative_visual_embeds (`torch.FloatTensor` of shape `(K, D)`):
         Features of the negative visual prompts, the reciprocal points (`None` when they are switched off).
+    vision_hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_hidden_states=True`):
+        The vision tower's hidden states of every frame, the embeddings and then each layer, each `(B, T, P + 1, W)`
+        (`P` patches and the class token, width `W`).
+    vision_attentions (`tuple[torch.FloatTensor]`, *optional*, returned with `output_attentions=True`):
+        The vision tower's attention weights of every frame, per layer `(B, T, heads, P + 1, P + 1)`.
     loss_terms (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` is given):
         Unweighted value of each active loss term, for logging.
     """
@@ -71,6 +76,8 @@ class HESPVideoClassifierOutput(ModelOutput):
     frame_weights: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     negative_visual_embeds: torch.FloatTensor | None = None
+    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
     loss_terms: dict[str, torch.FloatTensor] | None = None
 
 
@@ -334,9 +341,17 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         self.reciprocal_points.requires_grad_(self.config.use_reciprocal_points)
 
     # ----------------------------------------------------------------------------------------------- CLIP towers
-    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """CLIP image features `(N, D)` of normalised images `(N, C, H, W)` (= `CLIPModel.get_image_features`)."""
-        return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
+    def get_image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
+        """As `CLIPModel.get_image_features`: the vision tower's output for normalised images `(N, C, H, W)`, with
+        `pooler_output` the projected CLIP image features `(N, D)`. `kwargs` go to the tower
+        (`output_hidden_states`, `output_attentions`)."""
+        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+        outputs.pooler_output = self.visual_projection(outputs.pooler_output)
+        return outputs
+
+    def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The projected CLIP image features `(N, D)` of normalised images `(N, C, H, W)`."""
+        return self.get_image_features(pixel_values).pooler_output
 
     def encode_text_embeds(self, inputs_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """CLIP text features `(N, D)` of token embeddings `(N, L, W)` pooled at position `lengths - 1` (EOS).
@@ -352,10 +367,13 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]  # (N, W)
         return self.text_projection(pooled)
 
-    def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """CLIP text features `(N, D)` of token ids `(N, L)`, each ending with its EOS and then padding."""
+    def get_text_features(self, input_ids: torch.Tensor) -> BaseModelOutputWithPooling:
+        """As `CLIPModel.get_text_features`, `pooler_output` the projected CLIP text features `(N, D)` of token ids
+        `(N, L)`, each ending with its EOS and then padding (pooled at the EOS)."""
         eos = self.config.text_config.eos_token_id
-        return self.get_text_features_from_ids(input_ids, (input_ids == eos).int().argmax(dim=-1) + 1)
+        return BaseModelOutputWithPooling(
+            pooler_output=self.text_embeds_of_ids(input_ids, (input_ids == eos).int().argmax(dim=-1) + 1)
+        )
 
     # --------------------------------------------------------------------------------------- prompt features
     def class_text_embeds(self) -> torch.Tensor:
@@ -377,13 +395,13 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
         def compute() -> torch.Tensor:
             with torch.set_grad_enabled(not self.config.freeze_text_tower and torch.is_grad_enabled()):
-                return self.get_text_features_from_ids(self.negative_token_ids, self.negative_lengths)
+                return self.text_embeds_of_ids(self.negative_token_ids, self.negative_lengths)
 
         if not self.config.freeze_text_tower and torch.is_grad_enabled():
             return compute()
         return self._negative_text_cache.get(self._text_state(), compute)
 
-    def get_text_features_from_ids(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def text_embeds_of_ids(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """CLIP text features `(N, D)` of token ids `(N, L)` whose EOS sits at `lengths - 1`."""
         return self.encode_text_embeds(self.text_tower().embeddings.token_embedding(input_ids), lengths)
 
@@ -403,7 +421,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         images = self.reciprocal_points.images
 
         def compute() -> torch.Tensor:
-            return self.get_image_features(images.to(self.visual_projection.weight.dtype))
+            return self.image_embeds(images.to(self.visual_projection.weight.dtype))
 
         if torch.is_grad_enabled():
             self._reciprocal_cache.clear()
@@ -498,8 +516,12 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         top, left = self.visual_prompt.top_left(center, image_size)
         return self.visual_prompt.add_at(frames, top, left)
 
-    def encode_frames(self, pixel_values_videos: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
-        """Frame features `(B, T, D)` of normalised frames `(B, T, C, H, W)`, with the visual prompt added."""
+    def encode_frames(
+        self, pixel_values_videos: torch.Tensor, text_embeds: torch.Tensor, **tower_kwargs: Any
+    ) -> BaseModelOutputWithPooling:
+        """The vision tower's output for normalised frames `(B, T, C, H, W)` with the visual prompt added, every
+        tensor with its frames unflattened: `pooler_output` the frame features `(B, T, D)`; `hidden_states` /
+        `attentions` (with `output_hidden_states` / `output_attentions` in `tower_kwargs`) `(B, T, ...)` per layer."""
         if pixel_values_videos.dim() != 5:
             raise ValueError(
                 f"pixel_values_videos must be (batch, frames, channels, height, width), got {tuple(pixel_values_videos.shape)}."
@@ -507,13 +529,24 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         batch, frames = pixel_values_videos.shape[:2]
         flat = pixel_values_videos.to(self.visual_projection.weight.dtype).flatten(0, 1)  # (B*T, C, H, W)
         prompted = self.add_visual_prompt(flat, text_embeds)
-        return self.get_image_features(prompted).view(batch, frames, -1)
+        outputs = self.get_image_features(prompted, **tower_kwargs)
+
+        def per_clip(tensors: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...] | None:
+            return None if not tensors else tuple(t.view(batch, frames, *t.shape[1:]) for t in tensors)
+
+        return BaseModelOutputWithPooling(
+            pooler_output=outputs.pooler_output.view(batch, frames, -1),
+            hidden_states=per_clip(outputs.hidden_states),
+            attentions=per_clip(outputs.attentions),
+        )
 
     # -------------------------------------------------------------------------------------------------- forward
     def forward(
         self,
         pixel_values_videos: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
         return_dict: bool | None = None,
         frame_embeds: torch.Tensor | None = None,
         **kwargs: Any,
@@ -524,15 +557,46 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         labels (`torch.LongTensor` of shape `(B,)`, *optional*):
             Known-class indices `0..K-1`; when given, the open-set loss is returned. `-1` marks an unknown clip, left
             out of the label terms (so a `Trainer` can evaluate on open-set data).
+        output_hidden_states (`bool`, *optional*):
+            Return the vision tower's hidden states of every frame, `vision_hidden_states`.
+        output_attentions (`bool`, *optional*):
+            Return the vision tower's attention maps of every frame, `vision_attentions` (needs eager attention:
+            `from_pretrained(..., attn_implementation="eager")`).
         frame_embeds (`torch.FloatTensor` of shape `(B, T, D)`, *optional*):
-            Instead of `pixel_values_videos`: the frames' CLIP image features (`get_image_features`), e.g. cached
+            Instead of `pixel_values_videos`: the frames' CLIP image features (`image_embeds`), e.g. cached
             once for training on a frozen vision tower. Only without the visual prompt, which acts on pixels.
+
+        Example:
+
+        ```python
+        >>> import torch
+        >>> from hesp_hf import HESPForOpenSetVideoClassification
+
+        >>> model = HESPForOpenSetVideoClassification.from_pretrained("runs/dfew-1").eval()  # a trained folder
+        >>> pixels = torch.randn(2, model.config.num_frames, 3, 224, 224)  # HESPVideoProcessor's output
+        >>> with torch.no_grad():
+        ...     output = model(pixel_values_videos=pixels)
+        >>> logits = output.logits  # (2, K + 1): the K known classes, then "unknown"
+        >>> labels = [model.config.id2label[int(i)] for i in logits.argmax(-1)]  # known classes or "unknown"
+        ```
         """
+        if kwargs:
+            raise TypeError(
+                f"HESPForOpenSetVideoClassification.forward() got unexpected arguments {sorted(kwargs)}; it takes "
+                "pixel_values_videos or frame_embeds, labels, output_hidden_states, output_attentions, return_dict."
+            )
         if (pixel_values_videos is None) == (frame_embeds is None):
             raise ValueError("Pass exactly one of pixel_values_videos and frame_embeds.")
         text_embeds = self.class_text_embeds()  # (K, D)
+        tower = None
         if frame_embeds is None:
-            frame_embeds = self.encode_frames(pixel_values_videos, text_embeds)
+            tower_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
+            tower = self.encode_frames(
+                pixel_values_videos, text_embeds, **{k: v for k, v in tower_kwargs.items() if v is not None}
+            )
+            frame_embeds = tower.pooler_output
+        elif output_hidden_states or output_attentions:
+            raise ValueError("frame_embeds skip the vision tower: it has no hidden states or attentions to return.")
         elif self.config.use_visual_prompt:
             raise ValueError(
                 "frame_embeds skip the pixels, so they cannot carry the visual prompt: use pixel_values_videos, or a "
@@ -591,11 +655,16 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             frame_weights=frame_weights,
             text_embeds=text_embeds,
             negative_visual_embeds=negative_visual,
+            vision_hidden_states=tower.hidden_states if tower is not None else None,
+            vision_attentions=tower.attentions if tower is not None else None,
             loss_terms=loss_terms,
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         # As transformers' models: a tuple of the tensors that are set (`loss_terms`, a dict for logging, is left out).
-        return output if return_dict else tuple(value for value in output.to_tuple() if torch.is_tensor(value))
+        if return_dict:
+            return output
+        # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors.
+        return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
 
     def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The known-ness score `(B,)` of the `K` known-class logits and the "unknown" logit `(B, 1)` that wins the
@@ -622,6 +691,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         num_known = self.config.num_known_labels
         if labels.numel() != batch:
             raise ValueError(f"labels holds {labels.numel()} values for a batch of {batch} clips.")
+        if torch.compiler.is_compiling():
+            return labels  # a check on the values would break the compiled graph; eager runs check them
         bad = (labels != UNKNOWN_CLIP_LABEL) & ((labels < 0) | (labels >= num_known))
         if bad.any():
             raise ValueError(

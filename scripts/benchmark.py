@@ -324,7 +324,7 @@ def benchmark_inference(quick: bool) -> tuple[list[dict], dict[str, float]]:
     repeats = 2 if quick else 3
 
     def bare(videos):
-        return model.get_image_features(videos.flatten(0, 1)).view(batch, frames, -1).mean(dim=1)
+        return model.image_embeds(videos.flatten(0, 1)).view(batch, frames, -1).mean(dim=1)
 
     def timed(function, bf16: bool) -> float:
         def call():
@@ -455,7 +455,7 @@ def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
     def frames_part():
         text = model.class_text_embeds().detach()
         prompted = model.add_visual_prompt(clips.flatten(0, 1), text)
-        model.get_image_features(prompted).sum().backward()
+        model.image_embeds(prompted).sum().backward()
 
     def negative_part():
         model.negative_visual_embeds().sum().backward()
@@ -466,7 +466,7 @@ def benchmark_train(quick: bool) -> tuple[list[dict], dict[str, float]]:
     def floor():
         with torch.no_grad():
             for _ in range(3):
-                model.get_image_features(clips.flatten(0, 1))
+                model.image_embeds(clips.flatten(0, 1))
 
     step()  # warm-up
     parts = (

@@ -71,7 +71,7 @@ def cached_features(data: Path, cache: Path) -> dict[str, tuple[torch.Tensor, to
                 video = torch.from_numpy(sample_clip(path, CLIP_FRAMES).frames).permute(0, 3, 1, 2)
                 pixels = processor(video, do_sample_frames=False, return_tensors="pt")["pixel_values_videos"][0]
                 with torch.no_grad():
-                    features[str(path)] = (model.get_image_features(pixels), model.get_image_features(pixels.flip(-1)))
+                    features[str(path)] = (model.image_embeds(pixels), model.image_embeds(pixels.flip(-1)))
     with atomic_output(target) as temporary:  # whole or not at all
         torch.save(features, temporary)
     return features

@@ -196,10 +196,10 @@ def test_from_clip_matches_clip_features(make_model, tiny_clip_dir):
     ids = tokenizer(["a happy face.", "sad", "this video is not neutral."], padding=True, return_tensors="pt")
     with torch.no_grad():
         torch.testing.assert_close(
-            model.get_image_features(images), clip.get_image_features(pixel_values=images).pooler_output
+            model.get_image_features(images).pooler_output, clip.get_image_features(pixel_values=images).pooler_output
         )
         torch.testing.assert_close(
-            model.get_text_features(ids["input_ids"]), clip.get_text_features(**ids).pooler_output
+            model.get_text_features(ids["input_ids"]).pooler_output, clip.get_text_features(**ids).pooler_output
         )
         # The learned prompt with its context replaced by real token embeddings is CLIP's text feature of that text.
         filler = tokenizer("x " * model.config.n_ctx)["input_ids"][1:-1]
@@ -378,7 +378,7 @@ def test_frame_embeds_input_equals_pixels(make_model):
     model = make_model(use_visual_prompt=False, temporal_pooling="attention").eval()
     pixels = videos()
     with torch.no_grad():
-        frame_embeds = model.get_image_features(pixels.flatten(0, 1)).view(B, T, -1)
+        frame_embeds = model.image_embeds(pixels.flatten(0, 1)).view(B, T, -1)
     from_pixels = model(pixels, labels=torch.tensor([1, 0]))
     from_features = model(frame_embeds=frame_embeds, labels=torch.tensor([1, 0]))
     torch.testing.assert_close(from_features.logits, from_pixels.logits)
@@ -431,3 +431,68 @@ def test_return_dict_false_is_a_plain_tuple_of_the_same_tensors(make_model):
     expected = [value for value in named.to_tuple() if torch.is_tensor(value)]
     assert len(plain) == len(expected) and all(torch.equal(a, b) for a, b in zip(plain, expected, strict=True))
     assert torch.equal(plain[0], named.loss) and torch.equal(plain[1], named.logits)
+
+
+def test_hidden_states_and_attentions_of_every_frame(make_model, tiny_clip_dir, tmp_path):
+    """As transformers' models: `output_hidden_states` / `output_attentions` return the vision tower's, per frame;
+    the tuple form keeps them; attentions need eager attention, chosen at loading."""
+    model = make_model()
+    model.save_pretrained(tmp_path)
+    model = HESPForOpenSetVideoClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    vision = model.config.vision_config
+    clips = videos()
+    B, T = clips.shape[:2]
+    tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+    with torch.no_grad():
+        output = model(pixel_values_videos=clips, output_hidden_states=True, output_attentions=True)
+        plain = model(pixel_values_videos=clips, output_hidden_states=True, return_dict=False)
+        frame_alone = model.get_image_features(clips[1, 2:3], output_hidden_states=True)
+    assert len(output.vision_hidden_states) == vision.num_hidden_layers + 1
+    assert all(h.shape == (B, T, tokens, vision.hidden_size) for h in output.vision_hidden_states)
+    assert len(output.vision_attentions) == vision.num_hidden_layers
+    assert all(a.shape == (B, T, vision.num_attention_heads, tokens, tokens) for a in output.vision_attentions)
+    # Frame 2 of clip 1 is that frame's own hidden state (the visual prompt is zero at initialisation).
+    torch.testing.assert_close(output.vision_hidden_states[-1][1, 2], frame_alone.hidden_states[-1][0])
+    assert isinstance(plain[-1], tuple) and torch.equal(plain[-1][-1], output.vision_hidden_states[-1])
+    assert model(pixel_values_videos=clips).vision_hidden_states is None
+
+
+def test_unknown_arguments_are_refused(make_model):
+    model = make_model()
+    with pytest.raises(TypeError, match=r"unexpected arguments \['output_hidden_state'\]"):
+        model(pixel_values_videos=videos(), output_hidden_state=True)
+
+
+def test_config_json_round_trip(make_model, tmp_path):
+    config = make_model(temporal_pooling="attention", unknown_threshold=0.3).config
+    config.save_pretrained(tmp_path)
+
+    def settings(c):  # where it was loaded from is not a setting
+        return {key: value for key, value in c.to_dict().items() if key != "_name_or_path"}
+
+    assert settings(HESPConfig.from_pretrained(tmp_path)) == settings(config)
+    assert settings(HESPConfig.from_json_file(tmp_path / "config.json")) == settings(config)
+
+
+def test_meta_device_init_then_load(make_model, tmp_path):
+    """Built on the meta device (no memory, as `from_pretrained` and big-model loading do), then given the weights:
+    the same outputs; the non-persistent token-id buffers come back from the config."""
+    model = make_model().eval()
+    with torch.device("meta"):
+        empty = HESPForOpenSetVideoClassification(model.config)
+    assert all(p.is_meta for p in empty.parameters())
+    model.save_pretrained(tmp_path)
+    loaded = HESPForOpenSetVideoClassification.from_pretrained(tmp_path).eval()
+    assert not any(t.is_meta for t in [*loaded.parameters(), *loaded.buffers()])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(videos()).logits, model(videos()).logits, rtol=0, atol=0)
+
+
+def test_inference_compiles_without_graph_breaks(make_model):
+    """`torch.compile` traces the whole inference forward, the prompt-feature caches included, in one graph. (The
+    training loss still breaks it where it leaves unknown clips out by boolean indexing.)"""
+    model = make_model().eval()
+    with torch.no_grad():
+        explanation = torch._dynamo.explain(model)(videos())
+    assert explanation.graph_break_count == 0, [reason.reason for reason in explanation.break_reasons]
+    assert explanation.graph_count == 1
