@@ -13,28 +13,34 @@ from torch import nn
 from .configuration_hesp import HESPConfig
 
 
-def supervised_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Supervised contrastive loss on L2-normalised `features` `(B, D)`, scaled by the temperature.
+def supervised_contrastive_loss(
+    features: torch.Tensor, labels: torch.Tensor, temperature: float, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Supervised contrastive loss on L2-normalised `features` `(B, D)`, scaled by the temperature, over the clips
+    where `valid` `(B,)` is true (all by default; the others take no part, as if not in the batch).
 
     For anchor i with positives P(i) = {j != i : y_j = y_i}:
     `l_i = -tau * mean_{j in P(i)} [ f_i.f_j / tau - log sum_{k != i} exp(f_i.f_k / tau) ]`, averaged over the anchors
-    that have a positive. Zero (still attached to the graph) when no anchor has one.
+    that have a positive. Zero (still attached to the graph) when no anchor has one. Masks rather than indexing, so
+    that shapes do not depend on the labels (`torch.compile` traces it in one graph).
     """
     batch = features.shape[0]
     if batch < 2:
         return features.sum() * 0.0
+    valid = torch.ones_like(labels, dtype=torch.bool) if valid is None else valid
     features = F.normalize(features, dim=-1)
     similarity = features @ features.T / temperature  # (B, B)
     self_mask = torch.eye(batch, dtype=torch.bool, device=features.device)
-    log_denominator = torch.logsumexp(similarity.masked_fill(self_mask, float("-inf")), dim=1, keepdim=True)
+    left_out = self_mask | ~valid[None, :]
+    # A large finite value rather than -inf: a row with nothing left stays finite (its anchor has no positive).
+    log_denominator = torch.logsumexp(similarity.masked_fill(left_out, -1e9), dim=1, keepdim=True)
     log_prob = similarity - log_denominator  # (B, B)
-    positives = (labels[:, None] == labels[None, :]) & ~self_mask
+    positives = (labels[:, None] == labels[None, :]) & ~left_out & valid[:, None]
     num_positives = positives.sum(dim=1)
     mean_log_prob = torch.where(positives, log_prob, 0.0).sum(dim=1) / num_positives.clamp(min=1)
     has_positive = num_positives > 0
-    if not has_positive.any():
-        return features.sum() * 0.0
-    return -(temperature * mean_log_prob[has_positive]).mean()
+    anchors = has_positive.sum().clamp(min=1)
+    return -(temperature * torch.where(has_positive, mean_log_prob, 0.0)).sum() / anchors
 
 
 def ensemble_logits(clip_logits: Any, reciprocal_logits: Any) -> Any:
@@ -107,24 +113,27 @@ class HESPOpenSetLoss(nn.Module):
         config = self.config
         # Losses in float32 at least: bf16 cross-entropies and distances lose the small differences that train prompts.
         compute_dtype = torch.promote_types(clip_logits.dtype, torch.float32)
-        known = labels >= 0  # unknown clips (label -1, evaluation data only) take no part in the label terms
-        labels = labels[known]
-        clip_logits = clip_logits.to(compute_dtype)[known]
-        video_embeds = video_embeds[known]
+        # Unknown clips (label -1, evaluation data only) take no part in the label terms: they are masked out, not
+        # indexed out, so that no shape depends on the labels; with no known clip every label term is 0.
+        known = labels >= 0
+        labels_or_0 = labels.clamp(min=0)
+        known_count = known.sum().clamp(min=1)
+
+        def known_mean(values: torch.Tensor) -> torch.Tensor:
+            return torch.where(known, values, 0.0).sum() / known_count
+
+        clip_logits = clip_logits.to(compute_dtype)
         terms: dict[str, torch.Tensor] = {}
         weights = self.weights()
         if reciprocal_logits is None:  # reciprocal points switched off: their three terms go with them
             weights = {name: w for name, w in weights.items() if name in ("known_ce", "known_contrastive")}
         else:
-            reciprocal_logits = reciprocal_logits.to(compute_dtype)[known]
-        if not known.any():  # no label term is defined; keep the graph and the keys
-            terms = {name: clip_logits.sum() * 0.0 for name in weights if name != "negative_clip"}
-            weights = {name: w for name, w in weights.items() if name == "negative_clip"}
+            reciprocal_logits = reciprocal_logits.to(compute_dtype)
         if weights.get("known_ce", 0) > 0:
-            terms["known_ce"] = F.cross_entropy(clip_logits, labels)
+            terms["known_ce"] = known_mean(F.cross_entropy(clip_logits, labels_or_0, reduction="none"))
         if weights.get("known_contrastive", 0) > 0:
             terms["known_contrastive"] = supervised_contrastive_loss(
-                video_embeds.to(compute_dtype), labels, config.contrastive_temperature
+                video_embeds.to(compute_dtype), labels, config.contrastive_temperature, valid=known
             )
         if weights.get("negative_clip", 0) > 0:
             if negative_text_embeds is None:
@@ -137,13 +146,17 @@ class HESPOpenSetLoss(nn.Module):
             targets = torch.arange(negative_logits.shape[0], device=negative_logits.device)
             terms["negative_clip"] = F.cross_entropy(negative_logits, targets)
         if weights.get("negative_ce", 0) > 0:
-            reciprocal_ce = F.cross_entropy(reciprocal_logits / config.reciprocal_temperature, labels)
-            own_points = negative_visual_embeds.to(compute_dtype)[labels]  # (B, D)
+            reciprocal_ce = known_mean(
+                F.cross_entropy(reciprocal_logits / config.reciprocal_temperature, labels_or_0, reduction="none")
+            )
+            own_points = negative_visual_embeds.to(compute_dtype)[labels_or_0]  # (B, D)
             distance_to_own = (video_embeds.to(compute_dtype) - own_points).pow(2).mean(dim=-1)  # (B,)
-            margin = F.relu(distance_to_own - radius.to(compute_dtype) + config.reciprocal_margin).mean()
+            margin = known_mean(F.relu(distance_to_own - radius.to(compute_dtype) + config.reciprocal_margin))
             terms["negative_ce"] = reciprocal_ce + config.reciprocal_margin_weight * margin
         if weights.get("hybrid_ce", 0) > 0:
-            terms["hybrid_ce"] = F.cross_entropy(ensemble_logits(clip_logits, reciprocal_logits), labels)
+            terms["hybrid_ce"] = known_mean(
+                F.cross_entropy(ensemble_logits(clip_logits, reciprocal_logits), labels_or_0, reduction="none")
+            )
         if not terms:
             raise ValueError("Every loss weight of the HESPConfig is 0: at least one term must be active.")
         total = sum(weights.get(name, 0.0) * value for name, value in terms.items())

@@ -488,11 +488,13 @@ def test_meta_device_init_then_load(make_model, tmp_path):
         torch.testing.assert_close(loaded(videos()).logits, model(videos()).logits, rtol=0, atol=0)
 
 
-def test_inference_compiles_without_graph_breaks(make_model):
-    """`torch.compile` traces the whole inference forward, the prompt-feature caches included, in one graph. (The
-    training loss still breaks it where it leaves unknown clips out by boolean indexing.)"""
-    model = make_model().eval()
-    with torch.no_grad():
-        explanation = torch._dynamo.explain(model)(videos())
+@pytest.mark.parametrize("training", [False, True])
+def test_compiles_without_graph_breaks(make_model, training):
+    """`torch.compile` traces the whole forward in one graph: at inference the prompt-feature caches, in training the
+    loss with an unknown clip in the batch (masked out, not indexed out)."""
+    model = make_model().train(training)
+    labels = torch.tensor([0, -1]) if training else None
+    with torch.set_grad_enabled(training):
+        explanation = torch._dynamo.explain(model)(videos(), labels=labels)
     assert explanation.graph_break_count == 0, [reason.reason for reason in explanation.break_reasons]
     assert explanation.graph_count == 1
