@@ -1,0 +1,103 @@
+"""What every benchmark section shares: the run's settings, timing, the device, the machine line and the output
+(a Markdown table of rows, and the ratio keys as JSON)."""
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hesp_hf.atomic_files import write_text_atomic
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One run's options (`scripts/benchmark.py --help`)."""
+
+    quick: bool = False
+    workdir: Path = Path("outputs/benchmark")
+    patch_size: int = 32  # 16 measures ViT-B/16
+    trained_checkpoint: str | None = None  # a trained HESP folder for the bf16 decision-agreement row
+    trained_clips: str | None = None
+
+
+Row = dict  # {"what": str, "seconds": float | None, "ratio": float | None}
+Section = Callable[[Settings], tuple[list[Row], dict[str, float]]]
+
+
+def print_header() -> None:
+    print(f"machine: {machine()}\n")
+    print("| section | what | seconds (ours) | ratio (baseline / ours) |")
+    print("| --- | --- | --- | --- |")
+
+
+def print_rows(section: str, rows: list[Row]) -> None:
+    for row in rows:
+        ratio = "" if row["ratio"] is None else f"{row['ratio']:.1f}x"
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.4f}"
+        print(f"| {section} | {row['what']} | {seconds} | {ratio} |", flush=True)
+
+
+def write_ratios(path: Path, ratios: dict[str, float]) -> None:
+    write_text_atomic(path, json.dumps({"machine": machine(), **ratios}, indent=2) + "\n")
+
+
+def best_time(function: Callable[[], object], repeats: int) -> float:
+    """The fastest of `repeats` runs (the least disturbed by other load on a shared machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def bench_device() -> str:
+    """The device taken from the environment: CUDA when PyTorch sees one, else the CPU."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def machine() -> str:
+    import torch
+
+    accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"{torch.get_num_threads()} torch threads, {accelerator}"
+    )
+
+
+def peak_rss_added(run: Callable[[], object]) -> int:
+    """Highest resident memory seen while `run()` runs (sampled every millisecond) minus the memory before it.
+
+    `ru_maxrss` cannot be used: it is the process's all-time peak, which model construction may already have set."""
+    import ctypes
+    import threading
+
+    import psutil
+
+    process = psutil.Process()
+    try:  # hand memory the allocator cached from earlier work back to the system, so it is not silently reused
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    before = process.memory_info().rss
+    peak, done = [before], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], process.memory_info().rss)
+            time.sleep(0.001)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        run()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak[0], process.memory_info().rss) - before
