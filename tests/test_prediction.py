@@ -165,3 +165,35 @@ def test_command_reports_user_errors_in_one_line(checkpoint, tmp_path):
         text=True,
     )
     assert done.returncode == 2 and "matches no file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_face_crop_rows_say_whether_a_face_was_found(checkpoint, tmp_path):
+    """With `face_crop`, each row records whether the clip had a face: a drawn face in a scene has one, a blank clip
+    none (used whole, never an error)."""
+    pytest.importorskip("cv2")
+    import numpy as np
+
+    from hesp_hf.synthetic import place_in_scene, render_clip
+
+    model, processor = load(checkpoint)
+    processor.face_crop, processor.face_min_score = True, 0.1  # drawn faces score low
+    faces, _ = render_clip("happiness", 4, 8, 64)
+    scene, _ = place_in_scene(faces, 4, 144)
+    with_face = str(write_video(tmp_path / "scene.mp4", scene, fps=8))
+    blank = np.full((8, 144, 144, 3), 128, dtype=np.uint8)  # noise can score 0.1 as a face; a blank frame cannot
+    without = str(write_video(tmp_path / "blank.mp4", blank, fps=8))
+    rows, _ = predict_clips(model, processor, [with_face, without], batch_size=2, num_workers=0, progress=False)
+    assert [row["face_found"] for row in rows] == [True, False]
+    assert all(row["error"] == "" and row["label"] for row in rows)
+
+
+def test_onnx_export_without_the_extra_names_it(checkpoint, tmp_path, monkeypatch):
+    import importlib.util
+
+    from hesp_hf.export import export_onnx
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name))
+    with pytest.raises(ImportError, match=r"onnxscript.*pip install hesp-hf\[onnx\]"):
+        export_onnx(str(checkpoint), tmp_path / "onnx")
+    assert not (tmp_path / "onnx").exists()
