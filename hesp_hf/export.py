@@ -64,7 +64,9 @@ def _staging(output_dir: Path) -> Iterator[Path]:
 
 
 def _count(model) -> int:
-    return sum(t.numel() for t in model.parameters()) + sum(t.numel() for t in model.buffers() if t.is_floating_point())
+    return sum(t.numel() for t in model.parameters()) + sum(
+        t.numel() for t in model.buffers() if t.is_floating_point()
+    )
 
 
 class _LogitsAndScore(torch.nn.Module):

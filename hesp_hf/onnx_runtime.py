@@ -31,9 +31,7 @@ class ONNXVideoClassifier:
         try:
             import onnxruntime
         except ImportError as error:
-            raise ImportError(
-                "Running an ONNX export needs onnxruntime: `pip install hesp-hf[onnx]`."
-            ) from error
+            raise ImportError("Running an ONNX export needs onnxruntime: `pip install hesp-hf[onnx]`.") from error
         folder = Path(folder)
         if not is_onnx_export(folder):
             raise FileNotFoundError(f"{folder} holds no {ONNX_FILE}: export one with hesp_hf.export.export_onnx.")

@@ -511,9 +511,7 @@ def _write_header(handle: Any, form: str, labels: Sequence[str]) -> None:
         csv.DictWriter(handle, fieldnames=_csv_fields(labels)).writeheader()
 
 
-def _summarize(
-    rows: list[dict], unknown: str, output: Path | None, now: int, seconds: float
-) -> PredictionSummary:
+def _summarize(rows: list[dict], unknown: str, output: Path | None, now: int, seconds: float) -> PredictionSummary:
     failures = sum(1 for row in rows if row.get("error"))
     counts = Counter(row["label"] for row in rows if not row.get("error"))
     return PredictionSummary(

@@ -193,7 +193,9 @@ def test_onnx_export_without_the_extra_names_it(checkpoint, tmp_path, monkeypatc
     from hesp_hf.export import export_onnx
 
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else find_spec(name)
+    )
     with pytest.raises(ImportError, match=r"onnxscript.*pip install hesp-hf\[onnx\]"):
         export_onnx(str(checkpoint), tmp_path / "onnx")
     assert not (tmp_path / "onnx").exists()

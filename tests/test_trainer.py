@@ -285,7 +285,9 @@ def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make
     from safetensors.torch import load_file
 
     model = make_model()
-    towers_before = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_model", "text_model"))}
+    towers_before = {
+        k: v.clone() for k, v in model.state_dict().items() if k.startswith(("vision_model", "text_model"))
+    }
     ctx_before = model.prompt_learner.ctx.detach().clone()
     videos = torch.randn(8, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     dataset = datasets.Dataset.from_dict({"index": list(range(8)), "label": [0, 1, 2, 0, 1, 2, 0, 1]}).with_transform(
@@ -295,14 +297,18 @@ def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make
 
     class Spy(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            dtypes_seen.append((model.vision_model.embeddings.patch_embedding.weight.dtype, model.prompt_learner.ctx.dtype))
+            dtypes_seen.append(
+                (model.vision_model.embeddings.patch_embedding.weight.dtype, model.prompt_learner.ctx.dtype)
+            )
 
     args = HESPTrainingArguments(
         output_dir=str(tmp_path), num_train_epochs=1, per_device_train_batch_size=4, learning_rate=0.5, bf16=True,
         eval_strategy="no", save_strategy="steps", save_steps=1, load_best_model_at_end=False, use_cpu=True,
         dataloader_num_workers=0, report_to="none",
     )  # fmt: skip
-    trainer = HESPTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate_clips, callbacks=[Spy()])
+    trainer = HESPTrainer(
+        model=model, args=args, train_dataset=dataset, data_collator=collate_clips, callbacks=[Spy()]
+    )
     trainer.train()
     assert dtypes_seen == [(torch.bfloat16, torch.float32)] * 2
     saved = load_file(str(tmp_path / "checkpoint-2" / "model.safetensors"))
