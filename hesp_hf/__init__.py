@@ -21,6 +21,13 @@ from .pairing import check_pair, model_and_processor_from_clip
 __version__ = "0.1.0"
 
 
+def train(**options):
+    """Train, calibrate, evaluate and save one HESP run from keyword options; see `hesp_hf.recipe.train`."""
+    from .recipe import train as run_training
+
+    return run_training(**options)
+
+
 def load_oscr_metric(**kwargs):
     """The open-set `evaluate` metric (ACC / AUROC / OSCR), loaded offline; see `hesp_hf.metrics.load_oscr_metric`."""
     from .metrics import load_oscr_metric as load
@@ -48,4 +55,5 @@ __all__ = [
     "check_pair",
     "load_oscr_metric",
     "model_and_processor_from_clip",
+    "train",
 ]

@@ -1,5 +1,6 @@
 """Command-line arguments of the training and evaluation scripts, as `HfArgumentParser` dataclasses."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import get_args
 
@@ -127,9 +128,11 @@ class DataArguments:
     test_annotation: str | None = field(default=None, metadata={"help": "As train_annotation, for the test list."})
     fold: int | None = field(default=None, metadata={"help": "Fold of datasets with folds (DFEW: 1-5)."})
     split_index: int | None = field(default=None, metadata={"help": "Released open-set known-class list, 0-19."})
-    known_labels: str | None = field(default=None, metadata={"help": "Known classes by name, comma-separated."})
-    class_names: str | None = field(
-        default=None, metadata={"help": "custom dataset: all class names in index order, comma-separated."}
+    known_labels: list[str] | None = field(
+        default=None, metadata={"help": "Known classes by name (space- or comma-separated)."}
+    )
+    class_names: list[str] | None = field(
+        default=None, metadata={"help": "custom dataset: all class names in index order (space- or comma-separated)."}
     )
     label_base: int | None = field(
         default=None, metadata={"help": "Index of the first class in the annotation files."}
@@ -174,6 +177,20 @@ class DataArguments:
         metadata={"help": "Training augmentation, one draw per clip: flip_crop (the paper's), flip, or none."},
     )
     crop_scale_min: float = field(default=0.08, metadata={"help": "Smallest area share of the random resized crop."})
+
+    def __post_init__(self) -> None:
+        # Lists of names: `--known_labels a b c`, `--known_labels a,b,c` (as before) and Python lists all mean the same.
+        self.known_labels = name_list(self.known_labels)
+        self.class_names = name_list(self.class_names)
+
+
+def name_list(value: str | Sequence[str] | None) -> list[str] | None:
+    """Class names from a list, a comma-separated string or a mix (`["a,b", "c"]`); None when empty."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else list(value)
+    names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
+    return names or None
 
 
 @dataclass
@@ -245,3 +262,30 @@ def _has_accelerator() -> bool:
     if accelerator is not None:
         return bool(accelerator.is_available())
     return torch.cuda.is_available()
+
+
+def training_arguments(**options: object) -> tuple[ModelArguments, DataArguments, HESPTrainingArguments]:
+    """The three argument dataclasses of a training run from keyword options, each routed to the dataclass that has
+    a field of its name; a name none of them has raises `TypeError` with the closest ones."""
+    import difflib
+
+    groups = (ModelArguments, DataArguments, HESPTrainingArguments)
+    names = [{f.name for f in fields(group) if f.init} for group in groups]
+    unknown = sorted(set(options) - set().union(*names))
+    if unknown:
+        every = sorted(set().union(*names))
+        hints = {name: difflib.get_close_matches(name, every, n=2) for name in unknown}
+        raise TypeError(
+            "Unknown training options: "
+            + ", ".join(
+                f"{name} (did you mean {' or '.join(close)}?)" if close else name for name, close in hints.items()
+            )
+            + ". They are the fields of ModelArguments, DataArguments and HESPTrainingArguments (`scripts/train.py --help`)."
+        )
+    missing = [name for name in ("dataset", "output_dir") if name not in options]
+    if missing:
+        raise TypeError(f"Training needs {' and '.join(missing)}.")
+    built = []
+    for group, group_names in zip(groups, names, strict=True):
+        built.append(group(**{name: value for name, value in options.items() if name in group_names}))
+    return tuple(built)

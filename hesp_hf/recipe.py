@@ -8,13 +8,15 @@ Under `accelerate launch` / `torchrun` every process runs this; predictions are 
 import json
 import logging
 import shutil
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import TrainingArguments
+from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from .arguments import DataArguments, HESPTrainingArguments, ModelArguments, name_list, training_arguments
 from .atomic_files import write_text_atomic
 from .data import (
     ClipAugmentation,
@@ -46,14 +48,10 @@ def resolve_annotations(data_args: Any) -> tuple[str, str]:
         return data_args.train_annotation, data_args.test_annotation
     if not data_args.data_root:
         raise ValueError("Pass --train_annotation and --test_annotation, or --data_root for the preset's own files.")
-    preset = get_preset(data_args.dataset, _split_names(data_args.class_names), data_args.label_base)
+    preset = get_preset(data_args.dataset, name_list(data_args.class_names), data_args.label_base)
     train, test = preset.default_annotations(data_args.fold)
     root = Path(data_args.data_root)
     return data_args.train_annotation or str(root / train), data_args.test_annotation or str(root / test)
-
-
-def _split_names(value: str | None) -> list[str] | None:
-    return [name.strip() for name in value.split(",") if name.strip()] if value else None
 
 
 def load_split(data_args: Any, seed: int) -> OpenSetSplit:
@@ -64,8 +62,8 @@ def load_split(data_args: Any, seed: int) -> OpenSetSplit:
         test_annotation,
         data_root=data_args.data_root,
         split_index=data_args.split_index,
-        known_labels=_split_names(data_args.known_labels),
-        label_names=_split_names(data_args.class_names),
+        known_labels=name_list(data_args.known_labels),
+        label_names=name_list(data_args.class_names),
         label_base=data_args.label_base,
         validation_fraction=data_args.validation_fraction,
         seed=seed,
@@ -77,12 +75,12 @@ def load_split(data_args: Any, seed: int) -> OpenSetSplit:
 def load_test_split(data_args: Any, checkpoint: str, known_labels: list[str]) -> OpenSetSplit:
     """The test set of a trained model from `--test_annotation` alone: the checkpoint's known classes; a custom
     dataset's class list from `--class_names` or, when not given, the `run_arguments.json` the training wrote."""
-    class_names = _split_names(data_args.class_names)
+    class_names = name_list(data_args.class_names)
     if class_names is None and data_args.dataset == "custom":
         recorded = Path(checkpoint) / "run_arguments.json"
         if recorded.exists():
             data = json.loads(recorded.read_text()).get("data", {})
-            class_names = _split_names(data.get("class_names") or data.get("label_names"))
+            class_names = name_list(data.get("class_names") or data.get("label_names"))
         if class_names is None:
             raise ValueError(
                 f"A custom dataset needs --class_names (all classes, index order); {checkpoint} has none."
@@ -170,6 +168,51 @@ def check_hub_access(training_args: TrainingArguments) -> None:
         )
     if not (training_args.hub_token or get_token()):
         raise ValueError("--push_to_hub needs a Hub token: `hf auth login`, HF_TOKEN, or --hub_token.")
+
+
+@dataclass
+class TrainingRun:
+    """A finished training run: its folder (model, processor, metrics.json, curves, model card) and the test
+    metrics (`{}` on processes other than the first under DDP)."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+def train(**options: Any) -> TrainingRun:
+    """Train HESP on one open-set split, calibrate, evaluate and save: `scripts/train.py` as a Python call.
+
+    `options` are the fields of [`ModelArguments`], [`DataArguments`] and [`HESPTrainingArguments`] by name, with
+    Python values (`known_labels=["happy", "sad"]`, `num_train_epochs=12`); `dataset` and `output_dir` are required.
+
+    Example:
+
+    ```python
+    >>> import hesp_hf
+    >>> run = hesp_hf.train(
+    ...     dataset="custom", class_names=["calm", "smile", "frown", "gasp"], known_labels=["calm", "smile", "frown"],
+    ...     train_annotation="data/train.csv", test_annotation="data/test.csv",
+    ...     clip_model="openai/clip-vit-base-patch32", output_dir="runs/x", num_train_epochs=10,
+    ... )
+    >>> run.metrics["auroc"], run.output_dir
+    ```
+    """
+    return run(*training_arguments(**options))
+
+
+def train_from_argv(argv: Sequence[str]) -> TrainingRun:
+    """`train` from `scripts/train.py`'s command-line arguments (as the script parses them)."""
+    from .cli import DataclassArgumentParser
+
+    parser = DataclassArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
+    return run(*parser.parse_args_into_dataclasses(args=list(argv)))
+
+
+def run(model_args: Any, data_args: Any, training_args: TrainingArguments) -> TrainingRun:
+    """Seed, then `run_training`."""
+    set_seed(training_args.seed)
+    metrics = run_training(model_args, data_args, training_args)
+    return TrainingRun(Path(training_args.output_dir), metrics)
 
 
 def run_training(model_args: Any, data_args: Any, training_args: TrainingArguments) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """The main job, end to end, on the embedded default: synthetic facial-expression clips, HESP trained on the frozen
-embedded tiny CLIP through scripts/train.py, calibration, evaluation on known + unknown clips, and the stock
-`pipeline("video-classification")` on a known and an unknown clip; then the same test faces placed in cluttered
-scenes (raw footage), classified whole and with `face_crop=True`.
+embedded tiny CLIP with scripts/train.py's arguments (`hesp_hf.recipe.train_from_argv`, in this process),
+calibration, evaluation on known + unknown clips, and the stock `pipeline("video-classification")` on a known and an
+unknown clip; then the same test faces placed in cluttered scenes (raw footage), classified whole and with
+`face_crop=True`.
 
     python scripts/demo.py [--output_dir outputs/demo] [--epochs 12] [--train_per_class 40] [--test_per_class 15]
 
@@ -27,11 +28,11 @@ from transformers import pipeline
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.cli import ArgumentParser, run_command
 from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_train_arguments
+from hesp_hf.recipe import train_from_argv
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 
 logger = logging.getLogger("demo")
-TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
 EVALUATE_SCRIPT = Path(__file__).resolve().parent / "run_evaluation.py"
 
 
@@ -55,10 +56,11 @@ def main() -> None:
     logger.info("1/5 synthetic clips (%d classes, cached under %s)", len(CLASSES), args.data_dir)
     data = write_synthetic_dataset(args.data_dir, spec)
 
-    logger.info("2/5 training HESP on the known classes %s through scripts/train.py", ", ".join(DEMO_KNOWN))
-    command = [
-        sys.executable,
-        str(TRAIN_SCRIPT),
+    logger.info(
+        "2/5 training HESP on the known classes %s (scripts/train.py's arguments, in this process)",
+        ", ".join(DEMO_KNOWN),
+    )
+    argv = [
         *synthetic_train_arguments(
             data, args.output_dir, args.epochs, args.seed, args.batch_size, args.learning_rate, args.clip_model
         ),
@@ -66,9 +68,8 @@ def main() -> None:
     ]
     if (args.output_dir / "config.json").exists():  # a previous demo run: start afresh, not from its checkpoints
         shutil.rmtree(args.output_dir)
-    subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    metrics = train_from_argv(argv).metrics
 
-    metrics = json.loads((args.output_dir / "metrics.json").read_text())
     logger.info(
         "3/5 test set: %d known + %d unknown clips; known-ness score: %s",
         metrics["num_known"],

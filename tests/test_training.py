@@ -416,3 +416,31 @@ def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tm
     evaluated = metrics_of(tmp_path / "eval")
     assert evaluated["skipped_clips"] == {"test": 3} and evaluated["truncated_clips"] == {"test": 0}
     assert evaluated["test_clips"] == 12
+
+
+def test_python_api_trains_like_the_script(reference_run, tiny_data, tmp_path):
+    """`hesp_hf.train(**options)` in this process, with Python values (lists of class names), gives the script's
+    run: the same metrics and threshold; an option no argument class has is refused with the closest names."""
+    import hesp_hf
+
+    root, clip = tiny_data
+    options = dict(
+        dataset="custom", class_names=CLASSES, known_labels=["calm", "smile", "frown"],
+        train_annotation=str(root / "train.csv"), test_annotation=str(root / "test.csv"), clip_model=str(clip),
+        num_frames=4, num_train_epochs=2, per_device_eval_batch_size=4, validation_fraction=0.2,
+        validation_unknown_fraction=0.5, logging_steps=1, seed=3, learning_rate=0.05, milestones="1",
+        temporal_pooling="attention", dataloader_num_workers=0, per_device_train_batch_size=4, save_total_limit=5,
+    )  # fmt: skip
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script ran (OMP_NUM_THREADS=1)
+    try:
+        result = hesp_hf.train(output_dir=str(tmp_path / "api"), **options)
+    finally:
+        torch.set_num_threads(threads)
+    reference = metrics_of(reference_run)
+    assert result.output_dir == tmp_path / "api" and metrics_of(result.output_dir)["auroc"] == result.metrics["auroc"]
+    for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
+        assert result.metrics[name] == pytest.approx(reference[name], abs=1e-6), name
+    assert result.metrics["unknown_threshold"] == pytest.approx(reference["unknown_threshold"], rel=1e-4)
+    with pytest.raises(TypeError, match="num_train_epoch .*did you mean num_train_epochs"):
+        hesp_hf.train(output_dir=str(tmp_path / "typo"), num_train_epoch=2, **options)

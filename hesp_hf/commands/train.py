@@ -10,11 +10,9 @@ The output folder ends with the model, processor and `modeling/` code files (loa
 
 import logging
 
-from transformers import set_seed
-
 from hesp_hf.arguments import DataArguments, HESPTrainingArguments, ModelArguments
 from hesp_hf.cli import DataclassArgumentParser, run_command
-from hesp_hf.recipe import run_training
+from hesp_hf.recipe import run
 
 
 def main() -> None:
@@ -24,8 +22,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
-    set_seed(training_args.seed)
-    run_training(model_args, data_args, training_args)
+    run(model_args, data_args, training_args)
 
 
 def cli() -> None:
