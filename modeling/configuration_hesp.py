@@ -36,6 +36,21 @@ class HESPConfig(CLIPConfig):
     The text prompts are tokenized once, by [`HESPConfig.from_clip_config`], and kept here as token ids, so a saved
     checkpoint loads without a tokenizer.
 
+    Example:
+
+    ```python
+    >>> from transformers import AutoTokenizer, CLIPConfig
+    >>> from hesp_hf import HESPConfig, HESPForOpenSetVideoClassification
+
+    >>> clip = "openai/clip-vit-base-patch32"
+    >>> config = HESPConfig.from_clip_config(
+    ...     CLIPConfig.from_pretrained(clip), ["happy", "sad", "neutral"], AutoTokenizer.from_pretrained(clip),
+    ...     temporal_pooling="attention",
+    ... )
+    >>> config.id2label  # {0: "happy", 1: "sad", 2: "neutral", 3: "unknown"}
+    >>> model = HESPForOpenSetVideoClassification(config)  # random towers; `from_clip` loads CLIP's weights
+    ```
+
     Args:
         num_frames (`int`, *optional*, defaults to 8):
             Frames sampled per clip by the processor and the pipeline. The model itself takes `T` from its input.

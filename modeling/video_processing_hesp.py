@@ -36,7 +36,19 @@ class HESPVideosKwargs(VideosKwargs, total=False):
 
 class HESPVideoProcessor(BaseVideoProcessor):
     """Video processor for HESP: CLIP pixel statistics, resize + centre crop to the vision tower's size, segment
-    sampling of `num_frames` frames (random inside segments when `random_sampling=True`), PyAV decoding of files."""
+    sampling of `num_frames` frames (random inside segments when `random_sampling=True`), PyAV decoding of files.
+
+    Example:
+
+    ```python
+    >>> from hesp_hf import HESPVideoProcessor
+
+    >>> processor = HESPVideoProcessor.from_clip("openai/clip-vit-base-patch32", num_frames=8)
+    >>> inputs = processor(["a.mp4", "frames_of_b/"], return_tensors="pt")  # files or folders of frame images
+    >>> inputs["pixel_values_videos"].shape  # (2, 8, 3, 224, 224)
+    >>> raw = HESPVideoProcessor.from_pretrained("runs/dfew-1", face_crop=True)  # webcam or phone footage
+    ```
+    """
 
     resample = PILImageResampling.BICUBIC
     image_mean = OPENAI_CLIP_MEAN
