@@ -17,7 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -424,12 +424,19 @@ def predict_clips(
     clips = [str(clip) for clip in dict.fromkeys(str(c) for c in clips)]
     labels = model.config.known_labels
 
+    # Rows of earlier runs: the output and the parts an interrupted run left. Kept in the merged output either way;
+    # with `resume` their clips are not predicted again.
     earlier: dict[str, dict] = {}
-    if output is not None and resume:
-        for path in [output, *_part_paths(output)]:
-            earlier.update({row["file"]: row for row in read_rows(path)})
-    todo = [clip for clip in clips if clip not in earlier]
+    stale_parts = _part_paths(output) if output is not None else []
+    for path in [output, *stale_parts] if output is not None else []:
+        earlier.update({row["file"]: row for row in read_rows(path)})
+    todo = [clip for clip in clips if not resume or clip not in earlier]
     state.wait_for_everyone()  # every process has read the same earlier rows before any writes new ones
+    if not resume:
+        if state.is_main_process:
+            for stale in stale_parts:  # their rows are in `earlier`; new rows must not be appended to old ones
+                stale.unlink(missing_ok=True)
+        state.wait_for_everyone()
     mine = todo[state.process_index :: state.num_processes]
     if num_workers is None:
         num_workers = default_num_workers(state.num_processes)
@@ -446,7 +453,9 @@ def predict_clips(
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     threads = _CPUThreads(device, num_workers, state.num_processes)
     batches = iter(reader)
-    with part.open("a", newline="") if part is not None else nullcontext() as handle:
+    with ExitStack() as cleanup:
+        cleanup.callback(threads.restore)  # also when a batch fails
+        handle = cleanup.enter_context(part.open("a", newline="")) if part is not None else None
         while True:
             asked = time.perf_counter()
             items = next(batches, None)
@@ -471,7 +480,6 @@ def predict_clips(
                 handle.flush()  # an interrupted run keeps every finished batch
             if bar is not None:
                 bar.update(len(items))
-    threads.restore()
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - started

@@ -86,6 +86,13 @@ def test_resume_keeps_finished_rows_and_skips_torn_lines(checkpoint, clips, tmp_
     assert not part.exists()
     again, summary = predict_clips(model, processor, clips, output, resume=False, batch_size=2, num_workers=0)
     assert summary.predicted_now == len(clips) and again[4]["label"] != "from-the-part"
+    # Predicting a few clips again keeps every other clip's row, and a stale part of a run with another process
+    # count (here: 2) does not win over the new rows.
+    stale = tmp_path / ".out.part-1-of-2.jsonl"
+    stale.write_text(json.dumps({**again[0], "label": "stale"}) + "\n")
+    redone, summary = predict_clips(model, processor, clips[:1], output, resume=False, batch_size=2, num_workers=0)
+    assert summary.predicted_now == 1 and redone[0]["label"] != "stale" and not stale.exists()
+    assert [row["file"] for row in read_rows(output)] == clips
 
 
 def test_csv_output_holds_the_jsonl_rows(checkpoint, clips, tmp_path):
