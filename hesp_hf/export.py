@@ -36,12 +36,23 @@ def export_inference_only(checkpoint: str, output_dir: str | Path) -> Path:
     with _staging(output_dir) as staging:
         lean.save_pretrained(staging)
         processor.save_pretrained(staging)
+        _copy_run_records(checkpoint, staging)
     full, kept = _count(model), _count(lean)
     logger.info(
         "Inference-only export of %s in %s: %d parameters and constants instead of %d (%.1f %% fewer).",
         checkpoint, output_dir, kept, full, 100 * (1 - kept / full),
     )  # fmt: skip
     return output_dir
+
+
+RUN_RECORDS = ("README.md", "metrics.json")  # the model card and the test metrics it quotes
+
+
+def _copy_run_records(checkpoint: str, folder: Path) -> None:
+    """The model card and metrics of a local training folder travel with its exports (a Hub id has its own)."""
+    for name in RUN_RECORDS:
+        if (Path(checkpoint) / name).is_file():
+            shutil.copy2(Path(checkpoint) / name, folder / name)
 
 
 def _check_new_folder(output_dir: Path) -> None:
@@ -119,6 +130,7 @@ def export_onnx(checkpoint: str, output_dir: str | Path, opset: int | None = Non
             )
         lean.config.save_pretrained(staging)
         processor.save_pretrained(staging)
+        _copy_run_records(checkpoint, staging)
         check = torch.cat([example, example[:1] * 0.5])  # another batch size than the example's
         with torch.no_grad():
             expected = graph(check)

@@ -64,7 +64,9 @@ def test_export_round_trip_through_auto_classes_and_pipeline(make_model, tiny_cl
     processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
     model.save_pretrained(tmp_path / "full")
     processor.save_pretrained(tmp_path / "full")
+    (tmp_path / "full" / "README.md").write_text("model card\n")
     exported = export_inference_only(str(tmp_path / "full"), tmp_path / "lean")
+    assert (exported / "README.md").read_text() == "model card\n"  # the card travels with the export
     assert not list(tmp_path.glob(".lean.*"))  # the staging folder is gone
     assert (exported / "model.safetensors").stat().st_size < (tmp_path / "full" / "model.safetensors").stat().st_size
 
