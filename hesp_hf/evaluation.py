@@ -5,7 +5,7 @@ import csv
 import io
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -127,13 +127,26 @@ def write_open_set_report(
     return metrics
 
 
+def mean_std(values: Sequence[float], digits: int) -> str:
+    """`mean ± std` (sample std; 0 for a single value) of `values` to `digits` decimals."""
+    values = np.asarray(values, dtype=float)
+    spread = values.std(ddof=1) if values.size > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A Markdown table, one line per row, ending with a newline."""
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return "\n".join([*lines, *("| " + " | ".join(row) + " |" for row in rows)]) + "\n"
+
+
 def seed_table(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) -> tuple[str, str]:
     """A quality table over data seeds x training seeds: `runs[method][data_seed]` lists each run's metrics.
 
     Returns Markdown (AUROC per data seed: mean ± std over the runs and the worst run; then ACC / AUROC / OSCR, the
     mean over data seeds of the per-seed means) and a CSV of every run."""
     header = ["method", *(f"AUROC, data seed {s}" for s in data_seeds), "ACC", "AUROC", "OSCR"]
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    rows = []
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "data_seed", "run", *METRICS])
@@ -146,15 +159,15 @@ def seed_table(runs: dict[str, dict[int, list[dict]]], data_seeds: list[int]) ->
             elif values.size == 1:
                 cells.append(f"{values[0]:.3f}")
             else:
-                cells.append(f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (min {values.min():.3f})")
+                cells.append(f"{mean_std(values, 3)} (min {values.min():.3f})")
         for metric in METRICS:  # the mean over data seeds of the per-seed means
             means = [np.mean([run[metric] for run in per_seed[s]]) for s in data_seeds if per_seed.get(s)]
             cells.append(f"{np.mean(means):.3f}" if means else "—")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        rows.append([name, *cells])
         for seed in data_seeds:
             for index, run in enumerate(per_seed.get(seed, [])):
                 writer.writerow([name, seed, index, *(run[m] for m in METRICS)])
-    return "\n".join(lines) + "\n", buffer.getvalue()
+    return markdown_table(header, rows), buffer.getvalue()
 
 
 def write_seed_table(folder: Path, runs: dict[str, dict[int, list[dict]]], data_seeds: list[int], note: str) -> str:

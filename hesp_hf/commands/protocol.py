@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.cli import ArgumentParser, run_command
-from hesp_hf.evaluation import METRICS
+from hesp_hf.evaluation import METRICS, markdown_table, mean_std
 
 
 ARGUMENTS_FILE = "protocol_arguments.json"
@@ -106,18 +106,15 @@ def summarize(results: dict[int, dict], setting: dict[int, str] | None = None) -
         known = items[0].get("split", "").split(": ")[-1]
         cells = []
         for metric in METRICS:
-            values = 100 * np.array([item[metric] for item in items])
-            cells.append(f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}")
+            cells.append(mean_std([100 * item[metric] for item in items], 2))
         rows.append([name, known, str(len(items)), *cells])
-    markdown = "\n".join(
-        ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
-    )
+    markdown = markdown_table(header, rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["split", "setting", *METRICS])
     for index in sorted(results):
         writer.writerow([index, setting[index], *[results[index][m] for m in METRICS]])
-    return markdown + "\n", buffer.getvalue()
+    return markdown, buffer.getvalue()
 
 
 def main() -> None:

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..modeling.modeling_hesp import UNKNOWN_CLIP_LABEL
 from .annotations import ClipRecord
 from .presets import DatasetPreset
 
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_LABEL = -1
+UNKNOWN_LABEL = UNKNOWN_CLIP_LABEL  # the label of unknown-class clips: one value, the model's
 
 
 @dataclass(frozen=True)
