@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import get_args
+from typing import Literal, get_args
 
 import torch
 from transformers import TrainingArguments
@@ -22,7 +22,7 @@ class ModelArguments:
         metadata={"help": "HF CLIP checkpoint: a Hub id (openai/clip-vit-base-patch32) or a folder."}
     )
     num_frames: int = field(default=8, metadata={"help": "Frames per clip (segment sampling)."})
-    recipe: str = field(
+    recipe: Literal["hesp-hf", "paper"] = field(
         default="hesp-hf",
         metadata={
             "help": "Defaults of the fields below left unset: hesp-hf (recommended: 4 context vectors, RPL's distance "
@@ -34,19 +34,21 @@ class ModelArguments:
     n_ctx: int | None = field(
         default=None, metadata={"help": "Learnable context vectors per class prompt (hesp-hf recipe 4, paper 16)."}
     )
-    reciprocal_distance: str | None = field(
+    reciprocal_distance: Literal["l2", "arpl"] | None = field(
         default=None,
         metadata={"help": "Reciprocal-point logits: l2 (RPL, hesp-hf recipe) or arpl (d_l2 - d_dot, paper recipe)."},
     )
-    train_sampling: str | None = field(
+    train_sampling: TrainSampling | None = field(
         default=None,
         metadata={
             "help": "class_stratified (every batch holds the classes in training-set proportion; hesp-hf recipe) "
             "or random (plain shuffle; paper recipe)."
         },
     )
-    temporal_pooling: str = field(default="mean", metadata={"help": "mean (the paper's TGP) or attention."})
-    visual_prompt_location: str = field(
+    temporal_pooling: Literal["mean", "attention"] = field(
+        default="mean", metadata={"help": "mean (the paper's TGP) or attention."}
+    )
+    visual_prompt_location: Literal["dataset", "per_frame"] = field(
         default="dataset", metadata={"help": "dataset (one saliency location, free at inference) or per_frame."}
     )
     visual_prompt_estimation_clips: int = field(
@@ -67,11 +69,11 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "> 0: the released code's normalised-gradient step (it used 50) for the pixel prompts."},
     )
-    open_set_score: str = field(
+    open_set_score: Literal["max_logit", "max_softmax"] = field(
         default="max_logit",
         metadata={"help": "Known-ness score: max_logit (as published results) or max_softmax."},
     )
-    inference_logits: str = field(
+    inference_logits: Literal["ensemble", "clip"] = field(
         default="ensemble",
         metadata={
             "help": "Logits to predict and score with: ensemble (the paper's: CLIP and reciprocal branches "
@@ -172,7 +174,7 @@ class DataArguments:
         default=0.75,
         metadata={"help": "Detector score a face needs (0.75: measured on real faces; drawn faces: lower)."},
     )
-    augmentation: str = field(
+    augmentation: Literal["flip_crop", "flip", "none"] = field(
         default="flip_crop",
         metadata={"help": "Training augmentation, one draw per clip: flip_crop (the paper's), flip, or none."},
     )
