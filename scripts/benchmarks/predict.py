@@ -115,12 +115,13 @@ def predictor_against_stages(
     def decode_only():
         return [item for batch in clip_loader(clips, processor, batch_size, workers) for item in batch]
 
-    for _ in clip_loader(clips[:2], processor, 1, workers):
-        pass  # starts the workers' server process, which later runs (and the predictor) reuse
+    cores = model_threads(0)
+    for count in {workers, cores} - {0}:
+        for _ in clip_loader(clips[:2], processor, 1, count):
+            pass  # starts the workers' server process, which later runs (and the predictor) reuse
     start = time.perf_counter()
     items = decode_only()
     decode_seconds = time.perf_counter() - start
-    cores = model_threads(0)
     start = time.perf_counter()
     for _ in clip_loader(clips, processor, batch_size, cores):
         pass
