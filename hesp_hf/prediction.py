@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .atomic_files import atomic_output
 from .data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from .data.dataset import ClipTransform
 from .data.decoding import sample_clip
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from .modeling.video_processing_hesp import HESPVideoProcessor
@@ -116,6 +117,7 @@ class _ClipReader(Dataset):
     def __init__(self, clips: Sequence[str], processor: HESPVideoProcessor):
         self.clips = list(clips)
         self.processor = processor
+        self.transform = ClipTransform(processor, training=False)  # the data path's frames -> model input
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -130,9 +132,7 @@ class _ClipReader(Dataset):
                 track = self.processor.track_face(frames)
                 item["face_found"] = track.found
                 frames = self.processor.crop_to_face(frames, track)
-            video = torch.from_numpy(frames).permute(0, 3, 1, 2)  # (T, 3, H, W)
-            inputs = self.processor(video, do_sample_frames=False, face_crop=False, return_tensors="pt")
-            item["pixel_values"] = inputs["pixel_values_videos"][0]
+            item["pixel_values"] = self.transform.process(frames)
         except Exception as error:  # noqa: BLE001 -- recorded in the clip's row instead
             item["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"
         return item

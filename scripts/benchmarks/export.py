@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hesp_hf.prediction import list_clips
+
 from .fixtures import demo_test_list, vit_b32_models
 from .harness import Settings, best_time
 
@@ -115,7 +117,6 @@ def benchmark_export(settings: Settings) -> tuple[list[dict], dict[str, float]]:
 
 
 def onnx_decision_agreement(checkpoint: str, export_folder: Path) -> tuple[float, int, float]:
-    import csv
 
     import torch
 
@@ -127,8 +128,7 @@ def onnx_decision_agreement(checkpoint: str, export_folder: Path) -> tuple[float
     model, processor = load_pair(checkpoint)
     export_onnx(checkpoint, export_folder)
     runtime = ONNXVideoClassifier(export_folder)
-    with open(demo_test_list(), newline="") as handle:
-        paths = [str(Path(demo_test_list()).parent / row["video_path"]) for row in csv.DictReader(handle)]
+    paths = list_clips(demo_test_list())  # the CSV's video_path column, relative to it
     same, worst = 0, 0.0
     for start in range(0, len(paths), 32):
         videos = [sample_clip(path, model.config.num_frames).frames for path in paths[start : start + 32]]

@@ -2,7 +2,7 @@
 tower with mean pooling, on random-weight towers of ViT-B/32 size, 8 frames per clip, float32 and bfloat16
 autocast; bf16 agreement with fp32 (random towers, and a trained checkpoint with --trained_checkpoint)."""
 
-from pathlib import Path
+from hesp_hf.prediction import list_clips
 
 from .fixtures import demo_test_list, vit_b32_models
 from .harness import Settings, bench_device, best_time
@@ -103,7 +103,6 @@ def trained_bf16_agreement(checkpoint: str, annotation: str, device: str) -> tup
     """Share of the clips listed in `annotation` (a CSV with a `video_path` column, relative to its folder) on which
     a trained checkpoint decides the same under bfloat16 autocast as in float32: random towers give nearly tied
     logits, so only a trained model says whether bf16 changes answers."""
-    import csv
 
     import torch
 
@@ -112,8 +111,7 @@ def trained_bf16_agreement(checkpoint: str, annotation: str, device: str) -> tup
 
     model = HESPForOpenSetVideoClassification.from_pretrained(checkpoint).to(device).eval()
     processor = HESPVideoProcessor.from_pretrained(checkpoint)
-    with open(annotation, newline="") as handle:
-        paths = [str(Path(annotation).parent / row["video_path"]) for row in csv.DictReader(handle)]
+    paths = list_clips(annotation)  # the CSV's video_path column, relative to it
     decisions = {False: [], True: []}
     for start in range(0, len(paths), 32):
         videos = [sample_clip(path, model.config.num_frames).frames for path in paths[start : start + 32]]

@@ -5,6 +5,8 @@ import os
 import time
 from pathlib import Path
 
+from hesp_hf.prediction import list_clips
+
 from .fixtures import demo_test_list, synthetic_frames, vit_b32_models
 from .harness import Settings, bench_device, best_time
 
@@ -25,11 +27,8 @@ def benchmark_predict(settings: Settings) -> tuple[list[dict], dict[str, float]]
     setups = []
     demo = Path("outputs/demo")
     if (demo / "model.safetensors").exists() and Path(demo_test_list()).exists():
-        import csv
-
         model, processor = load_pair(str(demo))
-        with open(demo_test_list(), newline="") as handle:
-            clips = [str(Path(demo_test_list()).parent / row["video_path"]) for row in csv.DictReader(handle)]
+        clips = list_clips(demo_test_list())  # the CSV's video_path column, relative to it
         setups.append(
             ("demo", "the demo checkpoint, its test clips", model, processor, clips[: 48 if quick else None])
         )
