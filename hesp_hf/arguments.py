@@ -1,6 +1,6 @@
 """Command-line arguments of the training and evaluation scripts, as `HfArgumentParser` dataclasses."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Literal, get_args
 
@@ -11,6 +11,11 @@ from .data.dataset import BadClipPolicy, TruncatedClipPolicy
 from .modeling.configuration_hesp import HESPConfig
 from .training import TrainSampling
 
+
+# The HESPConfig fields of the loss that `--loss_weights` may set: the term weights, the margin and the temperatures.
+LOSS_SETTINGS = tuple(
+    name for name in HESPConfig.__annotations__ if name.endswith(("_weight", "_margin", "_temperature"))
+)
 
 # TrainingArguments flags of the optimiser and scheduler HESP replaces (SGD with epoch milestones): refused when set.
 TRAINER_OPTIMISER_FLAGS = ("optim", "optim_args", "lr_scheduler_type", "adam_beta1", "adam_beta2", "adam_epsilon")
@@ -60,8 +65,9 @@ class ModelArguments:
     use_reciprocal_points: bool = field(
         default=True, metadata={"help": "Ablation: false drops the negative visual prompts (CLIP logits alone)."}
     )
-    milestones: str = field(
-        default="30,60,90", metadata={"help": "Epochs at which the learning rate is multiplied by gamma."}
+    milestones: list[int] = field(
+        default_factory=lambda: [30, 60, 90],
+        metadata={"help": "Epochs at which the learning rate is multiplied by gamma (space-separated: 30 60 90)."},
     )
     gamma: float = field(default=0.1, metadata={"help": "Learning-rate factor at each milestone."})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
@@ -83,14 +89,19 @@ class ModelArguments:
     keep_share: float = field(
         default=0.95, metadata={"help": "Share of known validation clips the calibrated unknown threshold accepts."}
     )
-    loss_weights: str = field(
-        default="",
+    loss_weights: list[str] | None = field(
+        default=None,
         metadata={
-            "help": "Overrides such as known_contrastive_weight=0,negative_clip_weight=0.5 (HESPConfig fields)."
+            "help": "HESPConfig loss settings to override, as name=value items: known_contrastive_weight=0 "
+            f"negative_clip_weight=0.5 (any of {', '.join(LOSS_SETTINGS)})."
         },
     )
 
     def __post_init__(self) -> None:
+        # Python callers may pass any sequence or a comma string (as `run_arguments.json` of earlier versions holds);
+        # the fields hold lists whatever came in.
+        self.milestones = number_list(self.milestones, int, "milestones")
+        self.loss_weights = [f"{name}={value:g}" for name, value in loss_settings(self.loss_weights).items()] or None
         if self.recipe not in RECIPES:
             raise ValueError(f"--recipe must be one of {sorted(RECIPES)}, got '{self.recipe}'.")
         for name, value in RECIPES[self.recipe].items():
@@ -103,6 +114,10 @@ class ModelArguments:
         ):
             if getattr(self, name) not in choices:
                 raise ValueError(f"--{name} must be one of {', '.join(choices)}, got '{getattr(self, name)}'.")
+
+    def loss_overrides(self) -> dict[str, float]:
+        """`loss_weights` as the HESPConfig fields and values it sets."""
+        return loss_settings(self.loss_weights)
 
     def recipe_overrides(self) -> dict[str, object]:
         """The recipe-owned fields whose value differs from what `recipe` sets (given explicitly)."""
@@ -193,6 +208,37 @@ def name_list(value: str | Sequence[str] | None) -> list[str] | None:
     items = [value] if isinstance(value, str) else list(value)
     names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
     return names or None
+
+
+def number_list(value: object, kind: type, name: str) -> list:
+    """A list of `kind` numbers from a sequence, a comma string or a mix (`["8,10"]`), for the field `name`."""
+    items = [value] if isinstance(value, (str, int, float)) else list(value or [])
+    parts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
+    try:
+        return [kind(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"--{name} takes {kind.__name__} values (space-separated), got {value!r}.") from None
+
+
+def loss_settings(value: Mapping[str, float] | str | Sequence[str] | None) -> dict[str, float]:
+    """`--loss_weights` as `{HESPConfig field: value}`, from `name=value` items (a list, or one comma string as
+    earlier versions took) or a mapping; an unknown name or a value that is not a number raises naming the item."""
+    if isinstance(value, Mapping):
+        items = [f"{name}={number}" for name, number in value.items()]
+    else:
+        items = [value] if isinstance(value, str) else list(value or [])
+    settings: dict[str, float] = {}
+    for item in (part.strip() for entry in items for part in str(entry).split(",") if part.strip()):
+        name, _, number = (piece.strip() for piece in item.partition("="))
+        if name not in LOSS_SETTINGS:
+            raise ValueError(
+                f"--loss_weights: '{item}' does not name a loss setting; name=value items of {', '.join(LOSS_SETTINGS)}."
+            )
+        try:
+            settings[name] = float(number)
+        except ValueError:
+            raise ValueError(f"--loss_weights: '{item}' needs a number after '='.") from None
+    return settings
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The embedded default backbone: a tiny CLIP pretrained on synthetic face frames and captions of their facial
 actions (`scripts/pretrain_tiny_clip.py`), shipped inside the package so everything runs offline."""
 
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .synthetic import CLASSES
 
@@ -23,7 +25,13 @@ def embedded_clip_path() -> str:
     return str(EMBEDDED_CLIP_DIR)
 
 
-def synthetic_train_arguments(
+def embedded_clip_fingerprint() -> str:
+    """A short hash of the embedded tiny CLIP's weights: measurement caches keyed by it are never reused across a
+    rebuilt backbone."""
+    return hashlib.sha1((Path(embedded_clip_path()) / "model.safetensors").read_bytes()).hexdigest()[:10]
+
+
+def synthetic_training_options(
     data: str | Path,
     output_dir: str | Path,
     epochs: float,
@@ -32,24 +40,38 @@ def synthetic_train_arguments(
     learning_rate: float = 0.05,
     clip_model: str | None = None,
     known_labels: Sequence[str] = DEMO_KNOWN,
-) -> list[str]:
-    """`scripts/train.py` arguments for HESP on a synthetic data set (by default the demo's split), on top of the
-    hesp-hf recipe (`--recipe`): the paper's SGD with a higher learning rate and milestones at 2/3 and 5/6 of a
-    short run; flips without crops (the tiny CLIP saw only whole, centred faces: crops move its features out of
-    distribution and the prompts stop learning); attention pooling (measured on the synthetic protocol: mean pooling
-    dilutes the apex with neutral frames). The last epoch is kept rather than the best validation epoch: with a few
-    dozen validation clips the best-of-12 pick was noise (6 of 18 quality runs kept the epoch-1 model)."""
+) -> dict[str, Any]:
+    """`hesp_hf.train` options for HESP on a synthetic data set (by default the demo's split), on top of the
+    hesp-hf recipe (`recipe`): the paper's SGD with a higher learning rate and milestones at 2/3 and 5/6 of a
+    short run; flips without crops (the tiny CLIP saw only whole faces: crops move its features out of distribution
+    and the prompts stop learning); attention pooling (measured on the synthetic protocol: mean pooling dilutes the
+    apex with neutral frames). The last epoch is kept rather than the best validation epoch: with a few dozen
+    validation clips the best-of-12 pick was noise (6 of 18 quality runs kept the epoch-1 model).
+    `options_argv(...)` gives the same as `scripts/train.py` arguments."""
     data = Path(data)
-    return [
-        "--dataset", "custom", "--class_names", ",".join(CLASSES), "--known_labels", ",".join(known_labels),
-        "--train_annotation", str(data / "train.csv"), "--test_annotation", str(data / "test.csv"),
-        "--clip_model", clip_model or embedded_clip_path(), "--num_frames", "8", "--output_dir", str(output_dir),
-        "--num_train_epochs", str(epochs), "--per_device_train_batch_size", str(batch_size),
-        "--per_device_eval_batch_size", "64", "--learning_rate", str(learning_rate), "--seed", str(seed),
-        "--milestones", f"{int(epochs * 2 / 3)},{int(epochs * 5 / 6)}", "--augmentation", "flip",
-        "--save_total_limit", "1", "--logging_steps", "20", "--dataloader_num_workers", "1", "--report_to", "none",
-        "--temporal_pooling", "attention", "--load_best_model_at_end", "false",
-    ]  # fmt: skip
+    return {
+        "dataset": "custom",
+        "class_names": list(CLASSES),
+        "known_labels": list(known_labels),
+        "train_annotation": str(data / "train.csv"),
+        "test_annotation": str(data / "test.csv"),
+        "clip_model": clip_model or embedded_clip_path(),
+        "num_frames": 8,
+        "output_dir": str(output_dir),
+        "num_train_epochs": epochs,
+        "per_device_train_batch_size": batch_size,
+        "per_device_eval_batch_size": 64,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "milestones": [int(epochs * 2 / 3), int(epochs * 5 / 6)],
+        "augmentation": "flip",
+        "save_total_limit": 1,
+        "logging_steps": 20,
+        "dataloader_num_workers": 1,
+        "report_to": "none",
+        "temporal_pooling": "attention",
+        "load_best_model_at_end": False,
+    }
 
 
 # Face cropping of the synthetic faces placed in scenes (`make demo`, step 5). The margin frames the crop as the

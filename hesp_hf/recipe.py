@@ -8,7 +8,7 @@ Under `accelerate launch` / `torchrun` every process runs this; predictions are 
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from .data.dataset import read_clip_log
 from .data.presets import get_preset
 from .data.protocol import test_only_split
 from .evaluation import predict_open_set, write_open_set_report
+from .hub import check_hub_access, push_folder
 from .metrics import trainer_compute_metrics
 from .model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
 from .modeling.video_processing_hesp import HESPVideoProcessor
@@ -42,7 +43,7 @@ from .training import HESPTrainer, calibrate_threshold
 logger = logging.getLogger(__name__)
 
 
-def resolve_annotations(data_args: Any) -> tuple[str, str]:
+def resolve_annotations(data_args: DataArguments) -> tuple[str, str]:
     """The train and test annotations: given ones, else the preset's usual files under `data_root`."""
     if data_args.train_annotation and data_args.test_annotation:
         return data_args.train_annotation, data_args.test_annotation
@@ -54,7 +55,7 @@ def resolve_annotations(data_args: Any) -> tuple[str, str]:
     return data_args.train_annotation or str(root / train), data_args.test_annotation or str(root / test)
 
 
-def load_split(data_args: Any, seed: int) -> OpenSetSplit:
+def load_split(data_args: DataArguments, seed: int) -> OpenSetSplit:
     train_annotation, test_annotation = resolve_annotations(data_args)
     return load_open_set_split(
         data_args.dataset,
@@ -72,7 +73,7 @@ def load_split(data_args: Any, seed: int) -> OpenSetSplit:
     )
 
 
-def load_test_split(data_args: Any, checkpoint: str, known_labels: list[str]) -> OpenSetSplit:
+def load_test_split(data_args: DataArguments, checkpoint: str, known_labels: list[str]) -> OpenSetSplit:
     """The test set of a trained model from `--test_annotation` alone: the checkpoint's known classes; a custom
     dataset's class list from `--class_names` or, when not given, the `run_arguments.json` the training wrote."""
     class_names = name_list(data_args.class_names)
@@ -95,7 +96,7 @@ def load_test_split(data_args: Any, checkpoint: str, known_labels: list[str]) ->
     return test_only_split(preset, records, known_labels)
 
 
-def config_overrides(model_args: Any) -> dict[str, Any]:
+def config_overrides(model_args: ModelArguments) -> dict[str, Any]:
     overrides: dict[str, Any] = {
         "num_frames": model_args.num_frames,
         "n_ctx": model_args.n_ctx,
@@ -108,12 +109,7 @@ def config_overrides(model_args: Any) -> dict[str, Any]:
         "inference_logits": model_args.inference_logits,
         "reciprocal_distance": model_args.reciprocal_distance,
     }
-    for item in filter(None, (part.strip() for part in model_args.loss_weights.split(","))):
-        name, _, value = item.partition("=")
-        if not name.endswith(("_weight", "_temperature", "_margin")) or not value:
-            raise ValueError(f"--loss_weights takes name=value pairs of HESPConfig loss fields, got '{item}'.")
-        overrides[name.strip()] = float(value)
-    return overrides
+    return overrides | model_args.loss_overrides()
 
 
 # Files whose presence means a folder holds a trained model (a finished run or a checkpoint folder).
@@ -150,24 +146,6 @@ def choose_selection_metric(training_args: TrainingArguments, has_unknown_valida
     training_args.greater_is_better = True
     if not has_unknown_validation:
         logger.warning("The validation subset has no unknown clips: model selection uses validation accuracy.")
-
-
-def check_hub_access(training_args: TrainingArguments) -> None:
-    """What `--push_to_hub` needs, checked before training rather than after it: a repository id, the Hub allowed,
-    and a token."""
-    if not training_args.push_to_hub:
-        return
-    if not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (e.g. org/hesp-dfew).")
-    from huggingface_hub import constants, get_token
-
-    if constants.HF_HUB_OFFLINE:
-        raise ValueError(
-            "--push_to_hub with HF_HUB_OFFLINE set: the upload would fail after training. Train without it and push "
-            "the finished folder later with `python scripts/push_to_hub.py --folder <output_dir> --hub_model_id ...`."
-        )
-    if not (training_args.hub_token or get_token()):
-        raise ValueError("--push_to_hub needs a Hub token: `hf auth login`, HF_TOKEN, or --hub_token.")
 
 
 @dataclass
@@ -208,14 +186,28 @@ def train_from_argv(argv: Sequence[str]) -> TrainingRun:
     return run(*parser.parse_args_into_dataclasses(args=list(argv)))
 
 
-def run(model_args: Any, data_args: Any, training_args: TrainingArguments) -> TrainingRun:
+def options_argv(options: Mapping[str, Any]) -> list[str]:
+    """`train` options as `scripts/train.py` arguments (`["--name", "value", ...]`: lists as several values, booleans
+    as true/false, None left out), for running the same training as a script."""
+    argv: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        argv += [f"--{name}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    return argv
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: HESPTrainingArguments) -> TrainingRun:
     """Seed, then `run_training`."""
     set_seed(training_args.seed)
     metrics = run_training(model_args, data_args, training_args)
     return TrainingRun(Path(training_args.output_dir), metrics)
 
 
-def run_training(model_args: Any, data_args: Any, training_args: TrainingArguments) -> dict[str, Any]:
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: HESPTrainingArguments
+) -> dict[str, Any]:
     """Train, calibrate, evaluate and save; returns the test metrics (on every process)."""
     output_dir = Path(training_args.output_dir)
     check_hub_access(training_args)
@@ -255,8 +247,8 @@ def run_training(model_args: Any, data_args: Any, training_args: TrainingArgumen
         train_dataset=train_set,
         eval_dataset=validation_set if len(validation_set) else None,
         data_collator=collate_clips,
-        compute_metrics=trainer_compute_metrics(split.unknown_label, model.config.open_set_score),
-        milestones=[int(m) for m in model_args.milestones.split(",") if m.strip()],
+        compute_metrics=trainer_compute_metrics(split.unknown_label_id, model.config.open_set_score),
+        milestones=model_args.milestones,
         gamma=model_args.gamma,
         momentum=model_args.momentum,
         pixel_prompt_step=model_args.pixel_prompt_step,
@@ -328,7 +320,7 @@ CLIP_LOG_NAME = "clip_report.tsv"
 FACE_CACHE_NAME = "face_tracks"
 
 
-def face_settings(data_args: Any) -> dict[str, Any]:
+def face_settings(data_args: DataArguments) -> dict[str, Any]:
     """The processor's face-cropping settings from the data arguments."""
     return {
         "face_crop": data_args.face_crop,
@@ -339,7 +331,7 @@ def face_settings(data_args: Any) -> dict[str, Any]:
 
 def clip_transform(
     processor: HESPVideoProcessor,
-    data_args: Any,
+    data_args: DataArguments,
     output_dir: Path,
     split: str,
     training: bool = False,
@@ -399,7 +391,7 @@ def resolve_resume(value: str | bool | None, output_dir: Path) -> str | None:
     return str(value)
 
 
-def make_augmentation(data_args: Any, size: tuple[int, int]) -> ClipAugmentation | None:
+def make_augmentation(data_args: DataArguments, size: tuple[int, int]) -> ClipAugmentation | None:
     """`flip_crop`: flip + random resized crop (the paper's); `flip`: flip alone; `none`."""
     if data_args.augmentation == "none":
         return None
@@ -443,7 +435,7 @@ def data_description(split: OpenSetSplit, synthetic: dict | None) -> str:
     return f"{split.preset.name}: {counts}. The dataset is not distributed with this model; see its own licence."
 
 
-def split_description(split: OpenSetSplit, data_args: Any) -> str:
+def split_description(split: OpenSetSplit, data_args: DataArguments) -> str:
     which = f"split {data_args.split_index}" if data_args.split_index is not None else "explicit known classes"
     fold = f", fold {data_args.fold}" if data_args.fold is not None else ""
     return (
@@ -451,19 +443,19 @@ def split_description(split: OpenSetSplit, data_args: Any) -> str:
     )
 
 
-def training_summary(model_args: Any, training_args: TrainingArguments, split: OpenSetSplit) -> str:
+def training_summary(model_args: ModelArguments, training_args: TrainingArguments, split: OpenSetSplit) -> str:
     return (
         f"{len(split.train)} training clips ({len(split.validation)} held out for validation), "
         f"{training_args.num_train_epochs:g} epochs"
         + (f" / {training_args.max_steps} steps" if training_args.max_steps > 0 else "")
         + f", SGD lr {training_args.learning_rate:g}, momentum {model_args.momentum:g}, weight decay "
-        f"{training_args.weight_decay:g}, x{model_args.gamma:g} at epochs {model_args.milestones}, batch "
+        f"{training_args.weight_decay:g}, x{model_args.gamma:g} at epochs {', '.join(map(str, model_args.milestones))}, batch "
         f"{training_args.per_device_train_batch_size} per device x {training_args.world_size} device(s), "
         f"{model_args.num_frames} frames per clip, seed {training_args.seed}. " + recipe_summary(model_args)
     )
 
 
-def recipe_summary(model_args: Any) -> str:
+def recipe_summary(model_args: ModelArguments) -> str:
     """The recipe in words for the model card: its name, the fields given on top of it, and why hesp-hf's differs."""
     text = f"Recipe `{model_args.recipe}`"
     overrides = model_args.recipe_overrides()
@@ -487,24 +479,5 @@ def recipe_summary(model_args: Any) -> str:
     return text
 
 
-def run_arguments(model_args: Any, data_args: Any) -> dict[str, Any]:
+def run_arguments(model_args: ModelArguments, data_args: DataArguments) -> dict[str, Any]:
     return {"model": asdict(model_args), "data": asdict(data_args)}
-
-
-def push_folder(output_dir: Path, hub_model_id: str, token: str | None = None, private: bool = False) -> None:
-    """Upload a finished folder (model, processor, code, card, metrics) to `hub_model_id`; checkpoints, logs and
-    the training-state files with local paths stay behind."""
-    from huggingface_hub import HfApi
-
-    output_dir = Path(output_dir)
-    if not (output_dir / "config.json").exists():
-        raise ValueError(f"{output_dir} holds no trained model (config.json): nothing to push.")
-    api = HfApi(token=token)
-    api.create_repo(hub_model_id, private=private, exist_ok=True)
-    api.upload_folder(
-        repo_id=hub_model_id,
-        folder_path=str(output_dir),
-        ignore_patterns=["checkpoint-*", "runs/*", "*.tsv", "training_args.bin", "run_arguments.json"],
-        commit_message="Upload HESP model trained with hesp-hf",
-    )
-    logger.info("Pushed %s to the Hub as %s", output_dir, hub_model_id)

@@ -28,7 +28,7 @@ from .loss_hesp import HESPOpenSetLoss, ensemble_logits, reciprocal_logits
 
 logger = logging.get_logger(__name__)
 
-UNKNOWN_CLIP_LABEL = -1  # label of unknown-class clips in evaluation data; the loss leaves them out
+UNKNOWN_LABEL_ID = -1  # label of unknown-class clips in evaluation data; the loss leaves them out
 
 
 @dataclass
@@ -693,11 +693,11 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             raise ValueError(f"labels holds {labels.numel()} values for a batch of {batch} clips.")
         if torch.compiler.is_compiling():
             return labels  # a check on the values would break the compiled graph; eager runs check them
-        bad = (labels != UNKNOWN_CLIP_LABEL) & ((labels < 0) | (labels >= num_known))
+        bad = (labels != UNKNOWN_LABEL_ID) & ((labels < 0) | (labels >= num_known))
         if bad.any():
             raise ValueError(
                 f"labels must be known-class indices in 0..{num_known - 1} ({self.config.known_labels}) or "
-                f"{UNKNOWN_CLIP_LABEL} for an unknown clip; got {sorted(set(labels[bad].tolist()))}."
+                f"{UNKNOWN_LABEL_ID} for an unknown clip; got {sorted(set(labels[bad].tolist()))}."
             )
         return labels
 

@@ -27,8 +27,8 @@ from transformers import pipeline
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.cli import ArgumentParser, run_command
-from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_train_arguments
-from hesp_hf.recipe import train_from_argv
+from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_training_options
+from hesp_hf.recipe import options_argv, train_from_argv
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 
 
@@ -60,15 +60,13 @@ def main() -> None:
         "2/5 training HESP on the known classes %s (scripts/train.py's arguments, in this process)",
         ", ".join(DEMO_KNOWN),
     )
-    argv = [
-        *synthetic_train_arguments(
-            data, args.output_dir, args.epochs, args.seed, args.batch_size, args.learning_rate, args.clip_model
-        ),
-        *args.extra,
-    ]
+    options = synthetic_training_options(
+        data, args.output_dir, args.epochs, args.seed, args.batch_size, args.learning_rate, args.clip_model
+    )
     if (args.output_dir / "config.json").exists():  # a previous demo run: start afresh, not from its checkpoints
         shutil.rmtree(args.output_dir)
-    metrics = train_from_argv(argv).metrics
+    # `--extra` holds train.py arguments: the recipe's options go through the same parser, so an extra one wins.
+    metrics = train_from_argv([*options_argv(options), *args.extra]).metrics
 
     logger.info(
         "3/5 test set: %d known + %d unknown clips; known-ness score: %s",

@@ -19,11 +19,12 @@ measurement resumes.
 """
 
 import argparse
+import contextlib
 import json
+import logging
+import multiprocessing
 import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -31,32 +32,32 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, CLIPModel
 
+import hesp_hf
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
-from hesp_hf.embedded import embedded_clip_path, synthetic_train_arguments
+from hesp_hf.embedded import embedded_clip_fingerprint, embedded_clip_path, synthetic_training_options
 from hesp_hf.evaluation import METRICS, write_seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 from hesp_hf.synthetic_protocol import add_protocol_arguments, protocol_split
 
 
-TRAIN_SCRIPT = Path(__file__).resolve().parent / "train.py"
-# name -> (train.py arguments on top of the synthetic recipe, the metrics.json branch reported or None for the model's
+# name -> (hesp_hf.train options on top of the synthetic recipe, the metrics.json branch reported or None for the model's
 # own predictions, whether it is an ablation run over --ablation_seeds)
 HESP_ROWS = {
-    "HESP, hesp-hf recipe (recommended): ensemble": ([], None, False),
-    "HESP, hesp-hf recipe: its CLIP branch alone": ([], "clip", False),
-    "HESP, hesp-hf recipe: its reciprocal branch alone": ([], "reciprocal", False),
-    "HESP, paper recipe: ensemble (as published)": (["--recipe", "paper"], None, False),
-    "HESP, paper recipe: its CLIP branch alone": (["--recipe", "paper"], "clip", False),
-    "HESP, paper recipe: its reciprocal branch alone": (["--recipe", "paper"], "reciprocal", False),
-    "ablation: plain shuffle instead of class-stratified batches": (["--train_sampling", "random"], None, True),
-    "ablation: without visual prompt": (["--use_visual_prompt", "false"], None, True),
-    "ablation: without reciprocal points (two loss terms)": (["--use_reciprocal_points", "false"], None, True),
+    "HESP, hesp-hf recipe (recommended): ensemble": ({}, None, False),
+    "HESP, hesp-hf recipe: its CLIP branch alone": ({}, "clip", False),
+    "HESP, hesp-hf recipe: its reciprocal branch alone": ({}, "reciprocal", False),
+    "HESP, paper recipe: ensemble (as published)": ({"recipe": "paper"}, None, False),
+    "HESP, paper recipe: its CLIP branch alone": ({"recipe": "paper"}, "clip", False),
+    "HESP, paper recipe: its reciprocal branch alone": ({"recipe": "paper"}, "reciprocal", False),
+    "ablation: plain shuffle instead of class-stratified batches": ({"train_sampling": "random"}, None, True),
+    "ablation: without visual prompt": ({"use_visual_prompt": False}, None, True),
+    "ablation: without reciprocal points (two loss terms)": ({"use_reciprocal_points": False}, None, True),
 }
 
 
@@ -101,25 +102,39 @@ def baselines(data: Path, known_names: list[str]) -> dict[str, dict]:
     }
 
 
-def train_hesp(data: Path, output: Path, extra: list[str], seed: int, epochs: float, known: list[str]) -> dict:
-    """One `scripts/train.py` run (reused when its metrics exist); one thread, so `--jobs` runs share the cores."""
+def train_hesp(data: Path, output: Path, extra: dict, seed: int, epochs: float, known: list[str]) -> dict:
+    """One HESP training (`hesp_hf.train`; reused when its metrics exist), run in a worker process of this script's
+    pool: one thread each, so `--jobs` runs share the cores; its log goes to `<output>.log`."""
     if not (output / "metrics.json").exists():
-        command = [
-            sys.executable,
-            str(TRAIN_SCRIPT),
-            *synthetic_train_arguments(data, output, epochs, seed, known_labels=known),
+        options = {
+            **synthetic_training_options(data, output, epochs, seed, known_labels=known),
             # Last epoch kept: no per-epoch evaluation or checkpoint is needed. A folder without metrics.json is an
             # interrupted run of the same settings: replaced.
-            *("--eval_strategy", "no", "--save_strategy", "no", "--dataloader_num_workers", "0"),
-            "--overwrite_output_dir",
-            *extra,
-        ]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+            "eval_strategy": "no",
+            "save_strategy": "no",
+            "dataloader_num_workers": 0,
+            "overwrite_output_dir": True,
+            "disable_tqdm": True,
+            **extra,
+        }
         log = output.parent / f"{output.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("w") as handle:
-            subprocess.run(command, check=True, env=env, stdout=handle, stderr=subprocess.STDOUT)
+        with log.open("w") as handle, contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            handler = logging.StreamHandler(handle)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger().addHandler(handler)
+            try:
+                hesp_hf.train(**options)
+            finally:
+                logging.getLogger().removeHandler(handler)
     return json.loads((output / "metrics.json").read_text())
+
+
+def start_worker() -> None:
+    """A pool worker: one thread (set before any work; the pool's processes are spawned, so torch starts here)."""
+    torch.set_num_threads(1)
+    logging.getLogger().setLevel(logging.INFO)
+    os.environ["HF_HUB_OFFLINE"] = "1"
 
 
 def main() -> None:
@@ -136,33 +151,38 @@ def main() -> None:
         data = write_synthetic_dataset(
             args.data_dir, SyntheticSpec(train_per_class=args.train_per_class, seed=data_seed)
         )
-        # Keyed by the data set's settings hash and the epoch count: other settings never reuse these results.
-        folder_of_data = root / data.name
+        # Keyed by the data set's settings hash, the backbone's weights and the epoch count: other settings never
+        # reuse these results.
+        folder_of_data = root / f"{data.name}-clip-{embedded_clip_fingerprint()}"
         cached = folder_of_data / "baselines.json"
         if not cached.exists():
             write_text_atomic(cached, json.dumps(baselines(data, known), indent=2))
         for name, metrics in json.loads(cached.read_text()).items():
             runs.setdefault(name, {})[data_seed] = [metrics]
-        by_arguments: dict[tuple[str, ...], list[tuple[str, str | None, bool]]] = {}
+        by_options: dict[tuple[tuple[str, object], ...], list[tuple[str, str | None, bool]]] = {}
         for name, (extra, branch, ablation) in HESP_ROWS.items():
             if ablation and not args.ablation_seeds:
                 continue
-            by_arguments.setdefault(tuple(extra), []).append((name, branch, ablation))
-        for extra, rows in by_arguments.items():
+            by_options.setdefault(tuple(extra.items()), []).append((name, branch, ablation))
+        for extra, rows in by_options.items():
             seeds = args.ablation_seeds if all(ablation for _, _, ablation in rows) else args.train_seeds
-            variant = "-".join(part.lstrip("-") for part in extra) or "hesp-hf"
+            variant = "-".join(f"{name}-{str(value).lower()}" for name, value in extra) or "hesp-hf"
             for seed in seeds:
                 folder = folder_of_data / f"{variant}-{args.epochs:g}epochs" / f"seed-{seed}"
-                jobs.append((rows, data_seed, data, folder, list(extra), seed))
+                jobs.append((rows, data_seed, data, folder, dict(extra), seed))
 
     jobs.sort(key=lambda job: all(ablation for _, _, ablation in job[0]))  # the main rows first, then ablations
 
-    def work(job):
-        rows, data_seed, data, folder, extra, seed = job
-        return job, train_hesp(data, folder, extra, seed, args.epochs, known)
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for done, ((rows, data_seed, _, folder, _, _), metrics) in enumerate(pool.map(work, jobs), start=1):
+    # Worker processes (spawned: a fresh torch in each, one thread) call `hesp_hf.train`; a process per run at once is
+    # the point here, so runs share the cores.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context, initializer=start_worker) as pool:
+        futures = [
+            pool.submit(train_hesp, data, folder, extra, seed, args.epochs, known)
+            for *_, data, folder, extra, seed in jobs
+        ]
+        for done, ((rows, data_seed, *_, folder, _, _), future) in enumerate(zip(jobs, futures, strict=True), start=1):
+            metrics = future.result()
             for name, branch, _ in rows:
                 values = metrics if branch is None else metrics["branches"][branch]
                 runs.setdefault(name, {}).setdefault(data_seed, []).append({m: values[m] for m in METRICS})

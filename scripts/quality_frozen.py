@@ -33,7 +33,7 @@ from hesp_hf.atomic_files import atomic_output, write_text_atomic
 from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import load_open_set_split
 from hesp_hf.data.decoding import sample_clip
-from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_path
+from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_fingerprint, embedded_clip_path
 from hesp_hf.evaluation import METRICS, branch_metrics, write_seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.video_decoding_hesp import segment_indices
@@ -57,7 +57,7 @@ VARIANTS = {
 
 def cached_features(data: Path, cache: Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per clip (resolved path): the CLIP features of its frames `(16, D)` and of their mirror images."""
-    target = cache / f"{data.name}.pt"
+    target = cache / f"{data.name}-clip-{embedded_clip_fingerprint()}.pt"
     if target.exists():
         return torch.load(target)
     clip = embedded_clip_path()
@@ -174,7 +174,9 @@ def main() -> None:
         for variant in args.variants:
             for seed in args.train_seeds:
                 variant_folder = f"{variant.replace(', ', '-').replace(' ', '_')}-{args.epochs:g}epochs"
-                result_file = root / data.name / variant_folder / f"seed-{seed}.json"
+                result_file = (
+                    root / f"{data.name}-clip-{embedded_clip_fingerprint()}" / variant_folder / f"seed-{seed}.json"
+                )
                 if not result_file.exists():
                     result = train_variant(data, features, known, variant, seed, args.epochs)
                     write_text_atomic(result_file, json.dumps(result, indent=2))

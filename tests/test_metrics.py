@@ -140,12 +140,21 @@ def test_model_logits_with_unknown_column():
         (np.zeros((2, 2)), np.array([-1, -1]), {}, "no known clip"),
         (np.zeros((2, 2)), np.array([0, -1]), {"score": "entropy"}, "score must be one of"),
         (np.zeros(4), np.array([0, -1, 0, 0]), {}, "2-D"),
-        (np.zeros((2, 2)), np.array([0, 1]), {"unknown_label": 1}, "collides"),
+        (np.zeros((2, 2)), np.array([0, 1]), {"unknown_label_id": 1}, "collides"),
     ],
 )
 def test_bad_input_raises(predictions, references, kwargs, message):
     with pytest.raises(ValueError, match=message):
         open_set_metrics(predictions, references, **kwargs)
+
+
+def test_evaluate_module_reads_the_old_unknown_label_name_with_a_warning():
+    logits = np.array([[2.0, 0.1], [0.2, 1.5], [0.3, 0.2], [1.0, 0.0]])
+    references = np.array([0, 1, 7, 7])
+    expected = open_set_metrics(logits, references, unknown_label_id=7)
+    with pytest.warns(FutureWarning, match="unknown_label_id"):
+        old = load_oscr_metric().compute(predictions=logits, references=references, unknown_label=7)
+    assert old == pytest.approx(expected) and expected["num_unknown"] == 2
 
 
 def test_evaluate_module_batches_and_trainer_hook():

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hesp_hf.embedded import synthetic_train_arguments
+from hesp_hf.embedded import synthetic_training_options
+from hesp_hf.recipe import options_argv
 from hesp_hf.synthetic import SyntheticSpec, write_synthetic_dataset
 
 
@@ -28,7 +29,7 @@ def test_recommended_recipe_survives_the_collapsing_order(tmp_path, order):
     data = write_synthetic_dataset(REPO / "outputs" / "synthetic", SyntheticSpec(train_per_class=30, seed=1))
     output = tmp_path / "run"
     command = [
-        sys.executable, str(REPO / "scripts" / "train.py"), *synthetic_train_arguments(data, output, 12, seed=1),
+        sys.executable, str(REPO / "scripts" / "train.py"), *options_argv(synthetic_training_options(data, output, 12, seed=1)),
         "--eval_strategy", "no", "--save_strategy", "no", *order,
     ]  # fmt: skip
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

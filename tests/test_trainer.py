@@ -2,6 +2,7 @@
 
 import copy
 from collections import Counter
+from pathlib import Path
 
 import datasets
 import pytest
@@ -75,6 +76,42 @@ def test_recipes_fill_only_the_fields_left_unset():
     )
     assert (parsed.n_ctx, parsed.reciprocal_distance, parsed.train_sampling) == (0, "l2", "random")
     assert parsed.recipe_overrides() == {"n_ctx": 0, "reciprocal_distance": "l2"}
+
+
+def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
+    parser = HfArgumentParser(ModelArguments)
+    (parsed,) = parser.parse_args_into_dataclasses(
+        [
+            "--clip_model",
+            "x",
+            "--milestones",
+            "8",
+            "10",
+            "--loss_weights",
+            "negative_clip_weight=0.5",
+            "known_ce_weight=2",
+        ]
+    )
+    assert parsed.milestones == [8, 10]
+    assert parsed.loss_overrides() == {"negative_clip_weight": 0.5, "known_ce_weight": 2.0}
+    assert (
+        ModelArguments(clip_model="x").milestones == [30, 60, 90]
+        and ModelArguments(clip_model="x").loss_overrides() == {}
+    )
+    # Python callers and the comma strings of earlier run_arguments.json files give the same lists.
+    old = ModelArguments(clip_model="x", milestones="8,10", loss_weights="negative_clip_weight=0.5,known_ce_weight=2")
+    mapping = ModelArguments(
+        clip_model="x", milestones=(8, 10), loss_weights={"negative_clip_weight": 0.5, "known_ce_weight": 2}
+    )
+    for other in (old, mapping):
+        assert (other.milestones, other.loss_overrides()) == (parsed.milestones, parsed.loss_overrides())
+    assert old.loss_weights == ["negative_clip_weight=0.5", "known_ce_weight=2"]
+    with pytest.raises(ValueError, match=r"--milestones takes int values .*'8,ten'"):
+        ModelArguments(clip_model="x", milestones="8,ten")
+    with pytest.raises(ValueError, match=r"'negative_weight=1' does not name a loss setting; .*negative_clip_weight"):
+        ModelArguments(clip_model="x", loss_weights=["negative_weight=1"])
+    with pytest.raises(ValueError, match=r"'known_ce_weight=high' needs a number"):
+        ModelArguments(clip_model="x", loss_weights=["known_ce_weight=high"])
 
 
 class _Recorder(TrainerCallback):
@@ -218,21 +255,55 @@ def test_selection_metric_given_is_kept(tmp_path):
 def test_hub_push_is_checked_before_training(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    import hesp_hf.recipe as recipe
+    import hesp_hf.hub as hub
 
     with pytest.raises(ValueError, match="needs --hub_model_id"):
-        recipe.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True))
+        hub.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True))
     args = HESPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True, hub_model_id="org/hesp-x")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ValueError, match="HF_HUB_OFFLINE"):
-        recipe.check_hub_access(args)
+        hub.check_hub_access(args)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr("huggingface_hub.get_token", lambda: None)
     with pytest.raises(ValueError, match="needs a Hub token"):
-        recipe.check_hub_access(args)
-    recipe.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path)))  # no push: nothing to check
+        hub.check_hub_access(args)
+    hub.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path)))  # no push: nothing to check
     with pytest.raises(ValueError, match="holds no trained model"):
-        recipe.push_folder(tmp_path, "org/hesp-x")
+        hub.push_folder(tmp_path, "org/hesp-x")
+
+
+def test_push_folder_uploads_the_model_and_card_but_not_local_state(tmp_path, monkeypatch):
+    import fnmatch
+
+    import huggingface_hub
+
+    from hesp_hf.hub import push_folder
+
+    for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "training_args.bin",
+                 "run_arguments.json", "clip_report.tsv", "checkpoint-3/model.safetensors", "runs/events.out"):  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    calls = []
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls.append(("token", token))
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls.append(("repo", repo_id, private, exist_ok))
+
+        def upload_folder(self, repo_id, folder_path, ignore_patterns, commit_message):
+            files = [p.relative_to(folder_path).as_posix() for p in Path(folder_path).rglob("*") if p.is_file()]
+            sent = [f for f in files if not any(fnmatch.fnmatch(f, pattern) for pattern in ignore_patterns)]
+            calls.append(("upload", repo_id, sorted(sent)))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    push_folder(tmp_path, "org/hesp-x", token="t", private=True)
+    assert calls == [
+        ("token", "t"),
+        ("repo", "org/hesp-x", True, True),
+        ("upload", "org/hesp-x", ["README.md", "config.json", "metrics.json", "model.safetensors"]),
+    ]
 
 
 def test_no_pinned_memory_without_an_accelerator(tmp_path):
@@ -326,3 +397,27 @@ def test_bf16_without_a_gpu_trains_on_the_cpu(tmp_path):
     is the only device, so HESP's arguments choose it."""
     args = HESPTrainingArguments(output_dir=str(tmp_path), bf16=True)
     assert args.use_cpu and args.bf16
+
+
+def test_options_argv_parses_back_to_the_same_arguments(tmp_path):
+    from dataclasses import asdict
+
+    from hesp_hf.arguments import DataArguments, training_arguments
+    from hesp_hf.cli import DataclassArgumentParser
+    from hesp_hf.embedded import synthetic_training_options
+    from hesp_hf.recipe import options_argv
+
+    options = synthetic_training_options(tmp_path / "data", tmp_path / "run", epochs=12, seed=3) | {
+        "loss_weights": ["negative_clip_weight=0.5"],
+        "use_visual_prompt": False,
+        "fold": None,
+    }
+    argv = options_argv(options)
+    assert argv[argv.index("--milestones") : argv.index("--milestones") + 3] == ["--milestones", "8", "10"]
+    assert "--fold" not in argv and argv[argv.index("--use_visual_prompt") + 1] == "false"
+    parser = DataclassArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
+    from_argv = parser.parse_args_into_dataclasses(args=argv)
+    from_options = training_arguments(**options)
+    for parsed, given in zip(from_argv[:2], from_options[:2], strict=True):
+        assert asdict(parsed) == asdict(given)
+    assert from_argv[2].to_dict() == from_options[2].to_dict()

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from hesp_hf.cli import ArgumentParser, run_command
-from hesp_hf.recipe import push_folder
+from hesp_hf.hub import push_folder
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from .augmentation import ClipAugmentation
 from .dataset import ClipReport, ClipTransform, TruncatedVideoError, clip_dataset, collate_clips, read_clip_log
 from .decoding import sample_clip
 from .presets import PRESETS, DatasetPreset, get_preset
-from .protocol import UNKNOWN_LABEL, OpenSetSplit, make_open_set_split
+from .protocol import UNKNOWN_LABEL_ID, OpenSetSplit, make_open_set_split
 
 
 def load_open_set_split(
@@ -54,7 +54,7 @@ def load_open_set_split(
 
 __all__ = [
     "PRESETS",
-    "UNKNOWN_LABEL",
+    "UNKNOWN_LABEL_ID",
     "AnnotationError",
     "ClipAugmentation",
     "ClipRecord",

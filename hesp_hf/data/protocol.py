@@ -3,7 +3,7 @@
 Known labels are re-indexed `0..K-1` in the order of their original class index, and the class names handed to the
 model follow that same order (the released code pairs them alphabetically: not here). Training sees known clips of
 the training list only; a stratified validation subset is held out from it for model selection and threshold
-calibration; the test set is the known clips of the test list plus every unknown-class clip, labelled `unknown_label`.
+calibration; the test set is the known clips of the test list plus every unknown-class clip, labelled `unknown_label_id`.
 """
 
 import logging
@@ -12,28 +12,26 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..modeling.modeling_hesp import UNKNOWN_CLIP_LABEL
+from ..modeling.modeling_hesp import UNKNOWN_LABEL_ID
 from .annotations import ClipRecord
 from .presets import DatasetPreset
 
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_LABEL = UNKNOWN_CLIP_LABEL  # the label of unknown-class clips: one value, the model's
-
 
 @dataclass(frozen=True)
 class OpenSetSplit:
     """One open-set setting of a dataset. `known_classes`: original class indices, sorted; `known_labels`: their
     names, in the model's label order; `unknown_classes`: every other class. Records carry re-indexed labels
-    (`0..K-1`, `unknown_label` for unknown clips)."""
+    (`0..K-1`, `unknown_label_id` for unknown clips)."""
 
     preset: DatasetPreset
     known_classes: tuple[int, ...]
     train: tuple[ClipRecord, ...]
     validation: tuple[ClipRecord, ...]
     test: tuple[ClipRecord, ...]
-    unknown_label: int = UNKNOWN_LABEL
+    unknown_label_id: int = UNKNOWN_LABEL_ID
 
     @property
     def known_labels(self) -> list[str]:
@@ -55,18 +53,18 @@ class OpenSetSplit:
             name = self.preset.class_names[original]
             c = [counts[s][label] for s in ("train", "validation", "test")]
             rows.append(f"{name:<16} {'known':<8} {label:>5} {c[0]:>7} {c[1]:>7} {c[2]:>7}")
-        unknown_val = Counter(r.original_label for r in self.validation if r.label == self.unknown_label)
-        unknown_test = Counter(r.original_label for r in self.test if r.label == self.unknown_label)
+        unknown_val = Counter(r.original_label for r in self.validation if r.label == self.unknown_label_id)
+        unknown_test = Counter(r.original_label for r in self.test if r.label == self.unknown_label_id)
         for original in self.unknown_classes:
             name = self.preset.class_names[original]
             rows.append(
-                f"{name:<16} {'unknown':<8} {self.unknown_label:>5} {0:>7} {unknown_val[original]:>7} "
+                f"{name:<16} {'unknown':<8} {self.unknown_label_id:>5} {0:>7} {unknown_val[original]:>7} "
                 f"{unknown_test[original]:>7}"
             )
         rows.append(
             f"{'total':<16} {'':<8} {'':>5} {len(self.train):>7} {len(self.validation):>7} {len(self.test):>7}"
-            f"  (test: {sum(r.label != self.unknown_label for r in self.test)} known + "
-            f"{sum(r.label == self.unknown_label for r in self.test)} unknown)"
+            f"  (test: {sum(r.label != self.unknown_label_id for r in self.test)} known + "
+            f"{sum(r.label == self.unknown_label_id for r in self.test)} unknown)"
         )
         return "\n".join(rows)
 
@@ -131,7 +129,7 @@ def make_open_set_split(
     known_labels: list[str] | None = None,
     validation_fraction: float = 0.1,
     seed: int = 0,
-    unknown_label: int = UNKNOWN_LABEL,
+    unknown_label_id: int = UNKNOWN_LABEL_ID,
     validation_unknown_fraction: float = 0.0,
     allow_empty_known_classes: bool = False,
 ) -> OpenSetSplit:
@@ -141,7 +139,7 @@ def make_open_set_split(
     to know it), unless `allow_empty_known_classes`.
 
     `validation_unknown_fraction` > 0 also puts that share of the *training list's* unknown-class clips (otherwise
-    unused) into the validation subset, labelled `unknown_label`, so that model selection can use AUROC and OSCR
+    unused) into the validation subset, labelled `unknown_label_id`, so that model selection can use AUROC and OSCR
     without ever looking at the test list. Threshold calibration uses the known validation clips only.
     """
     known = known_classes_for(preset, split_index, known_labels)
@@ -165,18 +163,21 @@ def make_open_set_split(
     if validation_unknown_fraction > 0:
         train_unknown = [r for r in train_records if r.label not in relabel]  # still in preset order: stratified
         _, held_unknown = stratified_holdout(train_unknown, validation_unknown_fraction, seed)
-        validation += [reindex(r, unknown_label) for r in held_unknown]
-    test = [reindex(r, relabel.get(r.label, unknown_label)) for r in test_records]
-    split = OpenSetSplit(preset, known, tuple(train), tuple(validation), tuple(test), unknown_label)
+        validation += [reindex(r, unknown_label_id) for r in held_unknown]
+    test = [reindex(r, relabel.get(r.label, unknown_label_id)) for r in test_records]
+    split = OpenSetSplit(preset, known, tuple(train), tuple(validation), tuple(test), unknown_label_id)
     logger.info("Open-set split:\n%s", split.summary())
     return split
 
 
 def test_only_split(
-    preset: DatasetPreset, test_records: list[ClipRecord], known_labels: list[str], unknown_label: int = UNKNOWN_LABEL
+    preset: DatasetPreset,
+    test_records: list[ClipRecord],
+    known_labels: list[str],
+    unknown_label_id: int = UNKNOWN_LABEL_ID,
 ) -> OpenSetSplit:
     """The open-set test set of a trained model: its `known_labels` (label order, as the checkpoint stores them)
-    labelled `0..K-1`, every other class `unknown_label`; no training list needed."""
+    labelled `0..K-1`, every other class `unknown_label_id`; no training list needed."""
     known = known_classes_for(preset, None, known_labels)
     names = [preset.class_names[i] for i in known]
     if [name.lower() for name in names] != [name.lower() for name in known_labels]:
@@ -185,5 +186,5 @@ def test_only_split(
             "it was not trained on this dataset's class list."
         )
     relabel = {original: label for label, original in enumerate(known)}
-    test = [reindex(r, relabel.get(r.label, unknown_label)) for r in test_records]
-    return OpenSetSplit(preset, known, (), (), tuple(test), unknown_label)
+    test = [reindex(r, relabel.get(r.label, unknown_label_id)) for r in test_records]
+    return OpenSetSplit(preset, known, (), (), tuple(test), unknown_label_id)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..modeling.modeling_hesp import UNKNOWN_LABEL_ID
 from .oscr.oscr import (
     SCORES,
     OpenSetCurves,
@@ -29,7 +30,7 @@ def load_oscr_metric(**kwargs: Any):
     return evaluate.load(str(OSCR_METRIC_PATH), **kwargs)
 
 
-def trainer_compute_metrics(unknown_label: int = -1, score: ScoreName = "max_logit"):
+def trainer_compute_metrics(unknown_label_id: int = UNKNOWN_LABEL_ID, score: ScoreName = "max_logit"):
     """A `Trainer(compute_metrics=...)` function for HESP models: takes the model's `(N, K + 1)` logits (the first
     prediction array) and the labels, and returns accuracy, AUROC, OSCR, FPR at 95% TPR and `oscr_plus_auroc` (the
     model-selection criterion). On data without unknown clips, where AUROC and OSCR are undefined, it returns the
@@ -42,10 +43,10 @@ def trainer_compute_metrics(unknown_label: int = -1, score: ScoreName = "max_log
         else:  # a stock Trainer: `logits` is the first output field
             logits = np.asarray(predictions[0] if isinstance(predictions, (tuple, list)) else predictions)
         labels = np.asarray(eval_prediction.label_ids)
-        if not (labels == unknown_label).any():
+        if not (labels == unknown_label_id).any():
             known_logits = logits[:, :-1]
             return {"accuracy": float((known_logits.argmax(axis=1) == labels).mean()), "num_known": int(len(labels))}
-        metrics = open_set_metrics(logits, labels, unknown_label, score, has_unknown_column=True)
+        metrics = open_set_metrics(logits, labels, unknown_label_id, score, has_unknown_column=True)
         return {**metrics, "oscr_plus_auroc": metrics["oscr"] + metrics["auroc"]}
 
     return compute_metrics

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from ..atomic_files import atomic_output
+from ..modeling.modeling_hesp import UNKNOWN_LABEL_ID
 from .oscr.oscr import OpenSetCurves, ScoreName, open_set_analysis
 
 
@@ -13,14 +14,14 @@ def plot_open_set_curves(
     predictions: np.ndarray,
     references: np.ndarray,
     path: str | Path,
-    unknown_label: int = -1,
+    unknown_label_id: int = UNKNOWN_LABEL_ID,
     score: ScoreName = "max_logit",
     has_unknown_column: bool = False,
     title: str | None = None,
 ) -> Path:
     """Write a PNG with the known-vs-unknown ROC curve and the OSCR curve (CCR against FPR) to `path`, whole or not
     at all. Returns the path."""
-    metrics, curves = open_set_analysis(predictions, references, unknown_label, score, has_unknown_column)
+    metrics, curves = open_set_analysis(predictions, references, unknown_label_id, score, has_unknown_column)
     return draw_open_set_curves(metrics, curves, path, score, title)
 
 

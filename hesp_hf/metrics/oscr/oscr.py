@@ -10,6 +10,7 @@ one threshold step. (The widely copied ARPL loop counts correct knowns and false
 apart, and walks ties one sample at a time.)
 """
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -23,14 +24,15 @@ ScoreName = Literal["max_logit", "max_softmax"]
 SCORES: tuple[str, ...] = ("max_logit", "max_softmax")
 
 _DESCRIPTION = """Open-set recognition metrics: closed-set accuracy on known clips, AUROC of known-vs-unknown
-detection, OSCR, and FPR at 95% TPR, from class logits and references in which unknown clips carry `unknown_label`."""
+detection, OSCR, and FPR at 95% TPR, from class logits and references in which unknown clips carry `unknown_label_id`."""
 
 _KWARGS_DESCRIPTION = """
 Args:
     predictions: `(N, K)` logits of the known classes, or `(N, K + 1)` model logits whose last column is "unknown"
         (pass `has_unknown_column=True`; that column is then ignored).
-    references: known-class indices `0..K-1`, and `unknown_label` for unknown clips.
-    unknown_label (`int`, defaults to -1): the reference value of unknown clips.
+    references: known-class indices `0..K-1`, and `unknown_label_id` for unknown clips.
+    unknown_label_id (`int`, defaults to -1): the reference value of unknown clips (`unknown_label`, its earlier name,
+        is still read, with a FutureWarning: in a model's config `unknown_label` is the class *name*, "unknown").
     score (`str`, defaults to "max_logit"): known-ness score, "max_logit" (as published results) or "max_softmax".
     has_unknown_column (`bool`, defaults to False): whether the last prediction column is the model's "unknown" one.
 Returns:
@@ -66,14 +68,14 @@ class OpenSetCurves:
 def known_class_predictions(
     predictions: np.ndarray,
     references: np.ndarray,
-    unknown_label: int = -1,
+    unknown_label_id: int = -1,
     score: ScoreName = "max_logit",
     has_unknown_column: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate the inputs and return `(known_ness_score, is_correct, is_known)`, each `(N,)`.
 
     Raises `ValueError` naming the problem: shapes, lengths, NaN or infinite logits, references outside
-    `0..K-1` other than `unknown_label`, no known or no unknown clips.
+    `0..K-1` other than `unknown_label_id`, no known or no unknown clips.
     """
     logits = np.asarray(predictions, dtype=np.float64)
     refs = np.asarray(references)
@@ -103,20 +105,22 @@ def known_class_predictions(
             f"{int(np.argmax(bad_rows))})."
         )
     num_classes = logits.shape[1]
-    if 0 <= unknown_label < num_classes:
-        raise ValueError(f"unknown_label={unknown_label} collides with a known class index (0..{num_classes - 1}).")
-    is_known = refs != unknown_label
+    if 0 <= unknown_label_id < num_classes:
+        raise ValueError(
+            f"unknown_label_id={unknown_label_id} collides with a known class index (0..{num_classes - 1})."
+        )
+    is_known = refs != unknown_label_id
     out_of_range = is_known & ((refs < 0) | (refs >= num_classes))
     if out_of_range.any():
         raise ValueError(
-            f"references hold values outside 0..{num_classes - 1} that are not unknown_label={unknown_label}: "
+            f"references hold values outside 0..{num_classes - 1} that are not unknown_label_id={unknown_label_id}: "
             f"{sorted(set(refs[out_of_range].tolist()))[:10]}."
         )
     if not is_known.any():
         raise ValueError("references hold no known clip: accuracy, AUROC and OSCR are undefined.")
     if is_known.all():
         raise ValueError(
-            f"references hold no unknown clip (unknown_label={unknown_label}): AUROC and OSCR are undefined."
+            f"references hold no unknown clip (unknown_label_id={unknown_label_id}): AUROC and OSCR are undefined."
         )
     predicted = logits.argmax(axis=1)
     if score == "max_logit":
@@ -153,13 +157,13 @@ def area_under(x: np.ndarray, y: np.ndarray) -> float:
 def open_set_analysis(
     predictions: np.ndarray,
     references: np.ndarray,
-    unknown_label: int = -1,
+    unknown_label_id: int = -1,
     score: ScoreName = "max_logit",
     has_unknown_column: bool = False,
 ) -> tuple[dict[str, float | int], OpenSetCurves]:
     """Metrics and curves from one validation, one OSCR pass and one ROC pass (see `open_set_metrics`)."""
     scores, is_correct, is_known = known_class_predictions(
-        predictions, references, unknown_label, score, has_unknown_column
+        predictions, references, unknown_label_id, score, has_unknown_column
     )
     fpr, ccr, thresholds = oscr_curve(scores, is_correct, is_known)
     # One ROC curve serves AUROC and FPR@95%TPR (`roc_auc_score` would sort the scores a second time).
@@ -180,24 +184,24 @@ def open_set_analysis(
 def open_set_curves(
     predictions: np.ndarray,
     references: np.ndarray,
-    unknown_label: int = -1,
+    unknown_label_id: int = -1,
     score: ScoreName = "max_logit",
     has_unknown_column: bool = False,
 ) -> OpenSetCurves:
     """The ROC and OSCR curves behind [`open_set_metrics`], for plots and custom operating points."""
-    return open_set_analysis(predictions, references, unknown_label, score, has_unknown_column)[1]
+    return open_set_analysis(predictions, references, unknown_label_id, score, has_unknown_column)[1]
 
 
 def open_set_metrics(
     predictions: np.ndarray,
     references: np.ndarray,
-    unknown_label: int = -1,
+    unknown_label_id: int = -1,
     score: ScoreName = "max_logit",
     has_unknown_column: bool = False,
 ) -> dict[str, float | int]:
     """Accuracy (argmax over the known columns, on known clips), AUROC (known vs unknown), OSCR and FPR at 95% TPR,
     as fractions in [0, 1], with the counts used. See the module docstring for the OSCR definition."""
-    return open_set_analysis(predictions, references, unknown_label, score, has_unknown_column)[0]
+    return open_set_analysis(predictions, references, unknown_label_id, score, has_unknown_column)[0]
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
@@ -253,10 +257,19 @@ class OSCR(evaluate.Metric):
         self,
         predictions: list,
         references: list,
-        unknown_label: int = -1,
+        unknown_label_id: int = -1,
         score: ScoreName = "max_logit",
         has_unknown_column: bool = False,
+        unknown_label: int | None = None,
     ) -> dict[str, float | int]:
+        if unknown_label is not None:
+            warnings.warn(
+                "The OSCR metric's `unknown_label` is now `unknown_label_id` (the integer reference of unknown clips); "
+                "`unknown_label` will be removed.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            unknown_label_id = unknown_label
         return open_set_metrics(
-            np.asarray(predictions), np.asarray(references), unknown_label, score, has_unknown_column
+            np.asarray(predictions), np.asarray(references), unknown_label_id, score, has_unknown_column
         )
