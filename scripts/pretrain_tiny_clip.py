@@ -51,35 +51,6 @@ def soft_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
     ) / 2
 
 
-def jitter_framing(
-    images: torch.Tensor, max_scale_change: float, max_shift: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Each image zoomed in or out by up to `max_scale_change` and shifted by up to `max_shift` of its side (edges
-    repeat). Why: a face detector's crop of raw footage never frames a face exactly as a dataset's crops do (measured
-    with YuNet on the demo's faces in scenes: centre off by 2 px and size by 13 % of a 64 px face, frame to frame), and
-    real CLIP, pretrained on random resized crops, shrugs that off; a backbone pretrained on exactly framed faces
-    alone lost 60 % of its accuracy at a 3 px shift."""
-    count = len(images)
-    if max_scale_change <= 0 and max_shift <= 0:
-        return images
-    log_range = math.log1p(max_scale_change)
-    scale = torch.exp((torch.rand(count, generator=generator) * 2 - 1) * log_range)
-    shift = (torch.rand(count, 2, generator=generator) * 2 - 1) * max_shift * 2  # grid units span 2 per side
-    theta = torch.zeros(count, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1 / scale
-    theta[:, :, 2] = shift
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
-
-
-def add_noise(images: torch.Tensor, max_sigma: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian pixel noise of a random strength up to `max_sigma` per channel (in standardised units): video
-    compression changes a face's pixels by a few levels (measured: 3-5 of 255 between the same face encoded alone
-    and inside a scene)."""
-    strength = torch.rand(len(images), 1, 1, 1, generator=generator)
-    return torch.randn(images.shape, generator=generator) * strength * max_sigma
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("hesp_hf/assets/tiny-face-clip"))
@@ -88,11 +59,6 @@ def main() -> None:
     parser.add_argument("--frames_per_clip", type=int, default=8)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
-        "--max_scale_change", type=float, default=0.2, help="framing jitter: zoom by up to this share in or out"
-    )
-    parser.add_argument("--max_shift", type=float, default=0.08, help="framing jitter: shift by up to this share")
-    parser.add_argument("--max_noise", type=float, default=6.0, help="pixel noise: sigma up to this many 8-bit levels")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.manual_seed(args.seed)
@@ -136,9 +102,7 @@ def main() -> None:
         for group in optimizer.param_groups:
             group["lr"] = 5e-4 * lr_factor
         chosen = train_index[torch.randint(len(train_index), (batch,), generator=generator)]
-        views = jitter_framing(pixels[chosen], args.max_scale_change, args.max_shift, generator)
-        views = views + add_noise(views, args.max_noise / 255.0 / std[:, None, None], generator)
-        image_features = model.get_image_features(pixel_values=views).pooler_output
+        image_features = model.get_image_features(pixel_values=pixels[chosen]).pooler_output
         text_features = model.get_text_features(input_ids=token_ids[caption_index[chosen]]).pooler_output
         same = (caption_index[chosen][:, None] == caption_index[chosen][None, :]).float()
         loss = soft_clip_loss(image_features, text_features, model.logit_scale.exp(), same)
