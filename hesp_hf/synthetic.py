@@ -255,6 +255,10 @@ def place_in_scene(
     return np.stack(frames), np.asarray(boxes, dtype=float)
 
 
+# Frame rate of the written clips: 16 frames make a 2 s clip.
+CLIP_FPS = 8
+
+
 @dataclass(frozen=True)
 class SyntheticSpec:
     """What a generated data set is made of; its hash names the cache."""
@@ -309,7 +313,7 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
                 if spec.scene_height:
                     frames, boxes = place_in_scene(frames, seed, spec.scene_height)
                     face_boxes[relative] = boxes.tolist()
-                write_video(folder / relative, frames, fps=8)
+                write_video(folder / relative, frames, fps=CLIP_FPS)
                 rows.append((relative, label))
                 progress.update()
         if spec.scene_height:

@@ -120,6 +120,13 @@ def test_shrunken_demo_runs_end_to_end(tmp_path):
     last = done.stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"demo: accuracy=[01]\.\d{4} auroc=[01]\.\d{4} oscr=[01]\.\d{4}", last), last
     assert "known clip (happiness):" in done.stdout and "unknown clip (" in done.stdout
+    rows = [
+        line.split(" | ")[0]
+        for line in done.stdout.splitlines()
+        if line.startswith("| centred") or line.startswith("| scenes")
+    ]
+    assert rows == ["| centred clips (as trained)", "| scenes, whole frame", "| scenes, face_crop=True",
+                    "| scenes, cropped at the true face tile (no detector)"], rows  # fmt: skip
     for name in ("metrics.json", "curves.png", "README.md", "model.safetensors"):
         assert (tmp_path / "demo" / name).exists()
     card = (tmp_path / "demo" / "README.md").read_text()
