@@ -2,7 +2,8 @@
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Literal, get_args
+from types import UnionType
+from typing import Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 from transformers import TrainingArguments
@@ -107,13 +108,7 @@ class ModelArguments:
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        for name, choices in (
-            ("reciprocal_distance", get_args(HESPConfig.__annotations__["reciprocal_distance"])),
-            ("train_sampling", get_args(TrainSampling)),
-            ("inference_logits", get_args(HESPConfig.__annotations__["inference_logits"])),
-        ):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"--{name} must be one of {', '.join(choices)}, got '{getattr(self, name)}'.")
+        check_choices(self)
 
     def loss_overrides(self) -> dict[str, float]:
         """`loss_weights` as the HESPConfig fields and values it sets."""
@@ -136,7 +131,9 @@ RECIPES: dict[str, dict[str, object]] = {
 
 @dataclass
 class DataArguments:
-    dataset: str = field(metadata={"help": "dfew, mafw, afew, ferv39k or custom."})
+    dataset: Literal["dfew", "mafw", "afew", "ferv39k", "custom"] = field(
+        metadata={"help": "A preset (its class list and label numbering) or custom (with --class_names)."}
+    )
     data_root: str | None = field(default=None, metadata={"help": "Dataset root; clip paths resolve against it."})
     train_annotation: str | None = field(
         default=None,
@@ -199,6 +196,27 @@ class DataArguments:
         # Lists of names: `--known_labels a b c`, `--known_labels a,b,c` (as before) and Python lists all mean the same.
         self.known_labels = name_list(self.known_labels)
         self.class_names = name_list(self.class_names)
+        check_choices(self)
+
+
+def check_choices(arguments: object) -> None:
+    """Every `Literal` field of an argument dataclass holds one of its choices: the command line checks them itself,
+    Python callers (`hesp_hf.train(...)`) and older `run_arguments.json` files do not."""
+    hints = get_type_hints(type(arguments))
+    for item in fields(arguments):
+        choices = literal_choices(hints[item.name])
+        value = getattr(arguments, item.name)
+        if choices and value is not None and value not in choices:
+            raise ValueError(f"--{item.name} must be one of {', '.join(map(str, choices))}, got {value!r}.")
+
+
+def literal_choices(annotation: object) -> tuple:
+    """The choices of a `Literal[...]` annotation, also inside `X | None`; empty for any other type."""
+    if get_origin(annotation) is Literal:
+        return get_args(annotation)
+    if get_origin(annotation) in (Union, UnionType):
+        return tuple(choice for member in get_args(annotation) for choice in literal_choices(member))
+    return ()
 
 
 def name_list(value: str | Sequence[str] | None) -> list[str] | None:

@@ -78,6 +78,20 @@ def test_recipes_fill_only_the_fields_left_unset():
     assert parsed.recipe_overrides() == {"n_ctx": 0, "reciprocal_distance": "l2"}
 
 
+def test_python_callers_get_the_command_lines_choice_checks():
+    from hesp_hf.arguments import DataArguments
+
+    with pytest.raises(ValueError, match=r"--temporal_pooling must be one of mean, attention, got 'max'"):
+        ModelArguments(clip_model="x", temporal_pooling="max")
+    with pytest.raises(ValueError, match=r"--train_sampling must be one of random, class_stratified, got 'balanced'"):
+        ModelArguments(clip_model="x", train_sampling="balanced")
+    with pytest.raises(ValueError, match=r"--dataset must be one of dfew, mafw, afew, ferv39k, custom, got 'dfw'"):
+        DataArguments(dataset="dfw")
+    with pytest.raises(ValueError, match=r"--on_bad_clip must be one of"):
+        DataArguments(dataset="dfew", on_bad_clip="ignore")
+    assert DataArguments(dataset="mafw").dataset == "mafw"
+
+
 def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
     parser = HfArgumentParser(ModelArguments)
     (parsed,) = parser.parse_args_into_dataclasses(
