@@ -102,7 +102,7 @@ class ModelArguments:
         # Python callers may pass any sequence or a comma string (as `run_arguments.json` of earlier versions holds);
         # the fields hold lists whatever came in.
         self.milestones = number_list(self.milestones, int, "milestones")
-        self.loss_weights = [f"{name}={value:g}" for name, value in loss_settings(self.loss_weights).items()] or None
+        self.loss_weights = [f"{name}={value!r}" for name, value in loss_settings(self.loss_weights).items()] or None
         if self.recipe not in RECIPES:
             raise ValueError(f"--recipe must be one of {sorted(RECIPES)}, got '{self.recipe}'.")
         for name, value in RECIPES[self.recipe].items():

@@ -119,7 +119,7 @@ def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
     )
     for other in (old, mapping):
         assert (other.milestones, other.loss_overrides()) == (parsed.milestones, parsed.loss_overrides())
-    assert old.loss_weights == ["negative_clip_weight=0.5", "known_ce_weight=2"]
+    assert old.loss_weights == ["negative_clip_weight=0.5", "known_ce_weight=2.0"]
     with pytest.raises(ValueError, match=r"--milestones takes int values .*'8,ten'"):
         ModelArguments(clip_model="x", milestones="8,ten")
     with pytest.raises(ValueError, match=r"'negative_weight=1' does not name a loss setting; .*negative_clip_weight"):
