@@ -44,9 +44,12 @@ def load(checkpoint):
     return load_pair(str(checkpoint))
 
 
-def test_rows_match_the_model_and_record_bad_files(checkpoint, clips, tmp_path):
+@pytest.mark.parametrize("num_workers", [1, 0], ids=["worker-process", "decoding-thread"])
+def test_rows_match_the_model_and_record_bad_files(checkpoint, clips, tmp_path, num_workers):
     model, processor = load(checkpoint)
-    rows, summary = predict_clips(model, processor, clips, tmp_path / "out.jsonl", batch_size=3, num_workers=1)
+    rows, summary = predict_clips(
+        model, processor, clips, tmp_path / "out.jsonl", batch_size=3, num_workers=num_workers
+    )
     assert [row["file"] for row in rows] == clips
     assert read_rows(tmp_path / "out.jsonl") == rows
     broken = rows[3]
@@ -68,6 +71,40 @@ def test_rows_match_the_model_and_record_bad_files(checkpoint, clips, tmp_path):
     assert sum(summary.label_counts.values()) == 7
     assert summary.unknown_share == pytest.approx(summary.label_counts.get("unknown", 0) / 7)
     assert not list(tmp_path.glob(".out.part-*"))  # merged and removed
+
+
+def test_background_decoding_keeps_order_raises_errors_and_stops_when_left():
+    import threading
+    import time
+
+    from hesp_hf.prediction import _decoded_in_background
+
+    assert list(_decoded_in_background(iter(range(10)), depth=2)) == list(range(10))
+
+    def failing():
+        yield 1
+        raise ValueError("clip 2 unreadable")
+
+    stream = _decoded_in_background(failing())
+    assert next(stream) == 1
+    with pytest.raises(ValueError, match="clip 2 unreadable"):
+        next(stream)
+
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            time.sleep(0.001)
+            yield produced[-1]
+
+    stream = _decoded_in_background(endless(), depth=2)
+    assert [next(stream) for _ in range(3)] == [0, 1, 2]
+    stream.close()  # as predict_clips does when a batch fails
+    assert not any(t.name == "hesp-decode" and t.is_alive() for t in threading.enumerate())
+    count = len(produced)
+    time.sleep(0.05)
+    assert len(produced) == count and count <= 3 + 2 + 1  # read at most `depth` (+ the one in hand) ahead
 
 
 def test_resume_keeps_finished_rows_and_skips_torn_lines(checkpoint, clips, tmp_path):
