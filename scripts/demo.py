@@ -15,10 +15,7 @@ import argparse
 import csv
 import json
 import logging
-import os
 import shutil
-import subprocess
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,7 +25,9 @@ import torch
 from transformers import AutoModelForVideoClassification, pipeline
 
 from hesp_hf import HESPVideoProcessor
+from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_training_options
 from hesp_hf.metrics import open_set_metrics
@@ -39,7 +38,6 @@ from hesp_hf.synthetic import CLASSES, CLIP_FPS, SyntheticSpec, write_synthetic_
 
 
 logger = logging.getLogger("demo")
-EVALUATE_SCRIPT = Path(__file__).resolve().parent / "run_evaluation.py"
 
 
 def main() -> None:
@@ -109,22 +107,26 @@ def main() -> None:
 
 
 def evaluate_in_scenes(args: argparse.Namespace, spec: SyntheticSpec, centred: dict) -> dict:
-    """The test clips with each face placed off-centre in a cluttered 256x144 scene, evaluated by scripts/run_evaluation.py
-    whole and with `--face_crop`, and cropped at the true face tiles; prints the results side by side."""
+    """The test clips with each face placed off-centre in a cluttered 256x144 scene, evaluated as
+    scripts/run_evaluation.py does (in this process) whole and with `--face_crop`, and cropped at the true face
+    tiles; prints the results side by side."""
     scenes = write_synthetic_dataset(args.data_dir, replace(spec, train_per_class=0, scene_height=144))
     results = {"centred clips (as trained)": centred}
     for face_crop in (False, True):
-        output = args.output_dir / ("scenes-face-crop" if face_crop else "scenes-whole")
-        command = [
-            sys.executable, str(EVALUATE_SCRIPT), "--checkpoint", str(args.output_dir), "--dataset", "custom",
-            "--class_names", ",".join(CLASSES), "--test_annotation", str(scenes / "test.csv"),
-            "--output_dir", str(output), "--face_crop", str(face_crop).lower(),
-            "--face_margin", str(DEMO_FACE_SETTINGS["face_margin"]),
-            "--face_min_score", str(DEMO_FACE_SETTINGS["face_min_score"]),
-        ]  # fmt: skip
-        subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         name = "scenes, face_crop=True" if face_crop else "scenes, whole frame"
-        results[name] = json.loads((output / "metrics.json").read_text())
+        results[name] = evaluate_checkpoint(
+            EvaluationArguments(
+                checkpoint=str(args.output_dir),
+                output_dir=str(args.output_dir / ("scenes-face-crop" if face_crop else "scenes-whole")),
+            ),
+            DataArguments(
+                dataset="custom",
+                class_names=list(CLASSES),
+                test_annotation=str(scenes / "test.csv"),
+                face_crop=face_crop,
+                **DEMO_FACE_SETTINGS,
+            ),
+        )
     results["scenes, cropped at the true face tile (no detector)"] = evaluate_at_true_boxes(args.output_dir, scenes)
     print("\n| test clips | accuracy | AUROC | OSCR | clips without a face |\n| --- | --- | --- | --- | --- |")
     for name, found in results.items():

@@ -435,3 +435,18 @@ def test_options_argv_parses_back_to_the_same_arguments(tmp_path):
     for parsed, given in zip(from_argv[:2], from_options[:2], strict=True):
         assert asdict(parsed) == asdict(given)
     assert from_argv[2].to_dict() == from_options[2].to_dict()
+
+
+def test_evaluation_never_writes_into_a_trained_folder(tmp_path):
+    from hesp_hf.arguments import DataArguments
+    from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    data = DataArguments(dataset="custom", class_names=["a", "b"], test_annotation=str(tmp_path / "test.csv"))
+    with pytest.raises(ValueError, match=r"holds a trained model \(config.json\)"):
+        evaluate_checkpoint(
+            EvaluationArguments(checkpoint=str(tmp_path / "other"), output_dir=str(tmp_path / "run")), data
+        )
+    with pytest.raises(ValueError, match=r"holds a trained model \(the checkpoint\)"):
+        evaluate_checkpoint(EvaluationArguments(checkpoint=str(tmp_path / "x"), output_dir=str(tmp_path / "x")), data)

@@ -15,6 +15,7 @@ Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, us
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import TrainingArguments
@@ -51,13 +52,20 @@ class EvaluationArguments:
 def main() -> None:
     parser = DataclassArgumentParser((EvaluationArguments, DataArguments))
     eval_args, data_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    evaluate_checkpoint(eval_args, data_args)
+
+
+def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments) -> dict[str, Any]:
+    """Evaluate a trained checkpoint on an open-set test set; writes `metrics.json`, `curves.png`, `confusion.csv`
+    and `clip_report.tsv` into `eval_args.output_dir` and returns the metrics (`{}` on processes other than the
+    first). What `scripts/run_evaluation.py` runs; callable in process (the demo does)."""
     holds_model = [name for name in MODEL_FILES[:2] if (Path(eval_args.output_dir) / name).exists()]
     if holds_model or Path(eval_args.output_dir).resolve() == Path(eval_args.checkpoint).resolve():
-        parser.error(
+        raise ValueError(
             f"--output_dir {eval_args.output_dir} holds a trained model ({', '.join(holds_model) or 'the checkpoint'}):"
             " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
         )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     model, processor = load_pair(eval_args.checkpoint)
     if data_args.train_annotation or data_args.split_index is not None or data_args.known_labels:
         split = load_split(data_args, eval_args.seed)  # the training split's definition, checked against the model
@@ -88,24 +96,25 @@ def main() -> None:
     )
     fresh_clip_log(clip_log, trainer.args, resuming=False)  # a new evaluation counts afresh
     predictions = predict_open_set(trainer, test_set)
-    if trainer.is_world_process_zero():
-        label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        write_open_set_report(
-            eval_args.output_dir,
-            predictions.logits,
-            predictions.labels,
-            label_names,
-            model.config.unknown_threshold,
-            title=split_description(split, data_args),
-            extra={
-                "checkpoint": eval_args.checkpoint,
-                "bf16_autocast": eval_args.bf16_autocast,
-                "test_clips": len(split.test),
-                **clip_report_summary(clip_log, ("test",), processor.face_crop),
-            },
-            score=model.config.open_set_score,
-            branch_logits=predictions.branch_logits,
-        )
+    if not trainer.is_world_process_zero():
+        return {}
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return write_open_set_report(
+        eval_args.output_dir,
+        predictions.logits,
+        predictions.labels,
+        label_names,
+        model.config.unknown_threshold,
+        title=split_description(split, data_args),
+        extra={
+            "checkpoint": eval_args.checkpoint,
+            "bf16_autocast": eval_args.bf16_autocast,
+            "test_clips": len(split.test),
+            **clip_report_summary(clip_log, ("test",), processor.face_crop),
+        },
+        score=model.config.open_set_score,
+        branch_logits=predictions.branch_logits,
+    )
 
 
 def cli() -> None:
