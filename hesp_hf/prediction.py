@@ -465,8 +465,8 @@ def predict_clips(
     Under `accelerate launch --num_processes N` each process predicts every N-th clip on its own device, and the
     first process writes the one merged `output` (needed then); every process returns the merged rows.
     `num_workers`: decoding worker processes (default: the cores left after the model, up to 8; 0: decoding in a
-    thread of this process, the default with 2 cores or fewer). `bf16`: bfloat16
-    autocast for the forward pass (probabilities and scores are returned in float32). `resume`: skip clips already
+    thread of this process, the default with 2 cores or fewer). `bf16`: bfloat16 autocast for the forward pass
+    (probabilities and scores are returned in float32). `resume`: skip clips already
     in `output` (or in the parts an interrupted run left); without it they are predicted again.
     """
     from accelerate import PartialState

@@ -49,7 +49,7 @@ def resolve_annotations(data_args: DataArguments) -> tuple[str, str]:
         return data_args.train_annotation, data_args.test_annotation
     if not data_args.data_root:
         raise ValueError("Pass --train_annotation and --test_annotation, or --data_root for the preset's own files.")
-    preset = get_preset(data_args.dataset, name_list(data_args.class_names), data_args.label_base)
+    preset = get_preset(data_args.dataset, data_args.class_names, data_args.label_base)
     train, test = preset.default_annotations(data_args.fold)
     root = Path(data_args.data_root)
     return data_args.train_annotation or str(root / train), data_args.test_annotation or str(root / test)
@@ -63,8 +63,8 @@ def load_split(data_args: DataArguments, seed: int) -> OpenSetSplit:
         test_annotation,
         data_root=data_args.data_root,
         split_index=data_args.split_index,
-        known_labels=name_list(data_args.known_labels),
-        label_names=name_list(data_args.class_names),
+        known_labels=data_args.known_labels,
+        label_names=data_args.class_names,
         label_base=data_args.label_base,
         validation_fraction=data_args.validation_fraction,
         seed=seed,
@@ -76,7 +76,7 @@ def load_split(data_args: DataArguments, seed: int) -> OpenSetSplit:
 def load_test_split(data_args: DataArguments, checkpoint: str, known_labels: list[str]) -> OpenSetSplit:
     """The test set of a trained model from `--test_annotation` alone: the checkpoint's known classes; a custom
     dataset's class list from `--class_names` or, when not given, the `run_arguments.json` the training wrote."""
-    class_names = name_list(data_args.class_names)
+    class_names = data_args.class_names  # a list already (DataArguments normalises it)
     if class_names is None and data_args.dataset == "custom":
         recorded = Path(checkpoint) / "run_arguments.json"
         if recorded.exists():

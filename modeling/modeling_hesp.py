@@ -660,10 +660,10 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             loss_terms=loss_terms,
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        # As transformers' models: a tuple of the tensors that are set (`loss_terms`, a dict for logging, is left out).
         if return_dict:
             return output
-        # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors.
+        # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors
+        # (`loss_terms`, a dict for logging, is left out).
         return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
 
     def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -22,17 +22,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import AutoModelForVideoClassification, pipeline
+from transformers import pipeline
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.arguments import DataArguments
 from hesp_hf.cli import ArgumentParser, run_command
 from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
+from hesp_hf.data import ClipTransform
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_training_options
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.face_cropping_hesp import crop_frames
 from hesp_hf.modeling.modeling_hesp import UNKNOWN_LABEL_ID
+from hesp_hf.pairing import load_pair
 from hesp_hf.recipe import options_argv, train_from_argv
 from hesp_hf.synthetic import CLASSES, CLIP_FPS, SyntheticSpec, write_synthetic_dataset
 
@@ -142,8 +144,8 @@ def evaluate_at_true_boxes(checkpoint: Path, scenes: Path) -> dict:
     the framing the model was trained on, so what no face detector can beat. A face detector frames the drawn face
     itself, whose size and place in its tile vary per identity and pose, and this tiny backbone is very sensitive to
     framing; the gap between this row and the face_crop row is that framing, the gap to the centred row is encoding."""
-    model = AutoModelForVideoClassification.from_pretrained(checkpoint).eval()
-    processor = HESPVideoProcessor.from_pretrained(checkpoint)
+    model, processor = load_pair(str(checkpoint))
+    to_model_input = ClipTransform(processor, training=False).process  # the data path's frames -> model input
     true_boxes = json.loads((scenes / "test_faces.json").read_text())
     known = model.config.known_labels
     with (scenes / "test.csv").open() as handle:
@@ -154,10 +156,7 @@ def evaluate_at_true_boxes(checkpoint: Path, scenes: Path) -> dict:
         tiles = np.asarray(true_boxes[row["video_path"]], dtype=float)  # one box per written frame
         frame_index = np.clip(np.round(np.asarray(clip.timestamps) * CLIP_FPS).astype(int), 0, len(tiles) - 1)
         crops = crop_frames(np.asarray(clip.frames), tiles[frame_index], processor.crop_size.height)
-        video = torch.from_numpy(crops).permute(0, 3, 1, 2)
-        pixels.append(
-            processor(video, do_sample_frames=False, face_crop=False, return_tensors="pt")["pixel_values_videos"][0]
-        )
+        pixels.append(to_model_input(crops))
         labels.append(known.index(row["label"]) if row["label"] in known else UNKNOWN_LABEL_ID)
     with torch.no_grad():
         logits = model(pixel_values_videos=torch.stack(pixels)).logits
