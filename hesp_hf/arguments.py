@@ -9,6 +9,7 @@ import torch
 from transformers import TrainingArguments
 
 from .data.dataset import BadClipPolicy, TruncatedClipPolicy
+from .data.presets import PRESETS
 from .modeling.configuration_hesp import HESPConfig
 from .training import TrainSampling
 
@@ -17,6 +18,9 @@ from .training import TrainSampling
 LOSS_SETTINGS = tuple(
     name for name in HESPConfig.__annotations__ if name.endswith(("_weight", "_margin", "_temperature"))
 )
+
+# The choices of the model settings are HESPConfig's own (one source: its annotations).
+CONFIG_TYPES = HESPConfig.__annotations__
 
 # TrainingArguments flags of the optimiser and scheduler HESP replaces (SGD with epoch milestones): refused when set.
 TRAINER_OPTIMISER_FLAGS = ("optim", "optim_args", "lr_scheduler_type", "adam_beta1", "adam_beta2", "adam_epsilon")
@@ -40,7 +44,7 @@ class ModelArguments:
     n_ctx: int | None = field(
         default=None, metadata={"help": "Learnable context vectors per class prompt (hesp-hf recipe 4, paper 16)."}
     )
-    reciprocal_distance: Literal["l2", "arpl"] | None = field(
+    reciprocal_distance: CONFIG_TYPES["reciprocal_distance"] | None = field(
         default=None,
         metadata={"help": "Reciprocal-point logits: l2 (RPL, hesp-hf recipe) or arpl (d_l2 - d_dot, paper recipe)."},
     )
@@ -51,10 +55,10 @@ class ModelArguments:
             "or random (plain shuffle; paper recipe)."
         },
     )
-    temporal_pooling: Literal["mean", "attention"] = field(
+    temporal_pooling: CONFIG_TYPES["temporal_pooling"] = field(
         default="mean", metadata={"help": "mean (the paper's TGP) or attention."}
     )
-    visual_prompt_location: Literal["dataset", "per_frame"] = field(
+    visual_prompt_location: CONFIG_TYPES["visual_prompt_location"] = field(
         default="dataset", metadata={"help": "dataset (one saliency location, free at inference) or per_frame."}
     )
     visual_prompt_estimation_clips: int = field(
@@ -76,11 +80,11 @@ class ModelArguments:
         default=0.0,
         metadata={"help": "> 0: the released code's normalised-gradient step (it used 50) for the pixel prompts."},
     )
-    open_set_score: Literal["max_logit", "max_softmax"] = field(
+    open_set_score: CONFIG_TYPES["open_set_score"] = field(
         default="max_logit",
         metadata={"help": "Known-ness score: max_logit (as published results) or max_softmax."},
     )
-    inference_logits: Literal["ensemble", "clip"] = field(
+    inference_logits: CONFIG_TYPES["inference_logits"] = field(
         default="ensemble",
         metadata={
             "help": "Logits to predict and score with: ensemble (the paper's: CLIP and reciprocal branches "
@@ -103,8 +107,7 @@ class ModelArguments:
         # the fields hold lists whatever came in.
         self.milestones = number_list(self.milestones, int, "milestones")
         self.loss_weights = [f"{name}={value!r}" for name, value in loss_settings(self.loss_weights).items()] or None
-        if self.recipe not in RECIPES:
-            raise ValueError(f"--recipe must be one of {sorted(RECIPES)}, got '{self.recipe}'.")
+        check_choices(self)  # the recipe's name first: the fields it leaves unset are filled from it
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -131,7 +134,7 @@ RECIPES: dict[str, dict[str, object]] = {
 
 @dataclass
 class DataArguments:
-    dataset: Literal["dfew", "mafw", "afew", "ferv39k", "custom"] = field(
+    dataset: Literal[(*PRESETS, "custom")] = field(
         metadata={"help": "A preset (its class list and label numbering) or custom (with --class_names)."}
     )
     data_root: str | None = field(default=None, metadata={"help": "Dataset root; clip paths resolve against it."})

@@ -1,6 +1,7 @@
 """The embedded default backbone: a tiny CLIP pretrained on synthetic face frames and captions of their facial
 actions (`scripts/pretrain_tiny_clip.py`), shipped inside the package so everything runs offline."""
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ def embedded_clip_path() -> str:
     return str(EMBEDDED_CLIP_DIR)
 
 
+@functools.cache
 def embedded_clip_fingerprint() -> str:
     """A short hash of the embedded tiny CLIP's weights: measurement caches keyed by it are never reused across a
     rebuilt backbone."""

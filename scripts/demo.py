@@ -31,6 +31,7 @@ from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
 from hesp_hf.data import ClipTransform
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_training_options
+from hesp_hf.evaluation import markdown_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.face_cropping_hesp import crop_frames
 from hesp_hf.modeling.modeling_hesp import UNKNOWN_LABEL_ID
@@ -80,9 +81,8 @@ def main() -> None:
         metrics["num_unknown"],
         metrics["score"],
     )
-    print("\n| metric | value |\n| --- | --- |")
-    for name in ("accuracy", "auroc", "oscr", "fpr_at_95_tpr", "known_accepted_share", "unknown_rejected_share"):
-        print(f"| {name} | {metrics[name]:.4f} |")
+    reported = ("accuracy", "auroc", "oscr", "fpr_at_95_tpr", "known_accepted_share", "unknown_rejected_share")
+    print("\n" + markdown_table(["metric", "value"], [[name, f"{metrics[name]:.4f}"] for name in reported]), end="")
     print(f"\ncurves: {args.output_dir / 'curves.png'}\nmodel card: {args.output_dir / 'README.md'}\n")
 
     logger.info("4/5 pipeline('video-classification') on a known and an unknown test clip")
@@ -130,10 +130,16 @@ def evaluate_in_scenes(args: argparse.Namespace, spec: SyntheticSpec, centred: d
             ),
         )
     results["scenes, cropped at the true face tile (no detector)"] = evaluate_at_true_boxes(args.output_dir, scenes)
-    print("\n| test clips | accuracy | AUROC | OSCR | clips without a face |\n| --- | --- | --- | --- | --- |")
-    for name, found in results.items():
-        no_face = found.get("no_face_clips", {}).get("test", "")
-        print(f"| {name} | {found['accuracy']:.4f} | {found['auroc']:.4f} | {found['oscr']:.4f} | {no_face} |")
+    header = ["test clips", "accuracy", "AUROC", "OSCR", "clips without a face"]
+    rows = [
+        [
+            name,
+            *(f"{found[m]:.4f}" for m in ("accuracy", "auroc", "oscr")),
+            str(found.get("no_face_clips", {}).get("test", "")),
+        ]
+        for name, found in results.items()
+    ]
+    print("\n" + markdown_table(header, rows), end="")
     with (scenes / "test.csv").open() as handle:
         row = next(r for r in csv.DictReader(handle) if r["label"] == DEMO_KNOWN[1])
     return {"clip": {"path": scenes / row["video_path"], "label": row["label"]}}
