@@ -215,6 +215,36 @@ def test_from_clip_matches_clip_features(make_model, tiny_clip_dir):
     assert torch.equal(model.logit_scale, clip.logit_scale)
 
 
+def test_patch_embedding_through_a_gradient_equals_the_convolution(make_model, tiny_clip_dir):
+    """The patch embedding is the convolution bit for bit without a gradient; with one (the pixel prompt trains
+    through it) it is a matmul on the CPU, equal up to rounding, forward and backward, to stock CLIP's convolution."""
+    model = make_model().eval()
+    clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    layer, reference = model.vision_model.embeddings.patch_embedding, clip.vision_model.embeddings.patch_embedding
+    assert layer.kernel_size == layer.stride == (8, 8)
+    with torch.no_grad():
+        assert torch.equal(layer(images), reference(images))
+    ours, theirs = images.clone().requires_grad_(True), images.clone().requires_grad_(True)
+    features = model.get_image_features(ours).pooler_output
+    expected = clip.get_image_features(pixel_values=theirs).pooler_output
+    torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
+    weights = torch.randn(features.shape, generator=torch.Generator().manual_seed(2))
+    (features * weights).sum().backward()
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(ours.grad, theirs.grad, atol=1e-5, rtol=1e-5)
+    # An unfrozen tower gets the same weight gradient too.
+    layer.weight.requires_grad_(True)
+    weight = layer.weight.detach().clone().requires_grad_(True)
+    direct = torch.nn.functional.conv2d(images, weight, stride=8)
+    patches = layer(images)
+    assert patches.shape == direct.shape
+    torch.testing.assert_close(patches, direct, atol=1e-5, rtol=1e-5)
+    patches.square().sum().backward()
+    direct.square().sum().backward()
+    torch.testing.assert_close(layer.weight.grad, weight.grad, atol=1e-4, rtol=1e-5)
+
+
 def test_from_clip_rejects_bad_labels(tiny_clip_dir):
     with pytest.raises(ValueError, match="reserved"):
         HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=["happy", "unknown"])

@@ -364,9 +364,9 @@ def test_predictions_are_mapped_by_name_not_position(make_model, tmp_path, recip
 
 
 def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make_model, tmp_path):
-    """`--bf16`: the frozen towers run in bfloat16 during the steps (checked inside a step), every checkpoint holds
-    their exact float32 weights, and after training the model is float32 again with the towers untouched; the prompts
-    train (they move) and stay float32."""
+    """`--bf16`: the frozen towers run in bfloat16 during the steps (checked inside a step), with eager attention on
+    the CPU; every checkpoint holds their exact float32 weights, and after training the model is float32 again with
+    the towers untouched and its own attention back; the prompts train (they move) and stay float32."""
     from safetensors.torch import load_file
 
     model = make_model()
@@ -383,7 +383,11 @@ def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make
     class Spy(TrainerCallback):
         def on_step_end(self, args, state, control, model=None, **kwargs):
             dtypes_seen.append(
-                (model.vision_model.embeddings.patch_embedding.weight.dtype, model.prompt_learner.ctx.dtype)
+                (
+                    model.vision_model.embeddings.patch_embedding.weight.dtype,
+                    model.prompt_learner.ctx.dtype,
+                    model.vision_model.config._attn_implementation,
+                )
             )
 
     args = HESPTrainingArguments(
@@ -394,8 +398,11 @@ def test_bf16_training_runs_frozen_towers_in_bf16_and_saves_them_in_float32(make
     trainer = HESPTrainer(
         model=model, args=args, train_dataset=dataset, data_collator=collate_clips, callbacks=[Spy()]
     )
+    attention = model.config._attn_implementation
+    assert attention == "sdpa"
     trainer.train()
-    assert dtypes_seen == [(torch.bfloat16, torch.float32)] * 2
+    assert dtypes_seen == [(torch.bfloat16, torch.float32, "eager")] * 2
+    assert model.config._attn_implementation == model.vision_model.config._attn_implementation == attention
     saved = load_file(str(tmp_path / "checkpoint-2" / "model.safetensors"))
     after = model.state_dict()
     for name, value in towers_before.items():
