@@ -222,21 +222,23 @@ def literal_choices(annotation: object) -> tuple:
     return ()
 
 
+def comma_items(value: object) -> list[str]:
+    """The items of a list, a comma-separated string or a mix (`["a,b", "c"]`, `["8,10"]`), stripped, empties
+    dropped: older `run_arguments.json` files and Python callers pass comma strings where the command line gives
+    separate values."""
+    entries = [value] if isinstance(value, (str, int, float)) else list(value or [])
+    return [part.strip() for entry in entries for part in str(entry).split(",") if part.strip()]
+
+
 def name_list(value: str | Sequence[str] | None) -> list[str] | None:
-    """Class names from a list, a comma-separated string or a mix (`["a,b", "c"]`); None when empty."""
-    if value is None:
-        return None
-    items = [value] if isinstance(value, str) else list(value)
-    names = [name.strip() for item in items for name in str(item).split(",") if name.strip()]
-    return names or None
+    """Class names from a list, a comma-separated string or a mix; None when empty."""
+    return comma_items(value) or None
 
 
 def number_list(value: object, kind: type, name: str) -> list:
     """A list of `kind` numbers from a sequence, a comma string or a mix (`["8,10"]`), for the field `name`."""
-    items = [value] if isinstance(value, (str, int, float)) else list(value or [])
-    parts = [part.strip() for item in items for part in str(item).split(",") if part.strip()]
     try:
-        return [kind(part) for part in parts]
+        return [kind(part) for part in comma_items(value)]
     except ValueError:
         raise ValueError(f"--{name} takes {kind.__name__} values (space-separated), got {value!r}.") from None
 
@@ -245,11 +247,9 @@ def loss_settings(value: Mapping[str, float] | str | Sequence[str] | None) -> di
     """`--loss_weights` as `{HESPConfig field: value}`, from `name=value` items (a list, or one comma string as
     earlier versions took) or a mapping; an unknown name or a value that is not a number raises naming the item."""
     if isinstance(value, Mapping):
-        items = [f"{name}={number}" for name, number in value.items()]
-    else:
-        items = [value] if isinstance(value, str) else list(value or [])
+        value = [f"{name}={number}" for name, number in value.items()]
     settings: dict[str, float] = {}
-    for item in (part.strip() for entry in items for part in str(entry).split(",") if part.strip()):
+    for item in comma_items(value):
         name, _, number = (piece.strip() for piece in item.partition("="))
         if name not in LOSS_SETTINGS:
             raise ValueError(

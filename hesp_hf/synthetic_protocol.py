@@ -3,6 +3,7 @@
 import argparse
 from pathlib import Path
 
+from .arguments import comma_items
 from .embedded import DEMO_KNOWN
 from .synthetic import CLASSES
 
@@ -21,7 +22,7 @@ def add_protocol_arguments(parser: argparse.ArgumentParser, output_dir: str) -> 
 def protocol_split(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], Path]:
     """The known classes of `--known` (a usage error when they are not 2..10 distinct synthetic classes) and the
     results folder of that split: `<output_dir>/demo-split` or `<output_dir>/known-<sorted names>`."""
-    known = [name.strip() for name in args.known.split(",") if name.strip()]
+    known = comma_items(args.known)
     if (
         any(name not in CLASSES for name in known)
         or len(set(known)) != len(known)

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from hesp_hf.arguments import comma_items
 from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.cli import ArgumentParser, run_command
 from hesp_hf.evaluation import METRICS, markdown_table, mean_std
@@ -77,15 +78,29 @@ def known_lists_from(args: argparse.Namespace, train_args: list[str]) -> list[li
     """The custom known-class lists asked for (`--known_lists`, `--random_splits`), or None for released lists."""
     if args.known_lists:
         lines = [line.strip() for line in args.known_lists.read_text().splitlines()]
-        return [[name.strip() for name in line.split(",") if name.strip()] for line in lines if line]
+        return [comma_items(line) for line in lines if line]
     if args.random_splits:
-        if "--class_names" not in train_args:
+        names = option_values(train_args, "--class_names")
+        if not names:
             raise ValueError(
                 "--random_splits needs --class_names (all classes, index order) among train.py's arguments."
             )
-        names = [n.strip() for n in train_args[train_args.index("--class_names") + 1].split(",") if n.strip()]
         return random_known_lists(names, args.random_splits, args.num_known, args.split_seed)
     return None
+
+
+def option_values(arguments: list[str], option: str) -> list[str]:
+    """The values `option` has in train.py's `arguments`: `--class_names a b c`, `--class_names a,b,c` or
+    `--class_names=a,b,c` (the last given wins, as argparse does)."""
+    values: list[str] = []
+    for index, argument in enumerate(arguments):
+        if argument == option:
+            following = arguments[index + 1 :]
+            ends = next((i for i, value in enumerate(following) if value.startswith("--")), len(following))
+            values = comma_items(following[:ends])
+        elif argument.startswith(option + "="):
+            values = comma_items(argument.partition("=")[2])
+    return values
 
 
 def setting_of(split_index: int) -> str:
