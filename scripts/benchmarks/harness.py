@@ -54,6 +54,16 @@ def best_time(function: Callable[[], object], repeats: int) -> float:
     return min(times)
 
 
+def best_times_in_rotation(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """The fastest of `repeats` runs of each function, run in turn (a, b, c, a, b, c, ...), so that background load
+    on a shared machine falls on all of them alike and their ratios hold."""
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(best_time(function, 1))
+    return {name: min(values) for name, values in times.items()}
+
+
 def bench_device() -> str:
     """The device taken from the environment: CUDA when PyTorch sees one, else the CPU."""
     import torch

@@ -5,7 +5,7 @@ autocast; bf16 agreement with fp32 (random towers, and a trained checkpoint with
 from hesp_hf.prediction import list_clips
 
 from .fixtures import demo_test_list, vit_b32_models
-from .harness import Settings, bench_device, best_time
+from .harness import Settings, bench_device, best_times_in_rotation
 
 
 def benchmark_inference(settings: Settings) -> tuple[list[dict], dict[str, float]]:
@@ -29,19 +29,37 @@ def benchmark_inference(settings: Settings) -> tuple[list[dict], dict[str, float
     def bare(videos):
         return model.image_embeds(videos.flatten(0, 1)).view(batch, frames, -1).mean(dim=1)
 
-    def timed(function, bf16: bool) -> float:
+    def in_mode(function, bf16: bool):
         def call():
             with torch.inference_mode(), torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
                 function(clips)
 
-        call()  # warm-up (and fills the text / reciprocal-point caches)
-        # bf16 is emulated, and slow, on CPUs without bf16 instructions: fewer repeats there.
-        return best_time(call, 1 if bf16 and not native_bf16 else repeats)
+        return call
+
+    def at_location(hesp, location: str):
+        def call(videos):
+            hesp.config.visual_prompt_location = location
+            try:
+                hesp(videos)
+            finally:
+                hesp.config.visual_prompt_location = "dataset"
+
+        return call
 
     rows, ratios = [], {}
     for bf16 in (False, True):
         precision = "bf16 autocast" if bf16 else "fp32"
-        bare_time = timed(bare, bf16)
+        variants = (("dataset", "mean"), ("dataset", "attention"), ("per_frame", "mean"))
+        if bf16 and not native_bf16:
+            variants = variants[:1]  # bf16 is emulated, and slow, on CPUs without bf16 instructions
+        calls = {"bare": in_mode(bare, bf16)}
+        for location, pooling in variants:
+            calls[f"{location}/{pooling}"] = in_mode(at_location(models[pooling], location), bf16)
+        for call in calls.values():
+            call()  # warm-up (and fills the text / reciprocal-point caches)
+        # In rotation, so that the bare tower and every variant see the same background load.
+        times = best_times_in_rotation(calls, 1 if bf16 and not native_bf16 else repeats)
+        bare_time = times.pop("bare")
         rows.append(
             {
                 "what": f"bare CLIP tower + mean pooling, {precision}: {batch / bare_time:.2f} clips/s",
@@ -49,20 +67,16 @@ def benchmark_inference(settings: Settings) -> tuple[list[dict], dict[str, float
                 "ratio": None,
             }
         )
-        variants = (("dataset", "mean"), ("dataset", "attention"), ("per_frame", "mean"))
-        for location, pooling in variants if not bf16 or native_bf16 else variants[:1]:
-            hesp = models[pooling]
-            hesp.config.visual_prompt_location = location
-            hesp_time = timed(lambda videos, hesp=hesp: hesp(videos), bf16)
-            hesp.config.visual_prompt_location = "dataset"
+        for variant, hesp_time in times.items():
             rows.append(
                 {
-                    "what": f"HESP {location}/{pooling}, {precision}: {batch / hesp_time:.2f} clips/s (ratio = HESP / bare speed)",
+                    "what": f"HESP {variant}, {precision}: {batch / hesp_time:.2f} clips/s (ratio = HESP / bare speed, "
+                    "in rotation)",
                     "seconds": hesp_time,
                     "ratio": bare_time / hesp_time,
                 }
             )
-            if (location, pooling) == ("dataset", "mean"):
+            if variant == "dataset/mean":
                 ratios[f"inference.hesp_over_bare_{'bf16' if bf16 else 'fp32'}"] = bare_time / hesp_time
                 ratios[f"inference.seconds_{'bf16' if bf16 else 'fp32'}"] = hesp_time
     ratios["inference.bf16_over_fp32"] = ratios["inference.seconds_fp32"] / ratios["inference.seconds_bf16"]

@@ -2,7 +2,7 @@
 with `--bf16` (autocast, frozen towers stored in bfloat16) against fp32, in rotation."""
 
 from .fixtures import vit_b32_models
-from .harness import Settings, bench_device, best_time
+from .harness import Settings, bench_device, best_times_in_rotation
 
 
 def benchmark_train(settings: Settings) -> tuple[list[dict], dict[str, float]]:
@@ -54,7 +54,7 @@ def benchmark_train(settings: Settings) -> tuple[list[dict], dict[str, float]]:
         ("text", text_part),
         ("floor", floor),
     )
-    times = {name: best_time(synchronized(function), repeats) for name, function in parts}
+    times = best_times_in_rotation({name: synchronized(function) for name, function in parts}, repeats)
     target = times["floor"] + times["negative"]
     rows = [
         {
@@ -104,12 +104,15 @@ def benchmark_train(settings: Settings) -> tuple[list[dict], dict[str, float]]:
 
         bf16_step()  # warm-up
         # In rotation, so that the three see the same background load.
-        fp32, autocast_only, bf16 = [], [], []
-        for _ in range(repeats + 1):
-            fp32.append(best_time(synchronized(step), 1))
-            autocast_only.append(best_time(synchronized(autocast_step), 1))
-            bf16.append(best_time(synchronized(bf16_step), 1))
-        fp32_time, autocast_time, bf16_time = min(fp32), min(autocast_only), min(bf16)
+        times = best_times_in_rotation(
+            {
+                "fp32": synchronized(step),
+                "autocast": synchronized(autocast_step),
+                "bf16": synchronized(bf16_step),
+            },
+            repeats + 1,
+        )
+        fp32_time, autocast_time, bf16_time = times["fp32"], times["autocast"], times["bf16"]
         ratios.update({"train.bf16_step_speedup": fp32_time / bf16_time, "train.seconds_step_bf16": bf16_time})
         rows += [
             {
