@@ -217,6 +217,23 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
     assert (tmp_path / "results.md").stat().st_mtime_ns == before
 
 
+def test_protocol_split_indices_are_checked_before_any_training():
+    from hesp_hf.commands.protocol import check_released_splits, parse_splits
+
+    assert parse_splits("0-2,7") == [0, 1, 2, 7]
+    assert parse_splits("5, 3-4,5") == [5, 3, 4]  # order kept, repeats dropped
+    for bad in ("a", "3-1", "0-", "-2", ",", "0-x"):
+        with pytest.raises(ValueError, match="--splits"):
+            parse_splits(bad)
+    check_released_splits(list(range(20)), ["--dataset", "mafw"])  # MAFW releases 20 lists
+    with pytest.raises(ValueError, match=r"--splits \[20, 21\] are not released lists of 'dfew': it has splits 0-19"):
+        check_released_splits([0, 20, 21], ["--dataset=dfew", "--fold", "1"])
+    for dataset in ("ferv39k", "custom"):
+        with pytest.raises(ValueError, match="no released open-set lists.*--known_lists"):
+            check_released_splits([0], ["--dataset", dataset])
+    check_released_splits([99], ["--clip_model", "none"])  # no --dataset: train.py says what is missing
+
+
 def test_run_protocol_on_custom_known_lists(tmp_path):
     """Custom data has no released lists: a file of known-class lists, or seeded random ones, grouped by size."""
     from hesp_hf.commands import protocol

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from hesp_hf.arguments import comma_items
 from hesp_hf.atomic_files import write_text_atomic
 from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.data.presets import PRESETS
 from hesp_hf.evaluation import METRICS, markdown_table, mean_std
 
 
@@ -38,11 +39,34 @@ logger = logging.getLogger(__name__)
 
 
 def parse_splits(text: str) -> list[int]:
+    """`--splits` ("0-4", "0,5,10", "0-2,7") as split indices, in the order given, without repeats."""
     splits: list[int] = []
-    for part in text.split(","):
-        low, _, high = part.partition("-")
-        splits.extend(range(int(low), int(high or low) + 1))
+    for part in comma_items(text):
+        low, dash, high = part.partition("-")
+        if not low.strip().isdigit() or (dash and not high.strip().isdigit()) or (dash and int(high) < int(low)):
+            raise ValueError(f"--splits: '{part}' is neither a split index nor a rising range (e.g. 0-4 or 0,5,10).")
+        splits.extend(i for i in range(int(low), int(high or low) + 1) if i not in splits)
+    if not splits:
+        raise ValueError(f"--splits names no split: {text!r} (e.g. 0-19, 0-4 or 0,5,10).")
     return splits
+
+
+def check_released_splits(splits: list[int], train_args: list[str]) -> None:
+    """Before any split trains: the indices exist among the released lists of train.py's `--dataset`, so a typo in
+    the last index does not fail hours later."""
+    given = option_values(train_args, "--dataset")
+    if not given or given[0] not in (*PRESETS, "custom"):
+        return  # train.py itself refuses it, naming the choices
+    dataset = given[0]
+    count = len(PRESETS[dataset].open_set_splits) if dataset in PRESETS else 0
+    if count == 0:
+        raise ValueError(
+            f"'{dataset}' has no released open-set lists: give the known classes with --known_lists or "
+            "--random_splits (with --num_known)."
+        )
+    outside = [index for index in splits if index >= count]
+    if outside:
+        raise ValueError(f"--splits {outside} are not released lists of '{dataset}': it has splits 0-{count - 1}.")
 
 
 def finished_with_other_arguments(split_dir: Path, train_args: list[str]) -> list[str] | None:
@@ -156,6 +180,7 @@ def main() -> None:
     known_lists = known_lists_from(args, train_args)
     if known_lists is None:
         splits = parse_splits(args.splits)
+        check_released_splits(splits, train_args)
         split_arguments = {index: ["--split_index", str(index)] for index in splits}
         setting = {index: setting_of(index) for index in splits}
     else:
