@@ -106,6 +106,8 @@ class ModelArguments:
         # Python callers may pass any sequence or a comma string (as `run_arguments.json` of earlier versions holds);
         # the fields hold lists whatever came in.
         self.milestones = number_list(self.milestones, int, "milestones")
+        if not 0 < self.keep_share <= 1:  # checked here, not when the threshold is calibrated after training
+            raise ValueError(f"--keep_share must lie in (0, 1], got {self.keep_share}.")
         self.loss_weights = [f"{name}={value!r}" for name, value in loss_settings(self.loss_weights).items()] or None
         check_choices(self)  # the recipe's name first: the fields it leaves unset are filled from it
         for name, value in RECIPES[self.recipe].items():

@@ -12,8 +12,10 @@ from typing import Any
 from transformers import HfArgumentParser
 
 
-# Errors that describe what the user asked for; anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError)
+# Errors that describe what the user asked for; anything else is a bug and keeps its traceback. OSError: a path
+# that is neither a folder nor a Hub name ("couldn't connect to huggingface.co"), a folder without a model;
+# ImportError: an optional extra that is not installed (the messages name it).
+USER_ERRORS = (ValueError, OSError, ImportError)
 
 
 class _ShortErrors:

@@ -18,6 +18,7 @@ import csv
 import glob
 import json
 import logging
+import math
 import os
 import queue
 import threading
@@ -29,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -210,8 +212,9 @@ class PredictionSummary:
 
     def format(self) -> str:
         lines = [
-            f"{self.clips} clips: {self.predicted_now} predicted now ({self.clips_per_second:.1f} clips/s), "
-            f"{self.from_earlier_runs} from an earlier run, {self.failures} could not be read",
+            f"{self.clips} clips: {self.predicted_now} read now ({self.clips_per_second:.1f} clips/s), "
+            f"{self.from_earlier_runs} from an earlier run; {self.failures} could not be read (their rows hold the "
+            "error; a resumed run tries them again)",
             f"unknown share: {self.unknown_share:.3f}",
         ]
         lines += [f"  {label}: {count}" for label, count in sorted(self.label_counts.items(), key=lambda x: -x[1])]
@@ -487,7 +490,12 @@ def predict_clips(
     stale_parts = _part_paths(output) if output is not None else []
     for path in [output, *stale_parts] if output is not None else []:
         earlier.update({row["file"]: row for row in read_rows(path)})
-    todo = [clip for clip in clips if not resume or clip not in earlier]
+    if resume:
+        _check_same_model(output, earlier, model.config)
+    # Clips that failed before are tried again: a missing dependency or a file being copied must not stick.
+    todo = [clip for clip in clips if not resume or clip not in earlier or earlier[clip].get("error")]
+    if processor.face_crop:
+        processor.track_face(np.zeros((1, 32, 32, 3), dtype=np.uint8))  # a missing face extra fails here, once
     state.wait_for_everyone()  # every process has read the same earlier rows before any writes new ones
     if not resume:
         if state.is_main_process:
@@ -557,6 +565,27 @@ def predict_clips(
     if state.is_main_process:
         logger.info("%s", summary.format())
     return rows, summary
+
+
+def _check_same_model(output: Path | None, earlier: dict[str, dict], config: Any) -> None:
+    """Resuming appends to rows an earlier run wrote; they must come from the same model: the same known classes
+    (the probability columns) and the same calibrated threshold, which differs between any two trained checkpoints."""
+    done = [row for row in earlier.values() if not row.get("error")]
+    if not done:
+        return
+    row = done[0]
+    labels, threshold = list(row.get("probabilities") or {}), row.get("threshold")
+    same_threshold = (threshold is None and config.unknown_threshold is None) or (
+        threshold is not None
+        and config.unknown_threshold is not None
+        and math.isclose(float(threshold), float(config.unknown_threshold), rel_tol=1e-6, abs_tol=1e-9)
+    )
+    if labels != list(config.known_labels) or not same_threshold:
+        raise ValueError(
+            f"{output} holds predictions of another model (classes {labels}, threshold {threshold}; this one: "
+            f"{list(config.known_labels)}, {config.unknown_threshold}): write to another output, or predict every "
+            "clip again with resume off (--no_resume)."
+        )
 
 
 def _merge(output: Path, clips: list[str], earlier: dict[str, dict], form: str, labels: Sequence[str]) -> None:

@@ -215,6 +215,15 @@ def run_training(
     if training_args.process_index == 0:
         check_output_dir(output_dir, training_args.overwrite_output_dir, resuming=resume is not None)
     split = load_split(data_args, training_args.seed)  # logs the split's summary
+    if model_args.milestones and min(model_args.milestones) >= training_args.num_train_epochs:
+        logger.warning(
+            "--milestones %s all lie at or after the last epoch (%g): the learning rate never decays; pass milestones "
+            "within the run (e.g. --milestones %d %d).",
+            model_args.milestones,
+            training_args.num_train_epochs,
+            max(1, int(training_args.num_train_epochs * 2 / 3)),
+            max(1, int(training_args.num_train_epochs * 5 / 6)),
+        )
 
     overrides = config_overrides(model_args)
     model, processor = model_and_processor_from_clip(
@@ -264,8 +273,12 @@ def run_training(
         logger.warning("No known validation clips: unknown_threshold stays uncalibrated.")
     predictions = predict_open_set(trainer, test_set)
 
+    # The model and its processor first: a metrics.json in the folder then means the model beside it is complete
+    # (hesp-protocol takes a split with metrics.json as finished).
+    trainer.save_model(str(output_dir))  # rank 0 writes; copies the modeling/ files and sets auto_map
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
+        processor.save_pretrained(output_dir)
         label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
         extra = {
             "split": split_description(split, data_args),
@@ -285,9 +298,6 @@ def run_training(
             branch_logits=predictions.branch_logits,
         )
         write_text_atomic(output_dir / "split.txt", split.summary() + "\n")
-    trainer.save_model(str(output_dir))  # rank 0 writes; copies the modeling/ files and sets auto_map
-    if trainer.is_world_process_zero():
-        processor.save_pretrained(output_dir)
         synthetic = synthetic_spec_of(resolve_annotations(data_args)[0])
         card = render_model_card(
             repo_id=training_args.hub_model_id or f"hesp-{data_args.dataset}",

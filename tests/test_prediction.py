@@ -120,7 +120,8 @@ def test_resume_keeps_finished_rows_and_skips_torn_lines(checkpoint, clips, tmp_
     rows, summary = predict_clips(model, processor, clips, output, batch_size=2, num_workers=0)
     assert [row["file"] for row in rows] == clips
     assert rows[:4] == first and rows[4]["label"] == "from-the-part"
-    assert summary.predicted_now == len(clips) - 6 and summary.from_earlier_runs == 6
+    # The broken clip's row (an error) is tried again; the other five finished rows are kept.
+    assert summary.predicted_now == len(clips) - 5 and summary.from_earlier_runs == 5
     assert not part.exists()
     again, summary = predict_clips(model, processor, clips, output, resume=False, batch_size=2, num_workers=0)
     assert summary.predicted_now == len(clips) and again[4]["label"] != "from-the-part"
@@ -131,6 +132,24 @@ def test_resume_keeps_finished_rows_and_skips_torn_lines(checkpoint, clips, tmp_
     redone, summary = predict_clips(model, processor, clips[:1], output, resume=False, batch_size=2, num_workers=0)
     assert summary.predicted_now == 1 and redone[0]["label"] != "stale" and not stale.exists()
     assert [row["file"] for row in read_rows(output)] == clips
+
+
+def test_resume_retries_failed_clips_and_refuses_another_models_rows(checkpoint, clips, tmp_path):
+    """A clip that failed (a file still being copied, a missing extra) is tried again by a resumed run, and rows of
+    another model (other threshold or classes) are never mixed with this one's."""
+    model, processor = load(checkpoint)
+    output = tmp_path / "out.jsonl"
+    rows, summary = predict_clips(model, processor, clips[2:5], output, batch_size=2, num_workers=0)
+    assert rows[1]["error"] and summary.failures == 1
+    write_video(clips[3], random_video(6, 40, 48, seed=11))  # the broken file, now complete
+    rows, summary = predict_clips(model, processor, clips[2:5], output, batch_size=2, num_workers=0)
+    assert summary.predicted_now == 1 and summary.from_earlier_runs == 2 and summary.failures == 0
+    assert rows[1]["error"] == "" and rows[1]["label"]
+    model.config.unknown_threshold = 0.5  # another calibration: another checkpoint
+    with pytest.raises(ValueError, match="predictions of another model.*--no_resume"):
+        predict_clips(model, processor, clips[2:5], output, batch_size=2, num_workers=0)
+    rows, summary = predict_clips(model, processor, clips[2:5], output, resume=False, batch_size=2, num_workers=0)
+    assert summary.predicted_now == 3 and all(row["threshold"] == 0.5 for row in rows)
 
 
 def test_csv_output_holds_the_jsonl_rows(checkpoint, clips, tmp_path):
@@ -212,6 +231,23 @@ def test_command_reports_user_errors_in_one_line(checkpoint, tmp_path):
         text=True,
     )
     assert done.returncode == 2 and "matches no file" in done.stderr and "Traceback" not in done.stderr
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    done = subprocess.run(
+        [sys.executable, script, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "b.csv"), str(broken)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "none of the 1 clips could be read" in done.stderr
+    assert read_rows(tmp_path / "b.csv")[0]["error"]  # the rows are written all the same
+    done = subprocess.run(
+        [sys.executable, script, "--checkpoint", str(tmp_path / "no-such-run"), "--output", str(tmp_path / "c.csv"),
+         str(broken)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 2 and "no-such-run" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_face_crop_rows_say_whether_a_face_was_found(checkpoint, tmp_path):

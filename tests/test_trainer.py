@@ -92,6 +92,15 @@ def test_python_callers_get_the_command_lines_choice_checks():
     assert DataArguments(dataset="mafw").dataset == "mafw"
 
 
+def test_keep_share_is_checked_before_training():
+    from hesp_hf.arguments import ModelArguments
+
+    for bad in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"--keep_share must lie in \(0, 1\]"):
+            ModelArguments(clip_model="x", keep_share=bad)
+    assert ModelArguments(clip_model="x", keep_share=1.0).keep_share == 1.0
+
+
 def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
     parser = HfArgumentParser(ModelArguments)
     (parsed,) = parser.parse_args_into_dataclasses(

@@ -70,7 +70,7 @@ def main() -> None:
             model = model.to_inference_only()
     if args.face_crop:
         processor.face_crop = True
-    predict_clips(
+    rows, summary = predict_clips(
         model,
         processor,
         clips,
@@ -81,6 +81,11 @@ def main() -> None:
         resume=not args.no_resume,
         progress=not args.no_progress,
     )
+    if rows and summary.failures == len(rows):  # a setup problem, not a few bad files: say so with the exit status
+        raise ValueError(
+            f"none of the {len(rows)} clips could be read (rows with their errors in {args.output}); the first, "
+            f"{rows[0]['file']}: {rows[0]['error']}"
+        )
 
 
 def cli() -> None:

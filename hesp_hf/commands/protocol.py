@@ -213,7 +213,12 @@ def main() -> None:
             write_text_atomic(split_dir / ARGUMENTS_FILE, json.dumps({"train_arguments": arguments}, indent=2))
             command = [sys.executable, "-m", "hesp_hf.commands.train", *arguments]
             # An unfinished or changed split folder is this protocol's own: replaced.
-            subprocess.run([*command, "--output_dir", str(split_dir), "--overwrite_output_dir"], check=True)
+            done = subprocess.run([*command, "--output_dir", str(split_dir), "--overwrite_output_dir"])
+            if done.returncode != 0:
+                raise SystemExit(
+                    f"split {index} failed (train.py exit status {done.returncode}; its output is above). Finished "
+                    f"splits are kept in {args.output_dir}; the same command goes on from split {index}."
+                )
         results[index] = json.loads(metrics_file.read_text())
         tqdm.write(f"split {index}: " + ", ".join(f"{m}={results[index][m]:.4f}" for m in METRICS))
     markdown, table = summarize(results, setting)
