@@ -23,7 +23,10 @@ LOSS_SETTINGS = tuple(
 CONFIG_TYPES = HESPConfig.__annotations__
 
 # TrainingArguments flags of the optimiser and scheduler HESP replaces (SGD with epoch milestones): refused when set.
-TRAINER_OPTIMISER_FLAGS = ("optim", "optim_args", "lr_scheduler_type", "adam_beta1", "adam_beta2", "adam_epsilon")
+TRAINER_OPTIMISER_FLAGS = (
+    "optim", "optim_args", "lr_scheduler_type", "lr_scheduler_kwargs", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "label_smoothing_factor",
+)  # fmt: skip
 
 
 @dataclass
@@ -318,12 +321,14 @@ class HESPTrainingArguments(TrainingArguments):
             f"--{name} {value}"
             for name in TRAINER_OPTIMISER_FLAGS
             if (value := getattr(getattr(self, name), "value", getattr(self, name))) != defaults[name]
+            and (value or defaults[name])  # None and {} alike: lr_scheduler_kwargs
         ]
         if changed:
             raise ValueError(
                 f"{', '.join(changed)}: HESP trains with the paper's optimiser, SGD with momentum (--momentum) and "
-                "learning-rate steps at epoch milestones (--milestones, --gamma, optional --warmup_steps); the "
-                "Trainer's optimiser and scheduler flags would be ignored, so they are refused."
+                "learning-rate steps at epoch milestones (--milestones, --gamma, optional --warmup_steps), and its "
+                "own open-set loss; the Trainer's optimiser, scheduler and label-smoothing flags would be ignored, so "
+                "they are refused."
             )
 
 

@@ -39,6 +39,11 @@ def push_folder(output_dir: Path, hub_model_id: str, token: str | None = None, p
     output_dir = Path(output_dir)
     if not (output_dir / "config.json").exists():
         raise ValueError(f"{output_dir} holds no trained model (config.json): nothing to push.")
+    if (output_dir / "trainer_state.json").exists() or (output_dir / "optimizer.pt").exists():
+        raise ValueError(
+            f"{output_dir} is a Trainer checkpoint (optimizer state, no calibrated unknown threshold, no model card): "
+            "push the finished run folder that holds it."
+        )
     api = HfApi(token=token)
     api.create_repo(hub_model_id, private=private, exist_ok=True)
     api.upload_folder(

@@ -1,6 +1,7 @@
 """HESPTrainer against a plain reference loop, the class-stratified sampler, and the recipe arguments."""
 
 import copy
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -246,11 +247,19 @@ def test_trainer_equals_a_plain_reference_loop(make_model, tmp_path):
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("optim", "adamw_torch"), ("lr_scheduler_type", "cosine"), ("adam_beta1", 0.8), ("adam_epsilon", 1e-6)],
+    [
+        ("optim", "adamw_torch"),
+        ("lr_scheduler_type", "cosine"),
+        ("adam_beta1", 0.8),
+        ("adam_epsilon", 1e-6),
+        ("label_smoothing_factor", 0.2),
+        ("lr_scheduler_kwargs", {"a": 1}),
+    ],
 )
 def test_trainer_flags_hesp_would_ignore_are_refused(tmp_path, flag, value):
-    with pytest.raises(ValueError, match=f"--{flag} {value}.*SGD with momentum"):
+    with pytest.raises(ValueError, match=f"--{flag} {re.escape(str(value))}.*SGD with momentum"):
         HESPTrainingArguments(output_dir=str(tmp_path), **{flag: value})
+    HESPTrainingArguments(output_dir=str(tmp_path))  # the defaults pass
 
 
 def test_label_names_is_not_the_class_list(tmp_path):
@@ -293,6 +302,12 @@ def test_hub_push_is_checked_before_training(tmp_path, monkeypatch):
     hub.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path)))  # no push: nothing to check
     with pytest.raises(ValueError, match="holds no trained model"):
         hub.push_folder(tmp_path, "org/hesp-x")
+    checkpoint = tmp_path / "checkpoint-63"
+    checkpoint.mkdir()
+    for name in ("config.json", "model.safetensors", "trainer_state.json", "optimizer.pt"):
+        (checkpoint / name).write_text("x")
+    with pytest.raises(ValueError, match="is a Trainer checkpoint.*push the finished run folder"):
+        hub.push_folder(checkpoint, "org/hesp-x")
 
 
 def test_push_folder_uploads_the_model_and_card_but_not_local_state(tmp_path, monkeypatch):
