@@ -234,6 +234,36 @@ def test_protocol_split_indices_are_checked_before_any_training():
     check_released_splits([99], ["--clip_model", "none"])  # no --dataset: train.py says what is missing
 
 
+def test_protocol_options_and_known_lists_are_checked_before_any_training(tmp_path):
+    import argparse
+
+    from hesp_hf.commands.protocol import check_known_lists, check_protocol_options
+
+    def options(**given):
+        values = {"known_lists": None, "random_splits": 0, "splits": None, "num_known": 0} | given
+        return argparse.Namespace(**values)
+
+    check_protocol_options(options(splits="0-4"))
+    check_protocol_options(options(random_splits=3, num_known=2))
+    for given, message in (
+        ({"known_lists": tmp_path / "l.txt", "random_splits": 3}, "give one of them"),
+        ({"random_splits": 3, "num_known": 2, "splits": "0-4"}, "leave it out"),
+        ({"num_known": 2}, "give --random_splits too"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            check_protocol_options(options(**given))
+    custom = ["--dataset", "custom", "--class_names", "calm", "smile", "frown"]
+    check_known_lists([["calm", "smile"], ["frown"]], tmp_path / "l.txt", custom)
+    with pytest.raises(ValueError, match=r"l.txt, list 2 \(calm, smlie\): \['smlie'\] are not classes of 'custom'"):
+        check_known_lists([["calm"], ["calm", "smlie"]], tmp_path / "l.txt", custom)
+    with pytest.raises(ValueError, match="named twice"):
+        check_known_lists([["calm", "calm"]], tmp_path / "l.txt", custom)
+    with pytest.raises(ValueError, match="not classes of 'mafw'"):
+        check_known_lists([["happy"]], tmp_path / "l.txt", ["--dataset", "mafw"])  # MAFW says happiness
+    with pytest.raises(ValueError, match="holds no known-class list"):
+        check_known_lists([], tmp_path / "l.txt", custom)
+
+
 def test_run_protocol_on_custom_known_lists(tmp_path):
     """Custom data has no released lists: a file of known-class lists, or seeded random ones, grouped by size."""
     from hesp_hf.commands import protocol

@@ -10,7 +10,8 @@ its own lists of known classes: `--known_lists FILE` (one split per line, class 
 train.py); their table groups the splits by the number of known classes.
 Each split trains in its own process into `<output_dir>/split-<i>/`, which records the train.py arguments it ran with
 (`protocol_arguments.json`). A split whose `metrics.json` exists is reused when those arguments are the ones given now,
-so an interrupted protocol resumes where it stopped; with other arguments it is refused, naming the splits, unless
+so an interrupted protocol goes on from its first unfinished split (which trains again from its start: its
+checkpoints are not resumed); with other arguments it is refused, naming the splits, unless
 `--rerun_changed` trains them again. The per-split results are kept, and the table is written as
 `results.md` and `results.csv` (settings are the released lists' openness levels: splits 0-4, 5-9, 10-14, 15-19).
 """
@@ -102,7 +103,9 @@ def known_lists_from(args: argparse.Namespace, train_args: list[str]) -> list[li
     """The custom known-class lists asked for (`--known_lists`, `--random_splits`), or None for released lists."""
     if args.known_lists:
         lines = [line.strip() for line in args.known_lists.read_text().splitlines()]
-        return [comma_items(line) for line in lines if line]
+        lists = [comma_items(line) for line in lines if line]
+        check_known_lists(lists, args.known_lists, train_args)
+        return lists
     if args.random_splits:
         names = option_values(train_args, "--class_names")
         if not names:
@@ -111,6 +114,36 @@ def known_lists_from(args: argparse.Namespace, train_args: list[str]) -> list[li
             )
         return random_known_lists(names, args.random_splits, args.num_known, args.split_seed)
     return None
+
+
+def check_protocol_options(args: argparse.Namespace) -> None:
+    """Options that would be ignored together, refused before any split trains."""
+    if args.known_lists and args.random_splits:
+        raise ValueError("--known_lists and --random_splits both choose the known classes: give one of them.")
+    if (args.known_lists or args.random_splits) and args.splits is not None:
+        raise ValueError(
+            "--splits picks released lists; with --known_lists or --random_splits every list is run: leave it out."
+        )
+    if args.num_known and not args.random_splits:
+        raise ValueError("--num_known sets the size of --random_splits lists; give --random_splits too.")
+
+
+def check_known_lists(lists: list[list[str]], source: Path, train_args: list[str]) -> None:
+    """Every name of a `--known_lists` file is a class of train.py's dataset, once per line."""
+    if not lists:
+        raise ValueError(f"{source} holds no known-class list (one per line, names separated by commas).")
+    given = option_values(train_args, "--dataset")
+    dataset = given[0] if given else None
+    classes = option_values(train_args, "--class_names") if dataset == "custom" else None
+    if dataset in PRESETS and not classes:
+        classes = list(PRESETS[dataset].class_names)
+    for number, names in enumerate(lists, start=1):
+        unknown = [name for name in names if classes and name not in classes]
+        if unknown or len(set(names)) != len(names):
+            problem = f"{unknown} are not classes of '{dataset}' ({', '.join(classes or [])})" if unknown else (
+                "a class is named twice"
+            )
+            raise ValueError(f"{source}, list {number} ({', '.join(names)}): {problem}.")
 
 
 def option_values(arguments: list[str], option: str) -> list[str]:
@@ -160,7 +193,7 @@ def main() -> None:
     cut = sys.argv.index("--") if "--" in sys.argv else len(sys.argv)
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, type=Path)
-    parser.add_argument("--splits", default="0-19", help="split indices, e.g. 0-4 or 0,5,10")
+    parser.add_argument("--splits", help="released split indices, e.g. 0-4 or 0,5,10 (default: 0-19)")
     parser.add_argument("--known_lists", type=Path, help="a file: one split per line, known class names")
     parser.add_argument("--random_splits", type=int, default=0, help="this many seeded random known-class lists")
     parser.add_argument("--num_known", type=int, default=0, help="known classes per random list")
@@ -177,9 +210,10 @@ def main() -> None:
         raise SystemExit(
             "run_protocol sets --split_index / --known_labels and --output_dir; leave them out after '--'."
         )
+    check_protocol_options(args)
     known_lists = known_lists_from(args, train_args)
     if known_lists is None:
-        splits = parse_splits(args.splits)
+        splits = parse_splits(args.splits or "0-19")
         check_released_splits(splits, train_args)
         split_arguments = {index: ["--split_index", str(index)] for index in splits}
         setting = {index: setting_of(index) for index in splits}
