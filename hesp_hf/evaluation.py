@@ -112,11 +112,12 @@ def write_open_set_report(
             unknown_rejected_share=float((~accepted[~known]).mean()),
         )
     metrics.update(extra or {})
-    write_text_atomic(output_dir / f"{prefix}metrics.json", json.dumps(metrics, indent=2) + "\n")
     draw_open_set_curves(metrics, curves, output_dir / f"{prefix}curves.png", score, title or None)
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(confusion_table(logits, labels, label_names))
     write_text_atomic(output_dir / f"{prefix}confusion.csv", buffer.getvalue())
+    # Last: a metrics.json means the report beside it is complete (the protocol reads it as "finished").
+    write_text_atomic(output_dir / f"{prefix}metrics.json", json.dumps(metrics, indent=2) + "\n")
     logger.info(
         "%s accuracy=%.4f auroc=%.4f oscr=%.4f",
         title or "test",
