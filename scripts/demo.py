@@ -126,7 +126,7 @@ def evaluate_in_scenes(args: argparse.Namespace, spec: SyntheticSpec, centred: d
                 class_names=list(CLASSES),
                 test_annotation=str(scenes / "test.csv"),
                 face_crop=face_crop,
-                **DEMO_FACE_SETTINGS,
+                **(DEMO_FACE_SETTINGS if face_crop else {}),
             ),
         )
     results["scenes, cropped at the true face tile (no detector)"] = evaluate_at_true_boxes(args.output_dir, scenes)

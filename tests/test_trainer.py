@@ -481,3 +481,21 @@ def test_evaluation_never_writes_into_a_trained_folder(tmp_path):
         )
     with pytest.raises(ValueError, match=r"holds a trained model \(the checkpoint\)"):
         evaluate_checkpoint(EvaluationArguments(checkpoint=str(tmp_path / "x"), output_dir=str(tmp_path / "x")), data)
+
+
+def test_evaluation_refuses_options_it_would_ignore(tmp_path):
+    from hesp_hf.arguments import DataArguments
+    from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
+
+    places = EvaluationArguments(checkpoint=str(tmp_path / "run"), output_dir=str(tmp_path / "eval"))
+    base = {"dataset": "custom", "class_names": ["a", "b"], "test_annotation": str(tmp_path / "test.csv")}
+    for given, message in (
+        ({"augmentation": "none"}, "--augmentation: training augmentation"),
+        ({"crop_scale_min": 0.5}, "--crop_scale_min: training augmentation"),
+        ({"face_margin": 0.3}, "--face_margin apply with --face_crop true only"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            evaluate_checkpoint(places, DataArguments(**base, **given))
+    # With --face_crop the face settings are taken (and the missing checkpoint is the next thing reported).
+    with pytest.raises(OSError):
+        evaluate_checkpoint(places, DataArguments(**base, face_crop=True, face_margin=0.3))

@@ -13,7 +13,7 @@ Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, us
 """
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
             f"--output_dir {eval_args.output_dir} holds a trained model ({', '.join(holds_model) or 'the checkpoint'}):"
             " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
         )
+    _refuse_ignored_options(data_args)
     model, processor = load_pair(eval_args.checkpoint)
     if data_args.train_annotation or data_args.split_index is not None or data_args.known_labels:
         split = load_split(data_args, eval_args.seed)  # the training split's definition, checked against the model
@@ -115,6 +116,16 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
         score=model.config.open_set_score,
         branch_logits=predictions.branch_logits,
     )
+
+
+def _refuse_ignored_options(data_args: DataArguments) -> None:
+    """Options the evaluation shares with training but would not use: refused rather than silently ignored."""
+    defaults = {f.name: f.default for f in fields(DataArguments)}
+    changed = {name for name in defaults if getattr(data_args, name) != defaults[name]}
+    if training_only := sorted(changed & {"augmentation", "crop_scale_min"}):
+        raise ValueError(f"{', '.join('--' + n for n in training_only)}: training augmentation; evaluation never uses it.")
+    if not data_args.face_crop and (face := sorted(changed & {"face_margin", "face_min_score"})):
+        raise ValueError(f"{', '.join('--' + n for n in face)} apply with --face_crop true only.")
 
 
 def cli() -> None:
