@@ -227,6 +227,19 @@ def literal_choices(annotation: object) -> tuple:
     return ()
 
 
+def changed_options(arguments: object, names: Sequence[str], defaults_of: type | None = None) -> list[str]:
+    """The fields among `names` whose value differs from its default in `defaults_of` (the arguments' own class by
+    default); enum members compare by value, and None and an empty value count as the same."""
+    defaults = {item.name: item.default for item in fields(defaults_of or type(arguments))}
+    changed = []
+    for name in names:
+        value = getattr(arguments, name)
+        value = getattr(value, "value", value)
+        if value != defaults[name] and (value or defaults[name]):
+            changed.append(name)
+    return changed
+
+
 def comma_items(value: object) -> list[str]:
     """The items of a list, a comma-separated string or a mix (`["a,b", "c"]`, `["8,10"]`), stripped, empties
     dropped: older `run_arguments.json` files and Python callers pass comma strings where the command line gives
@@ -316,12 +329,9 @@ class HESPTrainingArguments(TrainingArguments):
             # the only device, and CPU bf16 autocast works (fast where the CPU has native bf16).
             self.use_cpu = True
         super().__post_init__()
-        defaults = {f.name: f.default for f in fields(TrainingArguments)}
         changed = [
-            f"--{name} {value}"
-            for name in TRAINER_OPTIMISER_FLAGS
-            if (value := getattr(getattr(self, name), "value", getattr(self, name))) != defaults[name]
-            and (value or defaults[name])  # None and {} alike: lr_scheduler_kwargs
+            f"--{name} {getattr(getattr(self, name), 'value', getattr(self, name))}"
+            for name in changed_options(self, TRAINER_OPTIMISER_FLAGS, TrainingArguments)
         ]
         if changed:
             raise ValueError(

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -38,6 +37,7 @@ from .atomic_files import atomic_output
 from .data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from .data.dataset import ClipTransform
 from .data.decoding import sample_clip
+from .modeling.face_cropping_hesp import shared_detector
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from .modeling.video_processing_hesp import HESPVideoProcessor
 
@@ -495,7 +495,7 @@ def predict_clips(
     # Clips that failed before are tried again: a missing dependency or a file being copied must not stick.
     todo = [clip for clip in clips if not resume or clip not in earlier or earlier[clip].get("error")]
     if processor.face_crop:
-        processor.track_face(np.zeros((1, 32, 32, 3), dtype=np.uint8))  # a missing face extra fails here, once
+        shared_detector(processor.face_min_score)  # a missing face extra fails here, once, not in every clip's row
     state.wait_for_everyone()  # every process has read the same earlier rows before any writes new ones
     if not resume:
         if state.is_main_process:
@@ -574,11 +574,9 @@ def _check_same_model(output: Path | None, earlier: dict[str, dict], config: Any
     if not done:
         return
     row = done[0]
-    labels, threshold = list(row.get("probabilities") or {}), row.get("threshold")
-    same_threshold = (threshold is None and config.unknown_threshold is None) or (
-        threshold is not None
-        and config.unknown_threshold is not None
-        and math.isclose(float(threshold), float(config.unknown_threshold), rel_tol=1e-6, abs_tol=1e-9)
+    labels, threshold, ours = list(row.get("probabilities") or {}), row.get("threshold"), config.unknown_threshold
+    same_threshold = threshold == ours or (
+        None not in (threshold, ours) and math.isclose(threshold, ours, rel_tol=1e-6)
     )
     if labels != list(config.known_labels) or not same_threshold:
         raise ValueError(

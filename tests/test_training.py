@@ -276,7 +276,9 @@ def test_run_protocol_on_custom_known_lists(tmp_path):
         protocol.random_known_lists(names, 11, 2, seed=0)
     # train.py's class names as the command line gives them, in each of its forms.
     for given in (["--class_names", *names], ["--class_names", ",".join(names)], [f"--class_names={','.join(names)}"]):
-        assert protocol.option_values(["--dataset", "custom", *given, "--clip_model", "none"], "--class_names") == names
+        assert (
+            protocol.option_values(["--dataset", "custom", *given, "--clip_model", "none"], "--class_names") == names
+        )
     assert protocol.option_values(["--class_names", "a", "b", "--class_names", "c"], "--class_names") == ["c"]
     assert protocol.option_values(["--dataset", "custom"], "--class_names") == []
 

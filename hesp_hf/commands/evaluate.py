@@ -13,14 +13,14 @@ Writes `metrics.json`, `curves.png` and `confusion.csv` to the output folder, us
 """
 
 import logging
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import TrainingArguments
 
-from hesp_hf.arguments import DataArguments
+from hesp_hf.arguments import DataArguments, changed_options
 from hesp_hf.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import clip_dataset, collate_clips
 from hesp_hf.evaluation import predict_open_set, write_open_set_report
@@ -120,11 +120,11 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
 
 def _refuse_ignored_options(data_args: DataArguments) -> None:
     """Options the evaluation shares with training but would not use: refused rather than silently ignored."""
-    defaults = {f.name: f.default for f in fields(DataArguments)}
-    changed = {name for name in defaults if getattr(data_args, name) != defaults[name]}
-    if training_only := sorted(changed & {"augmentation", "crop_scale_min"}):
-        raise ValueError(f"{', '.join('--' + n for n in training_only)}: training augmentation; evaluation never uses it.")
-    if not data_args.face_crop and (face := sorted(changed & {"face_margin", "face_min_score"})):
+    if training_only := changed_options(data_args, ("augmentation", "crop_scale_min")):
+        raise ValueError(
+            f"{', '.join('--' + n for n in training_only)}: training augmentation; evaluation never uses it."
+        )
+    if not data_args.face_crop and (face := changed_options(data_args, ("face_margin", "face_min_score"))):
         raise ValueError(f"{', '.join('--' + n for n in face)} apply with --face_crop true only.")
 
 

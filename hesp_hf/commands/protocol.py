@@ -55,10 +55,9 @@ def parse_splits(text: str) -> list[int]:
 def check_released_splits(splits: list[int], train_args: list[str]) -> None:
     """Before any split trains: the indices exist among the released lists of train.py's `--dataset`, so a typo in
     the last index does not fail hours later."""
-    given = option_values(train_args, "--dataset")
-    if not given or given[0] not in (*PRESETS, "custom"):
+    dataset, _ = dataset_classes(train_args)
+    if dataset is None:
         return  # train.py itself refuses it, naming the choices
-    dataset = given[0]
     count = len(PRESETS[dataset].open_set_splits) if dataset in PRESETS else 0
     if count == 0:
         raise ValueError(
@@ -132,18 +131,26 @@ def check_known_lists(lists: list[list[str]], source: Path, train_args: list[str
     """Every name of a `--known_lists` file is a class of train.py's dataset, once per line."""
     if not lists:
         raise ValueError(f"{source} holds no known-class list (one per line, names separated by commas).")
-    given = option_values(train_args, "--dataset")
-    dataset = given[0] if given else None
-    classes = option_values(train_args, "--class_names") if dataset == "custom" else None
-    if dataset in PRESETS and not classes:
-        classes = list(PRESETS[dataset].class_names)
+    dataset, classes = dataset_classes(train_args)
     for number, names in enumerate(lists, start=1):
         unknown = [name for name in names if classes and name not in classes]
         if unknown or len(set(names)) != len(names):
-            problem = f"{unknown} are not classes of '{dataset}' ({', '.join(classes or [])})" if unknown else (
-                "a class is named twice"
+            problem = (
+                f"{unknown} are not classes of '{dataset}' ({', '.join(classes or [])})"
+                if unknown
+                else ("a class is named twice")
             )
             raise ValueError(f"{source}, list {number} ({', '.join(names)}): {problem}.")
+
+
+def dataset_classes(train_args: list[str]) -> tuple[str | None, list[str]]:
+    """train.py's `--dataset` (None when missing or not a choice: train.py names the choices itself) and its classes
+    in index order: a preset's own, a custom dataset's `--class_names`."""
+    given = option_values(train_args, "--dataset")
+    dataset = given[0] if given and given[0] in (*PRESETS, "custom") else None
+    if dataset in PRESETS:
+        return dataset, list(PRESETS[dataset].class_names)
+    return dataset, option_values(train_args, "--class_names") if dataset == "custom" else []
 
 
 def option_values(arguments: list[str], option: str) -> list[str]:
