@@ -11,6 +11,7 @@ from transformers import (
     AutoVideoProcessor,
 )
 
+from .legacy_imports import install as _install_legacy_imports
 from .modeling.configuration_hesp import HESPConfig
 from .modeling.loss_hesp import HESPOpenSetLoss
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification, HESPVideoClassifierOutput
@@ -22,8 +23,8 @@ __version__ = "0.1.0"
 
 
 def train(**options):
-    """Train, calibrate, evaluate and save one HESP run from keyword options; see `hesp_hf.recipe.train`."""
-    from .recipe import train as run_training
+    """Train, calibrate, evaluate and save one HESP run from keyword options; see `hesp_hf.run.train`."""
+    from .run.train import train as run_training
 
     return run_training(**options)
 
@@ -35,6 +36,7 @@ def load_oscr_metric(**kwargs):
     return load(**kwargs)
 
 
+_install_legacy_imports()
 AutoConfig.register(HESPConfig.model_type, HESPConfig, exist_ok=True)
 AutoModel.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)
 AutoModelForVideoClassification.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)

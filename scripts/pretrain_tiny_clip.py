@@ -1,7 +1,7 @@
 """Build the embedded tiny CLIP: contrastive pretraining on single synthetic face frames and captions of their visible
 facial actions ("brows raised, eyes wide, mouth open"), never emotion names.
 
-    python scripts/pretrain_tiny_clip.py [--output hesp_hf/assets/tiny-face-clip] [--steps 3000] [--clips 2640]
+    python scripts/pretrain_tiny_clip.py [--output hesp_hf/embedded/assets/tiny-face-clip] [--steps 3000] [--clips 2640]
 
 Deterministic for a seed (one thread, fixed data and step count); rebuilding is not part of `make demo`. The result (a few MB of
 safetensors with its character-level tokenizer and the pixel statistics in `preprocessor_config.json`) is committed
@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from transformers import CLIPConfig, CLIPModel
 
-from hesp_hf.synthetic import CLASSES, caption, render_clip
-from hesp_hf.tiny_clip import save_char_tokenizer
+from hesp_hf.embedded.synthetic import CLASSES, caption, render_clip
+from hesp_hf.embedded.tiny_clip import save_char_tokenizer
 
 
 logger = logging.getLogger("pretrain_tiny_clip")
@@ -53,7 +53,7 @@ def soft_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: torch.Tensor,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output", type=Path, default=Path("hesp_hf/assets/tiny-face-clip"))
+    parser.add_argument("--output", type=Path, default=Path("hesp_hf/embedded/assets/tiny-face-clip"))
     parser.add_argument("--steps", type=int, default=3000, help="optimizer steps (batch 64, cosine schedule)")
     parser.add_argument("--clips", type=int, default=2640, help="synthetic clips to draw frames from")
     parser.add_argument("--frames_per_clip", type=int, default=8)
@@ -141,6 +141,9 @@ def main() -> None:
         json.dumps(
             {
                 "script": "scripts/pretrain_tiny_clip.py",
+                # what a model card says of this backbone (hesp_hf.hub.model_card.describe_backbone)
+                "description": "the embedded tiny CLIP of hesp-hf, pretrained on synthetic face frames only",
+                "synthetic_pretraining": True,
                 "arguments": {k: str(v) for k, v in vars(args).items()},
                 "frames": len(images),
                 "distinct_captions": len(vocabulary),

@@ -35,15 +35,15 @@ from transformers import AutoTokenizer, CLIPModel
 import hesp_hf
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.atomic_files import write_text_atomic
-from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
-from hesp_hf.embedded import embedded_clip_fingerprint, embedded_clip_path, synthetic_training_options
-from hesp_hf.evaluation import METRICS, write_seed_table
+from hesp_hf.embedded.defaults import embedded_clip_fingerprint, embedded_clip_path, synthetic_training_options
+from hesp_hf.embedded.protocol import add_protocol_arguments, protocol_split
+from hesp_hf.embedded.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
+from hesp_hf.evaluation.baselines import linear_probe_metrics
+from hesp_hf.evaluation.report import METRICS, write_seed_table
 from hesp_hf.metrics import open_set_metrics
-from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
-from hesp_hf.synthetic_protocol import add_protocol_arguments, protocol_split
 
 
 # name -> (hesp_hf.train options on top of the synthetic recipe, the metrics.json branch reported or None for the model's

@@ -28,17 +28,17 @@ from transformers import set_seed
 from transformers.utils import logging as transformers_logging
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
-from hesp_hf.arguments import RECIPES, HESPTrainingArguments
 from hesp_hf.atomic_files import atomic_output, write_text_atomic
-from hesp_hf.baselines import linear_probe_metrics
 from hesp_hf.data import load_open_set_split
 from hesp_hf.data.decoding import sample_clip
-from hesp_hf.embedded import DEMO_KNOWN, embedded_clip_fingerprint, embedded_clip_path
-from hesp_hf.evaluation import METRICS, branch_metrics, write_seed_table
+from hesp_hf.embedded.defaults import DEMO_KNOWN, embedded_clip_fingerprint, embedded_clip_path
+from hesp_hf.embedded.protocol import add_protocol_arguments, protocol_split
+from hesp_hf.embedded.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
+from hesp_hf.evaluation.baselines import linear_probe_metrics
+from hesp_hf.evaluation.report import METRICS, branch_metrics, write_seed_table
 from hesp_hf.metrics import open_set_metrics
 from hesp_hf.modeling.video_decoding_hesp import segment_indices
-from hesp_hf.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
-from hesp_hf.synthetic_protocol import add_protocol_arguments, protocol_split
+from hesp_hf.run.arguments import RECIPES, HESPTrainingArguments
 from hesp_hf.training import HESPTrainer
 
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hesp_hf import HESPForOpenSetVideoClassification
-from hesp_hf.tiny_clip import save_tiny_clip
-from hesp_hf.video_writer import write_video
+from hesp_hf.embedded.tiny_clip import save_tiny_clip
+from hesp_hf.embedded.video_writer import write_video
 
 
 LABELS = ["happy", "sad", "neutral"]

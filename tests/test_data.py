@@ -23,8 +23,8 @@ from hesp_hf.data import (
 )
 from hesp_hf.data.presets import PRESETS
 from hesp_hf.data.protocol import make_open_set_split
+from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.modeling.video_decoding_hesp import decode_video_at
-from hesp_hf.video_writer import write_video
 
 
 MAFW = PRESETS["mafw"]

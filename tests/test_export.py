@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForVideoClassification, pipeline
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
-from hesp_hf.export import export_inference_only
+from hesp_hf.inference.export import export_inference_only
 
 
 def trained_looking(model: HESPForOpenSetVideoClassification) -> HESPForOpenSetVideoClassification:

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from hesp_hf import HESPVideoProcessor
+from hesp_hf.embedded.synthetic import place_in_scene, render_clip
+from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.modeling.face_cropping_hesp import box_iou, face_track, select_track, shared_detector, smooth_boxes
 from hesp_hf.modeling.video_decoding_hesp import decode_video
-from hesp_hf.synthetic import place_in_scene, render_clip
-from hesp_hf.video_writer import write_video
 
 
 # The astronaut's face, brows to chin, measured by eye on the 512x512 photograph (x0, y0, x1, y1).

@@ -200,8 +200,8 @@ def test_library_calls_leave_global_state_alone(tmp_path):
     """Drawing the curves keeps the caller's matplotlib backend; writing a tiny CLIP keeps torch's random state."""
     import matplotlib
 
+    from hesp_hf.embedded.tiny_clip import save_tiny_clip
     from hesp_hf.metrics.plots import plot_open_set_curves
-    from hesp_hf.tiny_clip import save_tiny_clip
 
     before = matplotlib.get_backend()
     matplotlib.use("svg")  # a backend the library has no reason to pick itself
@@ -222,7 +222,7 @@ def test_library_calls_leave_global_state_alone(tmp_path):
 def test_protocol_and_quality_tables_by_hand():
     """The two summary tables on hand-computable numbers: mean ± sample std, in percent for the protocol."""
     from hesp_hf.commands.protocol import summarize
-    from hesp_hf.evaluation import seed_table
+    from hesp_hf.evaluation.report import seed_table
 
     run = lambda acc, auroc, oscr: {"accuracy": acc, "auroc": auroc, "oscr": oscr, "split": "x: a,b"}  # noqa: E731
     markdown, table = summarize({0: run(0.5, 0.6, 0.3), 1: run(0.7, 0.8, 0.5)}, setting={0: "s", 1: "s"})

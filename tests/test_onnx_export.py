@@ -9,9 +9,9 @@ from hesp_hf import HESPVideoProcessor
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from hesp_hf.export import export_onnx  # noqa: E402
-from hesp_hf.onnx_runtime import ONNXVideoClassifier  # noqa: E402
-from hesp_hf.prediction import predict_clips  # noqa: E402
+from hesp_hf.inference.export import export_onnx  # noqa: E402
+from hesp_hf.inference.onnx_runtime import ONNXVideoClassifier  # noqa: E402
+from hesp_hf.inference.prediction import predict_clips  # noqa: E402
 
 from .test_export import trained_looking  # noqa: E402
 
@@ -41,7 +41,7 @@ def test_onnx_runtime_matches_eager_at_any_batch_size(exported):
 
 
 def test_predictor_takes_the_onnx_export(exported, tmp_path):
-    from hesp_hf.video_writer import write_video
+    from hesp_hf.embedded.video_writer import write_video
 
     from .conftest import random_video
 

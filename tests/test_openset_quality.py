@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from hesp_hf.embedded import synthetic_training_options
-from hesp_hf.recipe import options_argv
-from hesp_hf.synthetic import SyntheticSpec, write_synthetic_dataset
+from hesp_hf.commands.train import options_argv
+from hesp_hf.embedded.defaults import synthetic_training_options
+from hesp_hf.embedded.synthetic import SyntheticSpec, write_synthetic_dataset
 
 
 REPO = Path(__file__).resolve().parents[1]

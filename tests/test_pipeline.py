@@ -55,7 +55,7 @@ def test_pipeline_matches_model_on_processor_output(checkpoint, sample_clip):
 
 @pytest.fixture
 def inference_only_checkpoint(checkpoint, tmp_path):
-    from hesp_hf.export import export_inference_only
+    from hesp_hf.inference.export import export_inference_only
 
     return export_inference_only(str(checkpoint), tmp_path / "inference-only")
 
@@ -108,8 +108,8 @@ def test_remote_code_face_crop_checkpoint(checkpoint, tmp_path):
     pipeline crops; without it the face step raises naming the extra to install."""
     import numpy as np
 
-    from hesp_hf.synthetic import place_in_scene, render_clip
-    from hesp_hf.video_writer import write_video
+    from hesp_hf.embedded.synthetic import place_in_scene, render_clip
+    from hesp_hf.embedded.video_writer import write_video
 
     processor = AutoVideoProcessor.from_pretrained(checkpoint)
     processor.face_crop, processor.face_min_score = True, 0.1  # drawn faces score low
@@ -145,3 +145,39 @@ def test_remote_code_face_crop_checkpoint(checkpoint, tmp_path):
         else:
             assert "IMPORT-ERROR" in done.stdout and 'pip install "hesp-hf[face]"' in done.stdout
     assert np.isfinite(scene).all()
+
+
+def test_a_pair_that_disagrees_on_num_frames_is_one_clear_error(checkpoint, tmp_path):
+    """The model owns num_frames: a saved processor sampling 6 frames beside a model built for 4 is refused by every
+    loading path (the Auto classes, the pipeline, and remote code without the package), naming both values."""
+    from transformers import AutoModel, AutoModelForVideoClassification
+
+    settings_file = checkpoint / "video_preprocessor_config.json"
+    settings = json.loads(settings_file.read_text())
+    assert settings["num_frames"] == 4
+    settings_file.write_text(json.dumps({**settings, "num_frames": 6}))
+    expected = r"disagree on num_frames -- config.json says 4, video_preprocessor_config.json says 6"
+    for load in (
+        AutoModel.from_pretrained,
+        AutoModelForVideoClassification.from_pretrained,
+        AutoVideoProcessor.from_pretrained,
+        lambda path: pipeline("video-classification", model=path),
+    ):
+        with pytest.raises(ValueError, match=expected):
+            load(str(checkpoint))
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["hesp_hf"] = None
+        from transformers import AutoModel
+        try:
+            AutoModel.from_pretrained({str(checkpoint)!r}, trust_remote_code=True)
+        except ValueError as error:
+            print("ERROR", error)
+        """
+    )
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "ERROR" in done.stdout and "says 4" in done.stdout and "says 6" in done.stdout, done.stderr[-2000:]
+    settings_file.write_text(json.dumps(settings))  # agreeing again: loads
+    AutoModel.from_pretrained(str(checkpoint))

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hesp_hf import HESPVideoProcessor
-from hesp_hf.prediction import list_clips, predict_clips, read_rows
-from hesp_hf.video_writer import write_video
+from hesp_hf.embedded.video_writer import write_video
+from hesp_hf.inference.prediction import list_clips, predict_clips, read_rows
 
 from .conftest import LABELS, random_video
 
@@ -77,7 +77,7 @@ def test_background_decoding_keeps_order_raises_errors_and_stops_when_left():
     import threading
     import time
 
-    from hesp_hf.prediction import _decoded_in_background
+    from hesp_hf.inference.prediction import _decoded_in_background
 
     assert list(_decoded_in_background(iter(range(10)), depth=2)) == list(range(10))
 
@@ -256,7 +256,7 @@ def test_face_crop_rows_say_whether_a_face_was_found(checkpoint, tmp_path):
     pytest.importorskip("cv2")
     import numpy as np
 
-    from hesp_hf.synthetic import place_in_scene, render_clip
+    from hesp_hf.embedded.synthetic import place_in_scene, render_clip
 
     model, processor = load(checkpoint)
     processor.face_crop, processor.face_min_score = True, 0.1  # drawn faces score low
@@ -273,7 +273,7 @@ def test_face_crop_rows_say_whether_a_face_was_found(checkpoint, tmp_path):
 def test_onnx_export_without_the_extra_names_it(checkpoint, tmp_path, monkeypatch):
     import importlib.util
 
-    from hesp_hf.export import export_onnx
+    from hesp_hf.inference.export import export_onnx
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(

@@ -19,9 +19,9 @@ from hesp_hf.data import (
     sample_clip,
 )
 from hesp_hf.data.presets import PRESETS
+from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.modeling import video_decoding_hesp
 from hesp_hf.modeling.video_decoding_hesp import decode_video, segment_positions
-from hesp_hf.video_writer import write_video
 
 
 def numbered_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
@@ -73,7 +73,7 @@ def test_phone_rotation_is_applied(tmp_path, container):
 def _write_with_rotate_tag(path, frames, clockwise):
     import av
 
-    from hesp_hf.video_writer import converted_frame
+    from hesp_hf.embedded.video_writer import converted_frame
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=25)

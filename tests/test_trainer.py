@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import HfArgumentParser, TrainerCallback, TrainingArguments
 
-from hesp_hf.arguments import RECIPES, HESPTrainingArguments, ModelArguments
 from hesp_hf.data import collate_clips
+from hesp_hf.run.arguments import RECIPES, HESPTrainingArguments, ModelArguments
 from hesp_hf.training import ClassStratifiedSampler, HESPTrainer
 
 
@@ -80,7 +80,7 @@ def test_recipes_fill_only_the_fields_left_unset():
 
 
 def test_python_callers_get_the_command_lines_choice_checks():
-    from hesp_hf.arguments import DataArguments
+    from hesp_hf.run.arguments import DataArguments
 
     with pytest.raises(ValueError, match=r"--temporal_pooling must be one of mean, attention, got 'max'"):
         ModelArguments(clip_model="x", temporal_pooling="max")
@@ -94,7 +94,7 @@ def test_python_callers_get_the_command_lines_choice_checks():
 
 
 def test_keep_share_is_checked_before_training():
-    from hesp_hf.arguments import ModelArguments
+    from hesp_hf.run.arguments import ModelArguments
 
     for bad in (0.0, 1.5, -0.1):
         with pytest.raises(ValueError, match=r"--keep_share must lie in \(0, 1\]"):
@@ -269,7 +269,7 @@ def test_label_names_is_not_the_class_list(tmp_path):
 
 
 def test_selection_metric_given_is_kept(tmp_path):
-    from hesp_hf.recipe import choose_selection_metric
+    from hesp_hf.run.setup import choose_selection_metric
 
     default = HESPTrainingArguments(output_dir=str(tmp_path))
     choose_selection_metric(default, has_unknown_validation=True)
@@ -287,7 +287,7 @@ def test_selection_metric_given_is_kept(tmp_path):
 def test_hub_push_is_checked_before_training(tmp_path, monkeypatch):
     from huggingface_hub import constants
 
-    import hesp_hf.hub as hub
+    import hesp_hf.hub.upload as hub
 
     with pytest.raises(ValueError, match="needs --hub_model_id"):
         hub.check_hub_access(HESPTrainingArguments(output_dir=str(tmp_path), push_to_hub=True))
@@ -315,7 +315,7 @@ def test_push_folder_uploads_the_model_and_card_but_not_local_state(tmp_path, mo
 
     import huggingface_hub
 
-    from hesp_hf.hub import push_folder
+    from hesp_hf.hub.upload import push_folder
 
     for name in ("config.json", "model.safetensors", "README.md", "metrics.json", "training_args.bin",
                  "run_arguments.json", "clip_report.tsv", "checkpoint-3/model.safetensors", "runs/events.out"):  # fmt: skip
@@ -356,7 +356,7 @@ def test_predictions_are_mapped_by_name_not_position(make_model, tmp_path, recip
     import datasets
 
     from hesp_hf.data import collate_clips
-    from hesp_hf.evaluation import predict_open_set
+    from hesp_hf.evaluation.report import predict_open_set
     from hesp_hf.training import HESPTrainer
 
     model = make_model(use_reciprocal_points=reciprocal).eval()
@@ -380,7 +380,7 @@ def test_predictions_are_mapped_by_name_not_position(make_model, tmp_path, recip
         )
     assert predictions.labels.tolist() == [0, 1, -1, 2, 0]
     # One list: what evaluation gathers and what the config leaves out during training cover every output field.
-    from hesp_hf.evaluation import GATHERED_OUTPUTS
+    from hesp_hf.evaluation.report import GATHERED_OUTPUTS
     from hesp_hf.modeling.modeling_hesp import HESPVideoClassifierOutput
 
     fields = set(HESPVideoClassifierOutput.__dataclass_fields__) - {"loss"}
@@ -447,10 +447,10 @@ def test_bf16_without_a_gpu_trains_on_the_cpu(tmp_path):
 def test_options_argv_parses_back_to_the_same_arguments(tmp_path):
     from dataclasses import asdict
 
-    from hesp_hf.arguments import DataArguments, training_arguments
-    from hesp_hf.cli import DataclassArgumentParser
-    from hesp_hf.embedded import synthetic_training_options
-    from hesp_hf.recipe import options_argv
+    from hesp_hf.commands.cli import DataclassArgumentParser
+    from hesp_hf.commands.train import options_argv
+    from hesp_hf.embedded.defaults import synthetic_training_options
+    from hesp_hf.run.arguments import DataArguments, training_arguments
 
     options = synthetic_training_options(tmp_path / "data", tmp_path / "run", epochs=12, seed=3) | {
         "loss_weights": ["negative_clip_weight=0.5"],
@@ -469,8 +469,8 @@ def test_options_argv_parses_back_to_the_same_arguments(tmp_path):
 
 
 def test_evaluation_never_writes_into_a_trained_folder(tmp_path):
-    from hesp_hf.arguments import DataArguments
     from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
+    from hesp_hf.run.arguments import DataArguments
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
@@ -484,8 +484,8 @@ def test_evaluation_never_writes_into_a_trained_folder(tmp_path):
 
 
 def test_evaluation_refuses_options_it_would_ignore(tmp_path):
-    from hesp_hf.arguments import DataArguments
     from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
+    from hesp_hf.run.arguments import DataArguments
 
     places = EvaluationArguments(checkpoint=str(tmp_path / "run"), output_dir=str(tmp_path / "eval"))
     base = {"dataset": "custom", "class_names": ["a", "b"], "test_annotation": str(tmp_path / "test.csv")}

@@ -13,8 +13,8 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 
+from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.training import PromptSGD, calibrate_threshold, multistep_factor
-from hesp_hf.video_writer import write_video
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -316,7 +316,7 @@ def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_dat
     assert done.returncode != 0 and "never writes over training outputs" in done.stderr
     assert {p: p.stat().st_mtime_ns for p in reference_run.rglob("*") if p.is_file()} == before
 
-    from hesp_hf.recipe import check_output_dir
+    from hesp_hf.run.outputs import check_output_dir
 
     copy = tmp_path / "old-run"
     shutil.copytree(reference_run, copy)
@@ -326,7 +326,7 @@ def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_dat
 
 
 def test_resume_argument_resolves_to_a_checkpoint(tmp_path):
-    from hesp_hf.recipe import resolve_resume
+    from hesp_hf.run.outputs import resolve_resume
 
     assert resolve_resume(None, tmp_path) is None and resolve_resume("false", tmp_path) is None
     assert resolve_resume("runs/x/checkpoint-3", tmp_path) == "runs/x/checkpoint-3"
@@ -340,8 +340,8 @@ def test_resume_argument_resolves_to_a_checkpoint(tmp_path):
 def test_model_card_names_the_backbone_only_as_the_hub_knows_it(tmp_path):
     import json as json_module
 
-    from hesp_hf.embedded import embedded_clip_path
-    from hesp_hf.model_card import describe_backbone
+    from hesp_hf.embedded.defaults import embedded_clip_path
+    from hesp_hf.hub.model_card import describe_backbone
 
     hub = describe_backbone("openai/clip-vit-base-patch32")
     assert (hub.hub_id, hub.synthetic) == ("openai/clip-vit-base-patch32", False)
@@ -392,7 +392,7 @@ def test_schedule_and_normalized_prompt_step():
 def test_augmentation_choices():
     from types import SimpleNamespace
 
-    from hesp_hf.recipe import make_augmentation
+    from hesp_hf.run.setup import make_augmentation
 
     assert make_augmentation(SimpleNamespace(augmentation="none"), (32, 32)) is None
     flip = make_augmentation(SimpleNamespace(augmentation="flip"), (32, 32))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hesp_hf import HESPVideoProcessor, VideoDecodeError
+from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.modeling.video_processing_hesp import segment_indices
-from hesp_hf.video_writer import write_video
 
 from .conftest import random_video
 

@@ -20,21 +20,20 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
-from hesp_hf.arguments import DataArguments, changed_options
-from hesp_hf.cli import DataclassArgumentParser, run_command
+from hesp_hf.commands.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import clip_dataset, collate_clips
-from hesp_hf.evaluation import predict_open_set, write_open_set_report
+from hesp_hf.evaluation.report import predict_open_set, write_open_set_report
 from hesp_hf.pairing import load_pair
-from hesp_hf.recipe import (
+from hesp_hf.run.arguments import DataArguments, changed_options
+from hesp_hf.run.outputs import MODEL_FILES, split_description
+from hesp_hf.run.setup import (
     CLIP_LOG_NAME,
-    MODEL_FILES,
     clip_report_summary,
     clip_transform,
     face_settings,
     fresh_clip_log,
     load_split,
     load_test_split,
-    split_description,
 )
 from hesp_hf.training import HESPTrainer
 

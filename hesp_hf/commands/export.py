@@ -12,8 +12,8 @@ and is checked against eager float32 before it is kept.
 import argparse
 import logging
 
-from hesp_hf.cli import ArgumentParser, run_command
-from hesp_hf.export import export_inference_only, export_onnx
+from hesp_hf.commands.cli import ArgumentParser, run_command
+from hesp_hf.inference.export import export_inference_only, export_onnx
 
 
 def main() -> None:

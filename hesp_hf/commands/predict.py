@@ -14,8 +14,9 @@ on the same output skips the clips already there (an interrupted run keeps every
 import argparse
 import logging
 
-from hesp_hf import HESPVideoProcessor, onnx_runtime
-from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf import HESPVideoProcessor
+from hesp_hf.commands.cli import ArgumentParser, run_command
+from hesp_hf.inference import onnx_runtime
 from hesp_hf.pairing import load_pair
 
 
@@ -54,7 +55,7 @@ def main() -> None:
 
     state = PartialState(cpu=args.cpu)  # the process group and the device, before the model is loaded
 
-    from hesp_hf.prediction import default_num_workers, list_clips, model_threads, predict_clips
+    from hesp_hf.inference.prediction import default_num_workers, list_clips, model_threads, predict_clips
 
     clips = list_clips(args.inputs, root=args.root)
     if args.num_workers is None:

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from hesp_hf.arguments import comma_items
 from hesp_hf.atomic_files import write_text_atomic
-from hesp_hf.cli import ArgumentParser, run_command
+from hesp_hf.commands.cli import ArgumentParser, run_command
 from hesp_hf.data.presets import PRESETS
-from hesp_hf.evaluation import METRICS, markdown_table, mean_std
+from hesp_hf.evaluation.report import METRICS, markdown_table, mean_std
+from hesp_hf.run.arguments import comma_items
 
 
 ARGUMENTS_FILE = "protocol_arguments.json"

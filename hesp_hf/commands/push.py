@@ -9,8 +9,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from hesp_hf.cli import ArgumentParser, run_command
-from hesp_hf.hub import push_folder
+from hesp_hf.commands.cli import ArgumentParser, run_command
+from hesp_hf.hub.upload import push_folder
 
 
 def main() -> None:

@@ -9,15 +9,41 @@ The output folder ends with the model, processor and `modeling/` code files (loa
 """
 
 import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from hesp_hf.arguments import DataArguments, HESPTrainingArguments, ModelArguments
-from hesp_hf.cli import DataclassArgumentParser, run_command
-from hesp_hf.recipe import run
+from hesp_hf.commands.cli import DataclassArgumentParser, run_command
+from hesp_hf.run.arguments import DataArguments, HESPTrainingArguments, ModelArguments
+from hesp_hf.run.train import TrainingRun, run
+
+
+def parse_training_options(
+    argv: Sequence[str] | None = None,
+) -> tuple[ModelArguments, DataArguments, HESPTrainingArguments]:
+    """The command line (`argv`, else `sys.argv`) parsed once into the three typed option groups."""
+    parser = DataclassArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
+    return parser.parse_args_into_dataclasses(args=None if argv is None else list(argv))
+
+
+def train_from_argv(argv: Sequence[str]) -> TrainingRun:
+    """`hesp_hf.train` from `scripts/train.py`'s command-line arguments (as the script parses them)."""
+    return run(*parse_training_options(argv))
+
+
+def options_argv(options: Mapping[str, Any]) -> list[str]:
+    """`hesp_hf.train` options as `scripts/train.py` arguments (`["--name", "value", ...]`: lists as several values,
+    booleans as true/false, None left out), for running the same training as a script."""
+    argv: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        argv += [f"--{name}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    return argv
 
 
 def main() -> None:
-    parser = DataclassArgumentParser((ModelArguments, DataArguments, HESPTrainingArguments))
-    model_args, data_args, training_args = parser.parse_args_into_dataclasses()
+    model_args, data_args, training_args = parse_training_options()
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         level=logging.INFO if training_args.should_log else logging.WARNING,

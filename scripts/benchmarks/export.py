@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hesp_hf.prediction import list_clips
+from hesp_hf.inference.prediction import list_clips
 
 from .fixtures import demo_test_list, vit_b32_models
 from .harness import Settings, best_time
@@ -20,8 +20,8 @@ def benchmark_export(settings: Settings) -> tuple[list[dict], dict[str, float]]:
     import torch
 
     from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
-    from hesp_hf.export import export_inference_only, export_onnx
-    from hesp_hf.onnx_runtime import ONNXVideoClassifier
+    from hesp_hf.inference.export import export_inference_only, export_onnx
+    from hesp_hf.inference.onnx_runtime import ONNXVideoClassifier
 
     quick, workdir = settings.quick, settings.workdir
     model = vit_b32_models(quick, settings.patch_size, ("mean",))["mean"]
@@ -121,8 +121,8 @@ def onnx_decision_agreement(checkpoint: str, export_folder: Path) -> tuple[float
     import torch
 
     from hesp_hf.data.decoding import sample_clip
-    from hesp_hf.export import export_onnx
-    from hesp_hf.onnx_runtime import ONNXVideoClassifier
+    from hesp_hf.inference.export import export_onnx
+    from hesp_hf.inference.onnx_runtime import ONNXVideoClassifier
     from hesp_hf.pairing import load_pair
 
     model, processor = load_pair(checkpoint)

@@ -35,7 +35,7 @@ def vit_b32_models(
     from transformers import CLIPConfig
 
     from hesp_hf import HESPConfig, HESPForOpenSetVideoClassification
-    from hesp_hf.tiny_clip import save_char_tokenizer
+    from hesp_hf.embedded.tiny_clip import save_char_tokenizer
 
     torch.manual_seed(0)
     layers = 4 if quick else 12
@@ -56,7 +56,7 @@ def vit_b32_models(
 
 def demo_test_list() -> str:
     """The test list `make demo` writes (its synthetic spec: the defaults, under outputs/synthetic)."""
-    from hesp_hf.synthetic import SyntheticSpec
+    from hesp_hf.embedded.synthetic import SyntheticSpec
 
     return str(Path("outputs/synthetic") / f"synthetic-{SyntheticSpec().key()}" / "test.csv")
 
@@ -67,7 +67,7 @@ def write_large_video(path: Path, megabytes: int, height: int, width: int) -> No
     import av
 
     from hesp_hf.atomic_files import atomic_output
-    from hesp_hf.video_writer import write_video
+    from hesp_hf.embedded.video_writer import write_video
 
     source = path.with_suffix(".source.mp4")
     noise = np.random.default_rng(0).integers(0, 256, (25, height, width, 3), dtype=np.uint8)

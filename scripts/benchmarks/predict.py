@@ -5,7 +5,7 @@ import os
 import time
 from pathlib import Path
 
-from hesp_hf.prediction import list_clips
+from hesp_hf.inference.prediction import list_clips
 
 from .fixtures import demo_test_list, synthetic_frames, vit_b32_models
 from .harness import Settings, bench_device, best_time
@@ -18,8 +18,8 @@ def benchmark_predict(settings: Settings) -> tuple[list[dict], dict[str, float]]
     import torch
 
     from hesp_hf import HESPVideoProcessor
+    from hesp_hf.inference.prediction import default_num_workers
     from hesp_hf.pairing import load_pair
-    from hesp_hf.prediction import default_num_workers
 
     quick, workdir = settings.quick, settings.workdir
 
@@ -38,7 +38,7 @@ def benchmark_predict(settings: Settings) -> tuple[list[dict], dict[str, float]]
     processor = HESPVideoProcessor(num_frames=8)
     source = workdir / "clip_keyint25.mp4"
     if not source.exists():
-        from hesp_hf.video_writer import write_video
+        from hesp_hf.embedded.video_writer import write_video
 
         seconds, (height, width) = (4, (360, 640)) if quick else (10, (720, 1280))
         write_video(source, synthetic_frames(seconds * 25, height, width), fps=25, options={"g": "25"})
@@ -105,7 +105,7 @@ def predictor_against_stages(
         if device == "cuda":
             torch.cuda.synchronize()
 
-    from hesp_hf.prediction import clip_loader, model_threads, predict_clips
+    from hesp_hf.inference.prediction import clip_loader, model_threads, predict_clips
 
     threads_before = torch.get_num_threads()
     threads = model_threads(workers)  # what the predictor gives the model

@@ -3,8 +3,8 @@
 import argparse
 from pathlib import Path
 
-from .arguments import comma_items
-from .embedded import DEMO_KNOWN
+from ..run.arguments import comma_items
+from .defaults import DEMO_KNOWN
 from .synthetic import CLASSES
 
 

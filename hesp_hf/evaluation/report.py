@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .atomic_files import write_text_atomic
-from .metrics import open_set_analysis, open_set_metrics
-from .modeling.loss_hesp import ensemble_logits
-from .modeling.modeling_hesp import HESPVideoClassifierOutput
+from ..atomic_files import write_text_atomic
+from ..metrics import open_set_analysis, open_set_metrics
+from ..modeling.loss_hesp import ensemble_logits
+from ..modeling.modeling_hesp import HESPVideoClassifierOutput
 
 
 if TYPE_CHECKING:
-    from .training import HESPTrainer
-from .metrics.plots import draw_open_set_curves
+    from ..training.trainer import HESPTrainer
+from ..metrics.plots import draw_open_set_curves
 
 
 logger = logging.getLogger(__name__)

@@ -10,10 +10,11 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .atomic_files import write_text_atomic
+from ..atomic_files import write_text_atomic
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
+BUILD_INFO_NAME = "build_info.json"  # how a locally built backbone describes itself
 
 
 def known_ness_description(config: Any) -> str:
@@ -44,12 +45,15 @@ class BackboneInfo:
 
 def describe_backbone(clip_model: str) -> BackboneInfo:
     """`clip_model` as passed to training: a Hub id, a local folder (its `config.json` may record the Hub id it came
-    from as `_name_or_path`) or the embedded tiny CLIP."""
-    from .embedded import EMBEDDED_CLIP_DIR
-
+    from as `_name_or_path`), or a folder whose `build_info.json` describes the backbone itself (`description`,
+    `synthetic_pretraining`), as the embedded tiny CLIP's does."""
     path = Path(clip_model)
-    if path.exists() and path.resolve() == EMBEDDED_CLIP_DIR.resolve():
-        return BackboneInfo(None, "the embedded tiny CLIP of hesp-hf, pretrained on synthetic face frames only", True)
+    try:
+        built = json.loads((path / BUILD_INFO_NAME).read_text())
+    except (OSError, ValueError):
+        built = None
+    if isinstance(built, dict) and isinstance(built.get("description"), str):
+        return BackboneInfo(None, built["description"], bool(built.get("synthetic_pretraining")))
     if not path.exists():
         return BackboneInfo(clip_model, f"`{clip_model}`", False)
     origin = None

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from ..pairing import load_pair
 from .onnx_runtime import ONNX_FILE, ONNXVideoClassifier
-from .pairing import load_pair
 
 
 logger = logging.getLogger(__name__)

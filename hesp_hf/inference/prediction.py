@@ -33,13 +33,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .atomic_files import atomic_output
-from .data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from .data.dataset import ClipTransform
-from .data.decoding import sample_clip
-from .modeling.face_cropping_hesp import shared_detector
-from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
-from .modeling.video_processing_hesp import HESPVideoProcessor
+from ..atomic_files import atomic_output
+from ..data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..data.dataset import ClipTransform
+from ..data.decoding import sample_clip
+from ..modeling.face_cropping_hesp import shared_detector
+from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from ..modeling.video_processing_hesp import HESPVideoProcessor
 
 
 logger = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from .metrics import open_set_metrics
+from ..metrics import open_set_metrics
 
 
 def linear_probe_metrics(

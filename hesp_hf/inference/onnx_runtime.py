@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling.configuration_hesp import HESPConfig
-from .modeling.modeling_hesp import HESPVideoClassifierOutput
+from ..modeling.configuration_hesp import HESPConfig
+from ..modeling.modeling_hesp import HESPVideoClassifierOutput
 
 
 ONNX_FILE = "model.onnx"

@@ -8,10 +8,10 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 import torch
 from transformers import TrainingArguments
 
-from .data.dataset import BadClipPolicy, TruncatedClipPolicy
-from .data.presets import PRESETS
-from .modeling.configuration_hesp import HESPConfig
-from .training import TrainSampling
+from ..data.dataset import BadClipPolicy, TruncatedClipPolicy
+from ..data.presets import PRESETS
+from ..modeling.configuration_hesp import HESPConfig
+from ..training.sampler import TrainSampling
 
 
 # The HESPConfig fields of the loss that `--loss_weights` may set: the term weights, the margin and the temperatures.
@@ -21,6 +21,12 @@ LOSS_SETTINGS = tuple(
 
 # The choices of the model settings are HESPConfig's own (one source: its annotations).
 CONFIG_TYPES = HESPConfig.__annotations__
+
+# ModelArguments fields that are HESPConfig fields of the same name.
+CONFIG_OPTIONS = (
+    "n_ctx", "temporal_pooling", "visual_prompt_location", "freeze_vision_tower", "use_visual_prompt",
+    "use_reciprocal_points", "open_set_score", "inference_logits", "reciprocal_distance",
+)  # fmt: skip
 
 # TrainingArguments flags of the optimiser and scheduler HESP replaces (SGD with epoch milestones): refused when set.
 TRAINER_OPTIMISER_FLAGS = (
@@ -122,6 +128,11 @@ class ModelArguments:
         """`loss_weights` as the HESPConfig fields and values it sets."""
         return loss_settings(self.loss_weights)
 
+    def config_fields(self) -> dict[str, object]:
+        """The HESPConfig fields these options set, loss settings included (`num_frames` aside: the model and its
+        processor take it together, from `model_and_processor_from_clip`'s own argument)."""
+        return {name: getattr(self, name) for name in CONFIG_OPTIONS} | self.loss_overrides()
+
     def recipe_overrides(self) -> dict[str, object]:
         """The recipe-owned fields whose value differs from what `recipe` sets (given explicitly)."""
         return {
@@ -161,10 +172,11 @@ class DataArguments:
     )
     validation_fraction: float = field(default=0.1, metadata={"help": "Known training clips held out for validation."})
     validation_unknown_fraction: float = field(
-        default=0.1,
+        default=0.0,
         metadata={
-            "help": "Share of the training list's unknown-class clips (unused otherwise) added to validation, so that "
-            "model selection can use OSCR + AUROC without the test list; 0: select on validation accuracy."
+            "help": "Opt-in, leaks the unknown classes into selection: share of the training list's unknown-class clips "
+            "(unused otherwise) added to validation, so that model selection can use OSCR + AUROC. 0 (the protocol): "
+            "selection and calibration see known classes only, selection on validation accuracy."
         },
     )
     allow_empty_known_classes: bool = field(

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic_files import atomic_output
+from ..atomic_files import atomic_output
 
 
 if TYPE_CHECKING:

@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm.auto import tqdm
 
-from .atomic_files import write_text_atomic
+from ..atomic_files import write_text_atomic
+from ..data.manifest import MANIFEST_NAME
 from .video_writer import write_video
 
 
@@ -298,7 +299,7 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
     A folder already complete for the same spec is reused. Returns that folder.
     """
     folder = Path(root) / f"synthetic-{spec.key()}"
-    manifest = folder / "spec.json"
+    manifest = folder / MANIFEST_NAME
     if manifest.exists() and json.loads(manifest.read_text()) == spec.settings():
         return folder
     total = (spec.train_per_class + spec.test_per_class) * len(spec.classes)
@@ -327,14 +328,3 @@ def write_synthetic_dataset(root: str | Path, spec: SyntheticSpec = SyntheticSpe
     progress.close()
     write_text_atomic(manifest, json.dumps(spec.settings(), indent=2))
     return folder
-
-
-def synthetic_spec_of(annotation: str | Path) -> dict | None:
-    """The settings of the synthetic data set an annotation file belongs to (its folder's `spec.json`), or None
-    for any other data."""
-    manifest = Path(annotation).parent / "spec.json"
-    try:
-        spec = json.loads(manifest.read_text())
-    except (OSError, ValueError):
-        return None
-    return spec if isinstance(spec, dict) and {"classes", "seed", "format_version"} <= spec.keys() else None

@@ -1,0 +1,217 @@
+"""One training run, end to end: data -> model -> `Trainer` -> threshold calibration -> test report -> saved,
+card-carrying checkpoint -> optional Hub upload. `hesp-train` / `scripts/train.py` parse the options once into the
+three argument dataclasses and call `run`; `train(**options)` is the same from Python.
+
+Under `accelerate launch` / `torchrun` every process runs this; predictions are gathered over all of them by the
+`Trainer`, and only the main process writes.
+"""
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import set_seed
+
+from ..atomic_files import write_text_atomic
+from ..data import OpenSetSplit, clip_dataset, collate_clips
+from ..data.manifest import read_manifest
+from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
+from ..hub.model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
+from ..hub.upload import check_hub_access, push_folder
+from ..metrics import trainer_compute_metrics
+from ..training import HESPTrainer, calibrate_threshold
+from .arguments import DataArguments, HESPTrainingArguments, ModelArguments, training_arguments
+from .outputs import (
+    check_output_dir,
+    data_description,
+    resolve_resume,
+    run_arguments,
+    selection_saw_unknown_classes,
+    split_description,
+    training_summary,
+)
+from .setup import (
+    CLIP_LOG_NAME,
+    build_model_and_processor,
+    choose_selection_metric,
+    clip_report_summary,
+    clip_transform,
+    fresh_clip_log,
+    load_split,
+    make_augmentation,
+    place_visual_prompt,
+    resolve_annotations,
+)
+
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingRun:
+    """A finished training run: its folder (model, processor, metrics.json, curves, model card) and the test
+    metrics (`{}` on processes other than the first under DDP)."""
+
+    output_dir: Path
+    metrics: dict[str, Any]
+
+
+def train(**options: Any) -> TrainingRun:
+    """Train HESP on one open-set split, calibrate, evaluate and save: `scripts/train.py` as a Python call.
+
+    `options` are the fields of [`ModelArguments`], [`DataArguments`] and [`HESPTrainingArguments`] by name, with
+    Python values (`known_labels=["happy", "sad"]`, `num_train_epochs=12`); `dataset` and `output_dir` are required.
+
+    Example:
+
+    ```python
+    >>> import hesp_hf
+    >>> run = hesp_hf.train(
+    ...     dataset="custom", class_names=["calm", "smile", "frown", "gasp"], known_labels=["calm", "smile", "frown"],
+    ...     train_annotation="data/train.csv", test_annotation="data/test.csv",
+    ...     clip_model="openai/clip-vit-base-patch32", output_dir="runs/x", num_train_epochs=10,
+    ... )
+    >>> run.metrics["auroc"], run.output_dir
+    ```
+    """
+    return run(*training_arguments(**options))
+
+
+def run(model_args: ModelArguments, data_args: DataArguments, training_args: HESPTrainingArguments) -> TrainingRun:
+    """Seed, then `run_training`."""
+    set_seed(training_args.seed)
+    metrics = run_training(model_args, data_args, training_args)
+    return TrainingRun(Path(training_args.output_dir), metrics)
+
+
+def run_training(
+    model_args: ModelArguments, data_args: DataArguments, training_args: HESPTrainingArguments
+) -> dict[str, Any]:
+    """Train, calibrate, evaluate and save; returns the test metrics (on every process)."""
+    output_dir = Path(training_args.output_dir)
+    check_hub_access(training_args)
+    resume = resolve_resume(training_args.resume_from_checkpoint, output_dir)
+    if training_args.process_index == 0:
+        check_output_dir(output_dir, training_args.overwrite_output_dir, resuming=resume is not None)
+    split = load_split(data_args, training_args.seed)  # logs the split's summary
+    warn_on_milestones(model_args.milestones, training_args.num_train_epochs)
+    model, processor = build_model_and_processor(model_args, data_args, split.known_labels)
+
+    crop = (processor.crop_size.height, processor.crop_size.width)
+    fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)
+    augmentation = make_augmentation(data_args, crop)
+    train_transform = clip_transform(
+        processor, data_args, output_dir, "train", training=True, augmentation=augmentation
+    )
+    eval_transform = clip_transform(processor, data_args, output_dir, "validation")
+    validation_set = clip_dataset(split.validation, eval_transform)
+    if model.config.visual_prompt_location == "dataset":
+        place_visual_prompt(model, split, eval_transform.for_split("train"), model_args.visual_prompt_estimation_clips)
+
+    choose_selection_metric(training_args, has_unknown_validation=any(r.label < 0 for r in split.validation))
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, complete, at the end
+    trainer = HESPTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=clip_dataset(split.train, train_transform),
+        eval_dataset=validation_set if len(validation_set) else None,
+        data_collator=collate_clips,
+        processing_class=processor,
+        compute_metrics=trainer_compute_metrics(split.unknown_label_id, model.config.open_set_score),
+        milestones=model_args.milestones,
+        gamma=model_args.gamma,
+        momentum=model_args.momentum,
+        pixel_prompt_step=model_args.pixel_prompt_step,
+        train_sampling=model_args.train_sampling,
+    )
+    trainer.train(resume_from_checkpoint=resume)
+
+    # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
+    validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
+    if len(validation_known):
+        validation_predictions = predict_open_set(trainer, validation_known)
+        model.config.unknown_threshold = calibrate_threshold(validation_predictions.scores, model_args.keep_share)
+    else:
+        logger.warning("No known validation clips: unknown_threshold stays uncalibrated.")
+    predictions = predict_open_set(trainer, clip_dataset(split.test, eval_transform.for_split("test")))
+
+    # The model and its processor first: a metrics.json in the folder then means the model beside it is complete
+    # (hesp-protocol takes a split with metrics.json as finished).
+    trainer.save_model(str(output_dir))  # rank 0 writes the model, the processor and the modeling/ code files
+    metrics: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        metrics = write_run_outputs(output_dir, trainer, split, predictions, model_args, data_args, training_args)
+        if push_to_hub:
+            push_folder(
+                output_dir, training_args.hub_model_id, training_args.hub_token, bool(training_args.hub_private_repo)
+            )
+    return metrics
+
+
+def warn_on_milestones(milestones: list[int], epochs: float) -> None:
+    if milestones and min(milestones) >= epochs:
+        logger.warning(
+            "--milestones %s all lie at or after the last epoch (%g): the learning rate never decays; pass milestones "
+            "within the run (e.g. --milestones %d %d).",
+            milestones,
+            epochs,
+            max(1, int(epochs * 2 / 3)),
+            max(1, int(epochs * 5 / 6)),
+        )
+
+
+def write_run_outputs(
+    output_dir: Path,
+    trainer: HESPTrainer,
+    split: OpenSetSplit,
+    predictions: OpenSetPredictions,
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: HESPTrainingArguments,
+) -> dict[str, Any]:
+    """The run's records beside the saved model: metrics.json with curves and confusion table, split.txt, the model
+    card and run_arguments.json; returns the test metrics."""
+    config = trainer.model.config
+    face_crop = trainer.processing_class.face_crop
+    label_names = [config.id2label[i] for i in range(config.num_labels)]
+    extra = {
+        "split": split_description(split, data_args),
+        "validation_clips": len(split.validation),
+        "selection_saw_unknown_classes": selection_saw_unknown_classes(split),
+        "world_size": training_args.world_size,
+    }
+    extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
+    metrics = write_open_set_report(
+        output_dir,
+        predictions.logits,
+        predictions.labels,
+        label_names,
+        config.unknown_threshold,
+        title=extra["split"],
+        extra=extra,
+        score=config.open_set_score,
+        branch_logits=predictions.branch_logits,
+    )
+    write_text_atomic(output_dir / "split.txt", split.summary() + "\n")
+    manifest = read_manifest(resolve_annotations(data_args)[0])
+    card = render_model_card(
+        repo_id=training_args.hub_model_id or f"hesp-{data_args.dataset}",
+        backbone=describe_backbone(model_args.clip_model),
+        dataset_name="synthetic" if manifest else data_args.dataset,
+        data_description=data_description(split, manifest),
+        synthetic_data=manifest is not None,
+        known_labels=split.known_labels,
+        unknown_labels=[split.preset.class_names[i] for i in split.unknown_classes],
+        metrics=metrics,
+        split_description=extra["split"],
+        training_summary=training_summary(model_args, training_args, split),
+        temporal_pooling=config.temporal_pooling,
+        threshold=config.unknown_threshold,
+        keep_share=model_args.keep_share,
+        known_ness=known_ness_description(config),
+    )
+    write_model_card(card, output_dir)
+    write_text_atomic(output_dir / "run_arguments.json", json.dumps(run_arguments(model_args, data_args), indent=2))
+    return metrics

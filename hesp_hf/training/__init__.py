@@ -1,0 +1,25 @@
+"""Training HESP with the `Trainer`: `HESPTrainer` composes the optimiser (`optim`), the schedule (`schedule`), the
+class-stratified sampler (`sampler`), bf16 frozen towers (`precision`), per-term loss logs (`loss_log`) and the
+step helpers (`steps`); `calibration` sets the unknown threshold after training."""
+
+from .calibration import calibrate_threshold, set_unknown_threshold
+from .optim import PIXEL_PROMPT_PARAMETERS, PromptSGD, prompt_sgd
+from .precision import FrozenTowersInBF16
+from .sampler import ClassStratifiedSampler, TrainSampling
+from .schedule import milestone_schedule, multistep_factor
+from .trainer import HESPTrainer
+
+
+__all__ = [
+    "PIXEL_PROMPT_PARAMETERS",
+    "ClassStratifiedSampler",
+    "FrozenTowersInBF16",
+    "HESPTrainer",
+    "PromptSGD",
+    "TrainSampling",
+    "calibrate_threshold",
+    "milestone_schedule",
+    "multistep_factor",
+    "prompt_sgd",
+    "set_unknown_threshold",
+]

@@ -1,0 +1,105 @@
+"""The house rules of the package layout (docs/architecture.md), checked on every module's imports with `ast`, and
+the old module paths that keep working for one release."""
+
+import ast
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+import hesp_hf
+from hesp_hf.legacy_imports import MOVED
+
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "hesp_hf"
+CORE = ("pairing", "atomic_files", "data", "metrics", "training", "evaluation", "inference", "hub", "run")
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Absolute names of every module `path` imports (relative imports resolved against `package`), at any depth."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def modules_of(folder: Path, package: str) -> dict[Path, set[str]]:
+    found = {}
+    for path in folder.rglob("*.py"):
+        inner = path.parent.relative_to(folder).parts
+        found[path] = imported_modules(path, ".".join((package, *inner)))
+    return found
+
+
+def test_modeling_imports_no_hesp_hf():
+    # The files that travel inside checkpoints load where hesp_hf is not installed.
+    for path, names in modules_of(REPO / "modeling", "hesp_hf.modeling").items():
+        outside = {n for n in names if n.startswith("hesp_hf") and not n.startswith("hesp_hf.modeling")}
+        assert not outside, f"{path.name} imports {sorted(outside)}"
+
+
+@pytest.mark.parametrize("room", CORE)
+def test_the_core_never_imports_the_embedded_default_or_the_commands(room):
+    target = PACKAGE / room
+    files = modules_of(target, f"hesp_hf.{room}") if target.is_dir() else {
+        target.with_suffix(".py"): imported_modules(target.with_suffix(".py"), "hesp_hf")
+    }
+    for path, names in files.items():
+        forbidden = {n for n in names if n.startswith(("hesp_hf.embedded", "hesp_hf.commands"))}
+        assert not forbidden, f"{path.relative_to(REPO)} imports {sorted(forbidden)}"
+
+
+def test_metrics_take_only_the_unknown_label_id_from_the_model():
+    for path, names in modules_of(PACKAGE / "metrics", "hesp_hf.metrics").items():
+        model_code = {n for n in names if n.startswith("hesp_hf.modeling")}
+        assert model_code <= {"hesp_hf.modeling.modeling_hesp", "hesp_hf.modeling.modeling_hesp.UNKNOWN_LABEL_ID"}, (
+            f"{path.name} imports {sorted(model_code)}"
+        )
+
+
+def test_at_most_14_modules_sit_flat_in_the_package():
+    flat = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(flat) <= 14, flat
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_an_old_module_path_still_imports_with_a_future_warning(old):
+    sys.modules.pop(old, None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        module = importlib.import_module(old)
+    assert any(issubclass(w.category, FutureWarning) and MOVED[old][0] in str(w.message) for w in caught)
+    new = importlib.import_module(MOVED[old][0])
+    public = [name for name in dir(new) if not name.startswith("_") and getattr(new, name).__class__ is not type(sys)]
+    assert public, new
+    for name in public:  # the old path hands out the very objects of the new one
+        assert getattr(module, name) is getattr(new, name)
+    with pytest.raises(AttributeError, match="no 'not_a_name'"):
+        module.not_a_name
+
+
+def test_the_old_names_users_hold_resolve_to_the_new_homes():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from hesp_hf.recipe import options_argv, train, train_from_argv  # the demo's and scripts' old imports
+        from hesp_hf.synthetic import CLASSES
+
+    from hesp_hf.commands.train import options_argv as new_options_argv
+    from hesp_hf.embedded.synthetic import CLASSES as NEW_CLASSES
+    from hesp_hf.run.train import train as new_train
+
+    assert train is new_train and options_argv is new_options_argv and CLASSES is NEW_CLASSES
+    assert callable(train_from_argv)
+    assert hesp_hf.train.__module__ == "hesp_hf"  # the top-level entry point is unchanged
