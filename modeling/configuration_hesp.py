@@ -107,7 +107,9 @@ class HESPConfig(CLIPConfig):
             an offset common to all logits); `unknown_threshold` is on the same scale (a probability for the latter).
         inference_logits (`str`, *optional*, defaults to `"ensemble"`):
             The `K` known-class logits the model predicts and scores with: `"ensemble"`, the paper's
-            `(clip_logits + reciprocal_logits) / 2`, or `"clip"`, the CLIP branch (learned text prompts) alone. Training
+            `(clip_logits + reciprocal_logits) / 2`; `"clip"`, the CLIP branch (learned text prompts) alone; or
+            `"prototypes"`, the cosine of the trained video embedding with each class prototype (the mean embedding
+            of the class's training clips, `class_prototypes`, fitted after training) times the logit scale. Training
             is the same (all five loss terms, the hybrid one on the ensemble); `metrics.json` reports every branch.
         reciprocal_distance (`str`, *optional*, defaults to `"l2"`):
             The reciprocal-point logits (`reciprocal_logits`, the `L_NE(CE)` and `L_H` terms, the ensemble).
@@ -175,7 +177,7 @@ class HESPConfig(CLIPConfig):
     unknown_label: str = "unknown"
     unknown_threshold: float | None = None
     open_set_score: Literal["max_logit", "max_softmax"] = "max_logit"
-    inference_logits: Literal["ensemble", "clip"] = "ensemble"
+    inference_logits: Literal["ensemble", "clip", "prototypes"] = "ensemble"
     reciprocal_distance: Literal["arpl", "l2"] = "l2"
     known_ce_weight: float = 1.0
     known_contrastive_weight: float = 1.0

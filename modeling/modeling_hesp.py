@@ -40,7 +40,8 @@ class HESPVideoClassifierOutput(ModelOutput):
         The weighted open-set loss (sum of the active terms of `loss_terms`).
     logits (`torch.FloatTensor` of shape `(B, K + 1)`):
         The `K` ensemble logits `(clip_logits + reciprocal_logits) / 2` (`clip_logits` alone with
-        `config.inference_logits="clip"`), then the "unknown" column, built so that the arg-max is "unknown" exactly
+        `config.inference_logits="clip"`, the prototype head's `prototype_logits` with `"prototypes"`), then the
+        "unknown" column, built so that the arg-max is "unknown" exactly
         when `open_set_score` falls below `config.unknown_threshold`.
     open_set_score (`torch.FloatTensor` of shape `(B,)`):
         Known-ness score (higher means more likely a known expression) of those `K` logits: their maximum, or the
@@ -298,6 +299,7 @@ class HESPPreTrainedModel(CLIPPreTrainedModel):
                 init.normal_(module.text_projection.weight, std=config.text_config.hidden_size**-0.5 * factor)
             init.normal_(module.visual_projection.weight, std=config.vision_config.hidden_size**-0.5 * factor)
             init.constant_(module.logit_scale, config.logit_scale_init_value)
+            init.zeros_(module.class_prototypes)
         elif isinstance(module, HESPPromptLearner):
             init.normal_(module.ctx, std=config.prompt_init_std)
             ids, lengths = HESPPromptLearner.token_id_tensors(config)
@@ -321,6 +323,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     """
 
     accepts_loss_kwargs = False  # the loss is a plain batch mean: Trainer must not rescale it
+    # Checkpoints written before the prototype head have no `class_prototypes`: they load, and keep their own head.
+    _keys_to_ignore_on_load_missing = [r"^class_prototypes$"]
 
     def __init__(self, config: HESPConfig):
         super().__init__(config)
@@ -338,6 +342,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         self.visual_prompt = HESPVisualPrompt(config)
         self.temporal_pooling = HESPTemporalPooling(config)
         self.open_set_loss = HESPOpenSetLoss(config)
+        # The prototype head (`inference_logits="prototypes"`): one unit vector per known class, the mean trained
+        # video embedding of its training clips (`set_class_prototypes`); zeros until fitted.
+        self.class_prototypes = nn.Buffer(torch.zeros(len(config.class_token_ids), config.projection_dim))
         if config.inference_only:
             # The prompt side, fixed after training, as its two (K, D) results (see `to_inference_only`).
             shape = (len(config.class_token_ids), config.projection_dim)
@@ -370,6 +377,12 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 logging.enable_progress_bar()
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_clip_towers()
+        if model.config.inference_logits == "prototypes" and not bool(model.class_prototypes.any()):
+            raise ValueError(
+                "The config predicts with the prototype head (inference_logits='prototypes'), but the checkpoint holds "
+                "no class_prototypes: fit them with model.set_class_prototypes(video_embeds, labels) on the training "
+                "clips, or set inference_logits to 'ensemble' or 'clip'."
+            )
         source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
         if source is not None:  # a video processor saved beside the model must sample the config's number of frames
             processor_frames = saved_num_frames(source, VIDEO_PROCESSOR_NAME, **kwargs)
@@ -678,6 +691,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             )  # (B, K)
             if self.config.inference_logits == "ensemble":
                 known_logits = ensemble_logits(clip_logits, recip_logits)
+        if self.config.inference_logits == "prototypes":
+            known_logits = self.prototype_logits(video_embeds)
         open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
         logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
 
@@ -723,6 +738,34 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors
         # (`loss_terms`, a dict for logging, is left out).
         return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
+
+    def prototype_logits(self, video_embeds: torch.Tensor) -> torch.Tensor:
+        """`(B, K)`: the cosine of each clip's video embedding with each class prototype, times CLIP's logit scale;
+        the nearest prototype is the predicted class and its similarity the known-ness (with `max_logit`)."""
+        prototypes = F.normalize(self.class_prototypes.to(video_embeds.dtype), dim=-1)
+        return self.logit_scale.exp() * F.normalize(video_embeds, dim=-1) @ prototypes.T
+
+    @torch.no_grad()
+    def set_class_prototypes(self, video_embeds: torch.Tensor, labels: torch.Tensor) -> None:
+        """Fit the prototype head: each known class's prototype is the normalised mean of the L2-normalised
+        `video_embeds` `(N, D)` of its clips (`labels` `(N,)`, known-class indices). Every known class needs at
+        least one clip. The head predicts once `config.inference_logits = "prototypes"`."""
+        labels = torch.as_tensor(labels, device=self.class_prototypes.device).long().view(-1)
+        embeds = F.normalize(torch.as_tensor(video_embeds).to(self.class_prototypes), dim=-1)
+        num_known = self.config.num_known_labels
+        if embeds.dim() != 2 or embeds.shape != (labels.numel(), self.config.projection_dim):
+            raise ValueError(
+                f"video_embeds must be (N, {self.config.projection_dim}) with one label each, got "
+                f"{tuple(embeds.shape)} for {labels.numel()} labels."
+            )
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_known):
+            raise ValueError(f"Prototype labels must be known-class indices 0..{num_known - 1}.")
+        counts = torch.bincount(labels, minlength=num_known)
+        missing = [self.config.id2label[k] for k in range(num_known) if counts[k] == 0]
+        if missing:
+            raise ValueError(f"No clip of the known class(es) {', '.join(missing)} to fit their prototypes from.")
+        sums = torch.zeros_like(self.class_prototypes).index_add_(0, labels, embeds)
+        self.class_prototypes.copy_(F.normalize(sums / counts[:, None], dim=-1))
 
     def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The known-ness score `(B,)` of the `K` known-class logits and the "unknown" logit `(B, 1)` that wins the

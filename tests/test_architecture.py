@@ -53,9 +53,11 @@ def test_modeling_imports_no_hesp_hf():
 @pytest.mark.parametrize("room", CORE)
 def test_the_core_never_imports_the_embedded_default_or_the_commands(room):
     target = PACKAGE / room
-    files = modules_of(target, f"hesp_hf.{room}") if target.is_dir() else {
-        target.with_suffix(".py"): imported_modules(target.with_suffix(".py"), "hesp_hf")
-    }
+    files = (
+        modules_of(target, f"hesp_hf.{room}")
+        if target.is_dir()
+        else {target.with_suffix(".py"): imported_modules(target.with_suffix(".py"), "hesp_hf")}
+    )
     for path, names in files.items():
         forbidden = {n for n in names if n.startswith(("hesp_hf.embedded", "hesp_hf.commands"))}
         assert not forbidden, f"{path.relative_to(REPO)} imports {sorted(forbidden)}"
@@ -87,7 +89,7 @@ def test_an_old_module_path_still_imports_with_a_future_warning(old):
     for name in public:  # the old path hands out the very objects of the new one
         assert getattr(module, name) is getattr(new, name)
     with pytest.raises(AttributeError, match="no 'not_a_name'"):
-        module.not_a_name
+        _ = module.not_a_name
 
 
 def test_the_old_names_users_hold_resolve_to_the_new_homes():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from safetensors.torch import load_file
 
 from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.training import PromptSGD, calibrate_threshold, multistep_factor
@@ -86,10 +87,20 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run, tiny_data):
     assert [config["id2label"][str(i)] for i in range(4)] == ["calm", "smile", "frown", "unknown"]
     confusion = (reference_run / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "true \\ predicted,calm,smile,frown,unknown" and len(confusion) == 5
-    # Each branch is reported; the ensemble rebuilt from the two branches scores what the model's own logits score.
+    # The recipe's head: class prototypes of the trained embedding, fitted after training and saved with the model.
+    assert config["inference_logits"] == "prototypes"
+    prototypes = load_file(reference_run / "model.safetensors")["class_prototypes"]
+    assert prototypes.shape[0] == 3
+    torch.testing.assert_close(prototypes.norm(dim=-1), torch.ones(3))
+    # Each prompt branch is reported beside the model's own score; the run's validation held unknown clips (opt-in).
     assert set(metrics["branches"]) == {"clip", "reciprocal", "ensemble"}
-    for name in ("accuracy", "auroc", "oscr"):
-        assert metrics["branches"]["ensemble"][name] == pytest.approx(metrics[name], abs=1e-9)
+    assert metrics["selection_saw_unknown_classes"] is True
+    # The training-free baselines on the frozen CLIP, same test clips; the card names the strongest beside the model.
+    assert {"nearest class prototype (cosine)", "kNN k=10 (probe's class)", "linear probe, max-softmax"} <= set(
+        metrics["baselines"]
+    )
+    best = metrics["strongest_baseline"]
+    assert best["auroc"] == max(values["auroc"] for values in metrics["baselines"].values())
 
     card = ModelCard.load(reference_run / "README.md")
     assert card.data.pipeline_tag == "video-classification"
@@ -103,10 +114,9 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run, tiny_data):
     assert "https://github.com/)" not in card.text and str(tiny_data[1]) not in card.text
     assert "The user's own annotated clips" in card.text and "web-scale" in card.text
     assert "## Citation" in card.text and "10.1145/3664647.3681583" in card.text
-    assert (
-        "Known-ness score: the maximum logit of the ensemble of the CLIP and reciprocal-point branches (reciprocal "
-        "logits: RPL's distance ||v - p||^2 / D)." in card.text
-    )
+    assert "Known-ness score: the similarity to the nearest class prototype" in card.text
+    assert f"strongest training-free baseline on the same frozen CLIP ({best['name']})" in card.text
+    assert "Model selection saw" in card.text and "clips of the unknown classes" in card.text
 
     state = json.loads(sorted(reference_run.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss_known_ce" in entry]

@@ -1,6 +1,7 @@
 """Command-line pieces shared by the quality scripts: which synthetic data sets, splits and seeds a table covers."""
 
 import argparse
+import random
 from pathlib import Path
 
 from ..run.arguments import comma_items
@@ -13,16 +14,31 @@ def add_protocol_arguments(parser: argparse.ArgumentParser, output_dir: str) -> 
     parser.add_argument("--data_seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train_seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--known", default=",".join(DEMO_KNOWN), help="known classes, comma-separated")
+    parser.add_argument(
+        "--random_known",
+        type=int,
+        metavar="SEED",
+        help="instead of --known: 6 known classes drawn at random with this seed (printed with the table)",
+    )
     parser.add_argument("--epochs", type=float, default=12)
     parser.add_argument("--train_per_class", type=int, default=30)
     parser.add_argument("--output_dir", type=Path, default=Path(output_dir))
     parser.add_argument("--data_dir", type=Path, default=Path("outputs/synthetic"))
 
 
+def random_known(seed: int, count: int = len(DEMO_KNOWN)) -> list[str]:
+    """`count` synthetic classes drawn without replacement by `random.Random(seed)`, in class order."""
+    drawn = set(random.Random(seed).sample(CLASSES, count))
+    return [name for name in CLASSES if name in drawn]
+
+
 def protocol_split(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[str], Path]:
     """The known classes of `--known` (a usage error when they are not 2..10 distinct synthetic classes) and the
     results folder of that split: `<output_dir>/demo-split` or `<output_dir>/known-<sorted names>`."""
     known = comma_items(args.known)
+    if getattr(args, "random_known", None) is not None:
+        known = random_known(args.random_known)
+        print(f"--random_known {args.random_known}: known classes {', '.join(known)}", flush=True)
     if (
         any(name not in CLASSES for name in known)
         or len(set(known)) != len(known)

@@ -93,11 +93,12 @@ class ModelArguments:
         default="max_logit",
         metadata={"help": "Known-ness score: max_logit (as published results) or max_softmax."},
     )
-    inference_logits: CONFIG_TYPES["inference_logits"] = field(
-        default="ensemble",
+    inference_logits: CONFIG_TYPES["inference_logits"] | None = field(
+        default=None,
         metadata={
-            "help": "Logits to predict and score with: ensemble (the paper's: CLIP and reciprocal branches "
-            "averaged) or clip (the CLIP branch alone; training is the same)."
+            "help": "Logits to predict and score with: prototypes (hesp-hf recipe: cosine of the trained video "
+            "embedding with each class's mean training embedding, fitted after training), ensemble (paper recipe: "
+            "CLIP and reciprocal branches averaged) or clip (the CLIP branch alone). Training is the same for all."
         },
     )
     keep_share: float = field(
@@ -131,7 +132,10 @@ class ModelArguments:
     def config_fields(self) -> dict[str, object]:
         """The HESPConfig fields these options set, loss settings included (`num_frames` aside: the model and its
         processor take it together, from `model_and_processor_from_clip`'s own argument)."""
-        return {name: getattr(self, name) for name in CONFIG_OPTIONS} | self.loss_overrides()
+        fields = {name: getattr(self, name) for name in CONFIG_OPTIONS} | self.loss_overrides()
+        if self.inference_logits == "prototypes":  # fitted after training; until then the ensemble predicts
+            fields["inference_logits"] = "ensemble"
+        return fields
 
     def recipe_overrides(self) -> dict[str, object]:
         """The recipe-owned fields whose value differs from what `recipe` sets (given explicitly)."""
@@ -143,8 +147,13 @@ class ModelArguments:
 # What each recipe sets when the flag is not given (see docs/open-set-quality.md, "Recipes"). The two differ only where the paper's
 # form measurably fails on frozen CLIP features; everything else is the paper's in both.
 RECIPES: dict[str, dict[str, object]] = {
-    "hesp-hf": {"n_ctx": 4, "reciprocal_distance": "l2", "train_sampling": "class_stratified"},
-    "paper": {"n_ctx": 16, "reciprocal_distance": "arpl", "train_sampling": "random"},
+    "hesp-hf": {
+        "n_ctx": 4,
+        "reciprocal_distance": "l2",
+        "train_sampling": "class_stratified",
+        "inference_logits": "prototypes",
+    },
+    "paper": {"n_ctx": 16, "reciprocal_distance": "arpl", "train_sampling": "random", "inference_logits": "ensemble"},
 }
 
 
@@ -317,6 +326,14 @@ class HESPTrainingArguments(TrainingArguments):
         metadata={
             "help": "Gradient clipping norm; 0 (the paper's recipe) disables it. Trainer's usual 1.0 starves the "
             "prompts: the negative visual prompt images dominate the global norm."
+        },
+    )
+    report_baselines: bool = field(
+        default=True,
+        metadata={
+            "help": "Score the test set with the training-free baselines on the frozen CLIP too (linear probe, "
+            "energy, class prototypes, kNN, Mahalanobis: hesp_hf.evaluation.baselines): metrics.json and the card "
+            "put the model beside the strongest of them."
         },
     )
     label_names: list[str] | None = field(

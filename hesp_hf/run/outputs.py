@@ -124,13 +124,15 @@ def recipe_summary(model_args: ModelArguments) -> str:
             if model_args.use_reciprocal_points
             else ", no reciprocal points"
         )
-        + "."
+        + f", predicting with `{model_args.inference_logits}` logits."
     )
     if model_args.recipe == "hesp-hf":
         text += (
             " hesp-hf's recipe departs from the paper where the paper's form fails on frozen CLIP features: the ARPL "
             "distance ranked unknown clips above known ones, and a shuffled first batch dominated by one class could "
-            "collapse training (hesp-hf docs/open-set-quality.md)."
+            "collapse training; and it predicts with class prototypes of the trained video embedding, which tell "
+            "unknown clips apart better than the prompt logits and every training-free score on the frozen features "
+            "(hesp-hf docs/open-set-quality.md)."
         )
     return text
 

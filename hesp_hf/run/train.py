@@ -17,11 +17,12 @@ from transformers import set_seed
 from ..atomic_files import write_text_atomic
 from ..data import OpenSetSplit, clip_dataset, collate_clips
 from ..data.manifest import read_manifest
+from ..evaluation.baselines import checkpoint_baseline_metrics, strongest_baseline
 from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
 from ..hub.model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
 from ..hub.upload import check_hub_access, push_folder
 from ..metrics import trainer_compute_metrics
-from ..training import HESPTrainer, calibrate_threshold
+from ..training import HESPTrainer, calibrate_threshold, fit_class_prototypes
 from .arguments import DataArguments, HESPTrainingArguments, ModelArguments, training_arguments
 from .outputs import (
     check_output_dir,
@@ -127,6 +128,8 @@ def run_training(
         train_sampling=model_args.train_sampling,
     )
     trainer.train(resume_from_checkpoint=resume)
+    if model_args.inference_logits == "prototypes":  # from the training clips alone, before calibration sees any
+        fit_class_prototypes(trainer, clip_dataset(split.train, eval_transform.for_split("train")))
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
@@ -135,14 +138,26 @@ def run_training(
         model.config.unknown_threshold = calibrate_threshold(validation_predictions.scores, model_args.keep_share)
     else:
         logger.warning("No known validation clips: unknown_threshold stays uncalibrated.")
-    predictions = predict_open_set(trainer, clip_dataset(split.test, eval_transform.for_split("test")))
+    test_set = clip_dataset(split.test, eval_transform.for_split("test"))
+    predictions = predict_open_set(trainer, test_set)
+    baselines = None
+    if training_args.report_baselines and trainer.is_world_process_zero():  # the frozen CLIP, same clips, no training
+        baselines = checkpoint_baseline_metrics(
+            model,
+            clip_dataset(split.train, eval_transform.for_split("train")),
+            test_set,
+            training_args.per_device_eval_batch_size,
+            training_args.dataloader_num_workers,
+        )
 
     # The model and its processor first: a metrics.json in the folder then means the model beside it is complete
     # (hesp-protocol takes a split with metrics.json as finished).
     trainer.save_model(str(output_dir))  # rank 0 writes the model, the processor and the modeling/ code files
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
-        metrics = write_run_outputs(output_dir, trainer, split, predictions, model_args, data_args, training_args)
+        metrics = write_run_outputs(
+            output_dir, trainer, split, predictions, baselines, model_args, data_args, training_args
+        )
         if push_to_hub:
             push_folder(
                 output_dir, training_args.hub_model_id, training_args.hub_token, bool(training_args.hub_private_repo)
@@ -167,12 +182,13 @@ def write_run_outputs(
     trainer: HESPTrainer,
     split: OpenSetSplit,
     predictions: OpenSetPredictions,
+    baselines: dict[str, dict[str, float]] | None,
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: HESPTrainingArguments,
 ) -> dict[str, Any]:
-    """The run's records beside the saved model: metrics.json with curves and confusion table, split.txt, the model
-    card and run_arguments.json; returns the test metrics."""
+    """The run's records beside the saved model: metrics.json with curves and confusion table (and the baselines on
+    the frozen CLIP, when computed), split.txt, the model card and run_arguments.json; returns the test metrics."""
     config = trainer.model.config
     face_crop = trainer.processing_class.face_crop
     label_names = [config.id2label[i] for i in range(config.num_labels)]
@@ -183,6 +199,10 @@ def write_run_outputs(
         "world_size": training_args.world_size,
     }
     extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
+    if baselines:
+        name, best = strongest_baseline(baselines)
+        extra["baselines"] = baselines
+        extra["strongest_baseline"] = {"name": name, **best}
     metrics = write_open_set_report(
         output_dir,
         predictions.logits,

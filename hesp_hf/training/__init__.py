@@ -1,10 +1,12 @@
 """Training HESP with the `Trainer`: `HESPTrainer` composes the optimiser (`optim`), the schedule (`schedule`), the
 class-stratified sampler (`sampler`), bf16 frozen towers (`precision`), per-term loss logs (`loss_log`) and the
-step helpers (`steps`); `calibration` sets the unknown threshold after training."""
+step helpers (`steps`); after training, `prototypes` fits the prototype head and `calibration` the unknown
+threshold."""
 
 from .calibration import calibrate_threshold, set_unknown_threshold
 from .optim import PIXEL_PROMPT_PARAMETERS, PromptSGD, prompt_sgd
 from .precision import FrozenTowersInBF16
+from .prototypes import fit_class_prototypes
 from .sampler import ClassStratifiedSampler, TrainSampling
 from .schedule import milestone_schedule, multistep_factor
 from .trainer import HESPTrainer
@@ -18,6 +20,7 @@ __all__ = [
     "PromptSGD",
     "TrainSampling",
     "calibrate_threshold",
+    "fit_class_prototypes",
     "milestone_schedule",
     "multistep_factor",
     "prompt_sgd",
