@@ -58,3 +58,18 @@ def test_export_refuses_a_folder_in_use(exported):
     _, _, folder = exported
     with pytest.raises(ValueError, match="not an empty folder"):
         export_onnx(str(folder), folder)
+
+
+def test_the_onnx_export_carries_the_prototype_head(make_model, tiny_clip_dir, tmp_path):
+    model = trained_looking(make_model(unknown_threshold=0.0))
+    model.set_class_prototypes(torch.randn(3, model.config.projection_dim), torch.arange(3))
+    model.config.inference_logits = "prototypes"
+    model.save_pretrained(tmp_path / "full")
+    HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4).save_pretrained(tmp_path / "full")
+    classifier = ONNXVideoClassifier(export_onnx(str(tmp_path / "full"), tmp_path / "onnx"))
+    pixels = torch.randn(3, 4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(pixels)
+        plain = model.prototype_logits(expected.video_embeds)
+    torch.testing.assert_close(expected.logits[:, :3], plain)  # the eager model predicts with its prototypes
+    torch.testing.assert_close(classifier(pixel_values_videos=pixels).logits, expected.logits, rtol=0, atol=1e-4)

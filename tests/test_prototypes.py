@@ -111,3 +111,14 @@ def test_a_prototype_config_without_prototypes_is_refused(make_model, saved_pair
     folder = saved_pair(model, "unfitted")
     with pytest.raises(ValueError, match="holds no class_prototypes"):
         HESPForOpenSetVideoClassification.from_pretrained(folder)
+
+
+def test_the_lean_export_keeps_the_prototype_head(make_model):
+    model = make_model().eval()
+    model.set_class_prototypes(torch.randn(3, model.config.projection_dim), torch.arange(3))
+    model.config.inference_logits = "prototypes"
+    lean = model.to_inference_only()
+    pixels = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(lean(pixel_values_videos=pixels).logits, model(pixel_values_videos=pixels).logits)
+    torch.testing.assert_close(lean.class_prototypes, model.class_prototypes)
