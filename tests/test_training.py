@@ -179,10 +179,14 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
         sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(reference_run),
         "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
-        "--test_annotation", str(root / "test.csv"), "--num_workers", "0",
+        "--test_annotation", str(root / "test.csv"), "--num_workers", "0", "--seed", "3", "--report_baselines", "true",
     ]  # fmt: skip
     run(command)
     evaluated, trained = metrics_of(tmp_path / "eval"), metrics_of(reference_run)
+    # The same split (seed 3, as trained) and the same frozen CLIP: the baselines the training run reported.
+    assert evaluated["strongest_baseline"]["name"] == trained["strongest_baseline"]["name"]
+    for name, values in trained["baselines"].items():
+        assert evaluated["baselines"][name] == pytest.approx(values, abs=1e-6)
     for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
         assert evaluated[name] == pytest.approx(trained[name], abs=1e-6)
     assert evaluated["branches"].keys() == trained["branches"].keys()
@@ -198,6 +202,10 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
     run(alone)
     for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
         assert metrics_of(tmp_path / "alone")[name] == pytest.approx(trained[name], abs=1e-6)
+    refused = subprocess.run([*alone, "--report_baselines", "true"], cwd=REPO, capture_output=True, text=True)
+    assert refused.returncode == 2 and "--report_baselines fits the baselines on the known training clips" in (
+        refused.stderr
+    )
 
 
 def test_run_protocol_resumes_and_tabulates(tmp_path):

@@ -22,6 +22,7 @@ from transformers import TrainingArguments
 
 from hesp_hf.commands.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import clip_dataset, collate_clips
+from hesp_hf.evaluation.baselines import baseline_report, checkpoint_baseline_metrics
 from hesp_hf.evaluation.report import predict_open_set, write_open_set_report
 from hesp_hf.pairing import load_pair
 from hesp_hf.run.arguments import DataArguments, changed_options
@@ -46,6 +47,14 @@ class EvaluationArguments:
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding."})
     bf16_autocast: bool = field(default=False, metadata={"help": "Run the model under bfloat16 autocast."})
     seed: int = field(default=0, metadata={"help": "Seed of the split's validation hold-out (as in training)."})
+    report_baselines: bool = field(
+        default=False,
+        metadata={
+            "help": "Also score the test set with the training-free baselines on the checkpoint's frozen CLIP, fitted "
+            "on the split's known training clips (needs the training split: --train_annotation, or a preset's "
+            "--data_root with --split_index / --known_labels)."
+        },
+    )
 
 
 def main() -> None:
@@ -81,6 +90,11 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
     clip_log = Path(eval_args.output_dir) / CLIP_LOG_NAME
     transform = clip_transform(processor, data_args, Path(eval_args.output_dir), "test")
     test_set = clip_dataset(split.test, transform)
+    if eval_args.report_baselines and not split.train:
+        raise ValueError(
+            "--report_baselines fits the baselines on the known training clips: pass the training split too "
+            "(--train_annotation, or --data_root with --split_index / --known_labels)."
+        )
     trainer = HESPTrainer(
         model=model,
         args=TrainingArguments(
@@ -99,6 +113,11 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
     if not trainer.is_world_process_zero():
         return {}
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    baselines = {}
+    if eval_args.report_baselines:
+        train_set = clip_dataset(split.train, transform.for_split("train"))
+        metrics = checkpoint_baseline_metrics(model, train_set, test_set, eval_args.batch_size, eval_args.num_workers)
+        baselines = baseline_report(metrics)
     return write_open_set_report(
         eval_args.output_dir,
         predictions.logits,
@@ -111,6 +130,7 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
             "bf16_autocast": eval_args.bf16_autocast,
             "test_clips": len(split.test),
             **clip_report_summary(clip_log, ("test",), processor.face_crop),
+            **baselines,
         },
         score=model.config.open_set_score,
         branch_logits=predictions.branch_logits,

@@ -355,7 +355,8 @@ def checkpoint_baseline_metrics(
     return baseline_metrics(train_features[known], train_labels[known], test_features, test_labels)
 
 
-def strongest_baseline(metrics: Mapping[str, Mapping[str, float]]) -> tuple[str, dict[str, float]]:
-    """The baseline with the highest AUROC (the open-set ranking HESP exists for), ties broken by OSCR."""
+def baseline_report(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, Any]:
+    """`metrics.json` entries of the baselines: every one (`baselines`) and the strongest (`strongest_baseline`: the
+    highest AUROC, the open-set ranking HESP exists for, ties broken by OSCR), by name."""
     name = max(metrics, key=lambda key: (metrics[key]["auroc"], metrics[key]["oscr"]))
-    return name, dict(metrics[name])
+    return {"baselines": dict(metrics), "strongest_baseline": {"name": name, **metrics[name]}}

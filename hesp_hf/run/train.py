@@ -17,7 +17,7 @@ from transformers import set_seed
 from ..atomic_files import write_text_atomic
 from ..data import OpenSetSplit, clip_dataset, collate_clips
 from ..data.manifest import read_manifest
-from ..evaluation.baselines import checkpoint_baseline_metrics, strongest_baseline
+from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics
 from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
 from ..hub.model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
 from ..hub.upload import check_hub_access, push_folder
@@ -200,9 +200,7 @@ def write_run_outputs(
     }
     extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
     if baselines:
-        name, best = strongest_baseline(baselines)
-        extra["baselines"] = baselines
-        extra["strongest_baseline"] = {"name": name, **best}
+        extra.update(baseline_report(baselines))
     metrics = write_open_set_report(
         output_dir,
         predictions.logits,
