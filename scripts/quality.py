@@ -161,6 +161,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     known, root = protocol_split(parser, args)
+    if args.random_known is not None:
+        print(f"--random_known {args.random_known}: known classes {', '.join(known)}", flush=True)
 
     runs: dict[str, dict[int, list[dict]]] = {}
     jobs = []  # (row names sharing the run, branch per row, data seed, folder, extra, training seed)

@@ -98,9 +98,10 @@ def train_variant(data: Path, features: dict, known: list[str], variant: str, se
     recipe, overrides = VARIANTS[variant]
     settings = {**RECIPES[recipe], **overrides}
     sampling = settings.pop("train_sampling")
+    settings.pop("inference_logits")  # the prompt branches are compared here (metrics.json's "branches")
     split = load_open_set_split(
         "custom", data / "train.csv", data / "test.csv", label_names=list(CLASSES), known_labels=known,
-        validation_fraction=0.1, seed=seed, validation_unknown_fraction=0.1,
+        validation_fraction=0.1, seed=seed, validation_unknown_fraction=0.0,
     )  # fmt: skip
     set_seed(seed)
     model = HESPForOpenSetVideoClassification.from_clip(

@@ -38,7 +38,6 @@ def protocol_split(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     known = comma_items(args.known)
     if getattr(args, "random_known", None) is not None:
         known = random_known(args.random_known)
-        print(f"--random_known {args.random_known}: known classes {', '.join(known)}", flush=True)
     if (
         any(name not in CLASSES for name in known)
         or len(set(known)) != len(known)
