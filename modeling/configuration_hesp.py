@@ -347,11 +347,27 @@ __all__ = ["HESPConfig"]
 
 # `from_pretrained` keywords that say where a checkpoint's files are (passed on when the other half is looked up).
 LOCATION_KWARGS = ("cache_dir", "revision", "subfolder", "token", "local_files_only")
+# The settings a HESP model and its video processor share, each as the model's config holds it: the number of frames
+# (the pipeline samples the config's, training and evaluation the processor's) and the pixel std (the processor
+# normalises with it, the model scales the visual prompt by it).
+SHARED_SETTINGS = ("num_frames", "image_std")
 
 
-def saved_num_frames(pretrained: Any, filename: str, **kwargs: Any) -> int | None:
-    """`num_frames` of a checkpoint's `config.json` (a HESP one) or `video_preprocessor_config.json`; None when the
-    file is absent or holds none."""
+def shared_settings(values: Any) -> dict[str, Any]:
+    """The shared settings of a config, a processor or their saved JSON (a dict), comparable as they are:
+    `num_frames` an int, `image_std` a list rounded to 6 decimals; absent ones left out."""
+    found = {}
+    for name in SHARED_SETTINGS:
+        value = values.get(name) if isinstance(values, dict) else getattr(values, name, None)
+        if value is None:
+            continue
+        found[name] = int(value) if name == "num_frames" else [round(float(v), 6) for v in value]
+    return found
+
+
+def saved_settings(pretrained: Any, filename: str, **kwargs: Any) -> dict[str, Any]:
+    """The shared settings of a checkpoint's `config.json` (a HESP one) or `video_preprocessor_config.json`; empty when
+    the file is absent."""
     location = {key: kwargs[key] for key in LOCATION_KWARGS if kwargs.get(key) is not None}
     try:
         path = cached_file(
@@ -363,26 +379,28 @@ def saved_num_frames(pretrained: Any, filename: str, **kwargs: Any) -> int | Non
             **location,
         )
     except (OSError, ValueError):
-        return None
+        return {}
     if path is None:
-        return None
+        return {}
     try:
         saved = json.loads(open(path, encoding="utf-8").read())
     except (OSError, ValueError):
-        return None
-    if filename == CONFIG_NAME and saved.get("model_type") != HESPConfig.model_type:
-        return None
-    value = saved.get("num_frames")
-    return int(value) if isinstance(value, (int, float)) else None
+        return {}
+    if not isinstance(saved, dict) or (filename == CONFIG_NAME and saved.get("model_type") != HESPConfig.model_type):
+        return {}
+    return shared_settings(saved)
 
 
-def check_saved_num_frames(pretrained: Any, model_frames: int | None, processor_frames: int | None) -> None:
-    """One owner for `num_frames`: a checkpoint whose model and processor disagree is refused, naming both values
-    (the pipeline samples the config's number, training and evaluation the processor's, so they must agree)."""
-    if model_frames is None or processor_frames is None or int(model_frames) == int(processor_frames):
-        return
-    raise ValueError(
-        f"{pretrained}: the model and its video processor disagree on num_frames -- {CONFIG_NAME} says "
-        f"{model_frames}, {VIDEO_PROCESSOR_NAME} says {processor_frames}. The model owns it: set num_frames in "
-        f"{VIDEO_PROCESSOR_NAME} to {model_frames} (or retrain for {processor_frames} frames)."
-    )
+def check_saved_pair(pretrained: Any, model_settings: dict[str, Any], processor_settings: dict[str, Any]) -> None:
+    """One owner per shared setting: a checkpoint whose model and video processor disagree on one is refused, naming
+    both values (the model's config owns them)."""
+    problems = [
+        f"{name}: {CONFIG_NAME} says {model_settings[name]}, {VIDEO_PROCESSOR_NAME} says {processor_settings[name]}"
+        for name in SHARED_SETTINGS
+        if name in model_settings and name in processor_settings and model_settings[name] != processor_settings[name]
+    ]
+    if problems:
+        raise ValueError(
+            f"{pretrained}: the model and its video processor disagree -- " + "; ".join(problems) + ". The model's "
+            f"config owns them: set the processor's values in {VIDEO_PROCESSOR_NAME} to the config's (or retrain)."
+        )

@@ -22,7 +22,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutpu
 from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
 from transformers.utils import VIDEO_PROCESSOR_NAME, logging
 
-from .configuration_hesp import HESPConfig, check_saved_num_frames, saved_num_frames
+from .configuration_hesp import HESPConfig, check_saved_pair, saved_settings, shared_settings
 from .loss_hesp import HESPOpenSetLoss, ensemble_logits, reciprocal_logits
 
 
@@ -384,9 +384,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 "clips, or set inference_logits to 'ensemble' or 'clip'."
             )
         source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
-        if source is not None:  # a video processor saved beside the model must sample the config's number of frames
-            processor_frames = saved_num_frames(source, VIDEO_PROCESSOR_NAME, **kwargs)
-            check_saved_num_frames(source, model.config.num_frames, processor_frames)
+        if source is not None:  # a video processor saved beside the model must share the config's settings
+            processor = saved_settings(source, VIDEO_PROCESSOR_NAME, **kwargs)
+            check_saved_pair(source, shared_settings(model.config), processor)
         return loaded
 
     def _init_weights(self, module: nn.Module) -> None:

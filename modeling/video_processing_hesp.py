@@ -16,7 +16,7 @@ from transformers.utils import logging
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-from .configuration_hesp import check_saved_num_frames, saved_num_frames
+from .configuration_hesp import check_saved_pair, saved_settings, shared_settings
 from .face_cropping_hesp import DEFAULT_MARGIN, DEFAULT_MIN_SCORE, FaceTrack
 from .video_decoding_hesp import VideoDecodeError, decode_video, segment_indices
 
@@ -173,11 +173,11 @@ class HESPVideoProcessor(BaseVideoProcessor):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:
-        """As `BaseVideoProcessor.from_pretrained`; a HESP `config.json` beside it that samples another number of
-        frames is refused (the model owns `num_frames`)."""
+        """As `BaseVideoProcessor.from_pretrained`; a HESP `config.json` beside it that disagrees on a shared setting
+        (`num_frames`, `image_std`) is refused: the model owns them."""
         processor = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-        model_frames = saved_num_frames(pretrained_model_name_or_path, "config.json", **kwargs)
-        check_saved_num_frames(pretrained_model_name_or_path, model_frames, getattr(processor, "num_frames", None))
+        model = saved_settings(pretrained_model_name_or_path, "config.json", **kwargs)
+        check_saved_pair(pretrained_model_name_or_path, model, shared_settings(processor))
         return processor
 
     @classmethod

@@ -148,15 +148,19 @@ def test_remote_code_face_crop_checkpoint(checkpoint, tmp_path):
 
 
 def test_a_pair_that_disagrees_on_num_frames_is_one_clear_error(checkpoint, tmp_path):
-    """The model owns num_frames: a saved processor sampling 6 frames beside a model built for 4 is refused by every
-    loading path (the Auto classes, the pipeline, and remote code without the package), naming both values."""
+    """The model owns the settings it shares with its processor: a saved processor sampling 6 frames (and normalising
+    with another std) beside a model built for 4 is refused by every loading path (the Auto classes, the pipeline, and
+    remote code without the package), naming both values of each."""
     from transformers import AutoModel, AutoModelForVideoClassification
 
     settings_file = checkpoint / "video_preprocessor_config.json"
     settings = json.loads(settings_file.read_text())
     assert settings["num_frames"] == 4
-    settings_file.write_text(json.dumps({**settings, "num_frames": 6}))
-    expected = r"disagree on num_frames -- config.json says 4, video_preprocessor_config.json says 6"
+    settings_file.write_text(json.dumps({**settings, "num_frames": 6, "image_std": [0.5, 0.5, 0.5]}))
+    expected = (
+        r"disagree -- num_frames: config.json says 4, video_preprocessor_config.json says 6; image_std: config.json "
+        r"says \[[0-9., ]+\], video_preprocessor_config.json says \[0.5, 0.5, 0.5\]"
+    )
     for load in (
         AutoModel.from_pretrained,
         AutoModelForVideoClassification.from_pretrained,
