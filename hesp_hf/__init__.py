@@ -1,7 +1,8 @@
 """hesp-hf: open-set video facial expression recognition with HESP on Hugging Face Transformers.
 
 Importing the package registers HESP with `AutoConfig`, `AutoModel`, `AutoModelForVideoClassification` and
-`AutoVideoProcessor`, so checkpoints load without `trust_remote_code`.
+`AutoVideoProcessor`, so checkpoints load without `trust_remote_code`, and the `zero-shot-video-classification`
+pipeline task (`hesp_hf.inference.zero_shot`).
 """
 
 from transformers import (
@@ -11,6 +12,7 @@ from transformers import (
     AutoVideoProcessor,
 )
 
+from .inference.zero_shot import register_pipeline as _register_zero_shot_pipeline
 from .legacy_imports import install as _install_legacy_imports
 from .modeling.configuration_hesp import HESPConfig
 from .modeling.loss_hesp import HESPOpenSetLoss
@@ -37,6 +39,7 @@ def load_oscr_metric(**kwargs):
 
 
 _install_legacy_imports()
+_register_zero_shot_pipeline()
 AutoConfig.register(HESPConfig.model_type, HESPConfig, exist_ok=True)
 AutoModel.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)
 AutoModelForVideoClassification.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)

@@ -476,6 +476,33 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         """CLIP text features `(N, D)` of token ids `(N, L)` whose EOS sits at `lengths - 1`."""
         return self.encode_text_embeds(self.text_tower().embeddings.token_embedding(input_ids), lengths)
 
+    def candidate_text_embeds(self, input_ids: Sequence[Sequence[int]], learned_context: bool = False) -> torch.Tensor:
+        """Features `(N, D)` of texts the model was not trained on (expression names or descriptions), from their
+        token ids as CLIP's tokenizer gives them (`[SOS] ... [EOS]`, unpadded). `learned_context=True` puts the mean
+        of the classes' learned context vectors after SOS, as the class prompts have theirs (CoOp's context applied
+        to new class texts); the texts must then leave `n_ctx` positions free in the text tower's context."""
+        if not input_ids:
+            raise ValueError("candidate_text_embeds needs at least one text.")
+        ids, lengths = pad_token_ids(input_ids)
+        ids, lengths = ids.to(self.logit_scale.device), lengths.to(self.logit_scale.device)
+        embeds = self.text_tower().embeddings.token_embedding(ids)  # (N, L, W)
+        if learned_context:
+            context = self.prompt_learner.ctx.mean(dim=0).to(embeds.dtype)  # (M, W)
+            embeds = torch.cat([embeds[:, :1], context.expand(len(embeds), -1, -1), embeds[:, 1:]], dim=1)
+            lengths = lengths + context.shape[0]
+        limit = self.config.text_config.max_position_embeddings
+        if embeds.shape[1] > limit:
+            raise ValueError(
+                f"A candidate text takes {embeds.shape[1]} positions with the context, more than the text tower's "
+                f"{limit}: shorten it (hesp_hf.inference.zero_shot truncates with a warning)."
+            )
+        with torch.no_grad():
+            return self.encode_text_embeds(embeds, lengths)
+
+    def candidate_logits(self, video_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
+        """`(B, N)`: CLIP's logit scale times the cosine of each clip's video embedding with each candidate text's."""
+        return self.logit_scale.exp() * F.normalize(video_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
+
     def text_tower(self) -> CLIPTextModel:
         """The CLIP text tower; a clear error for an inference-only model, which has none."""
         if self.config.inference_only:

@@ -40,6 +40,12 @@ def main() -> None:
         help="drop the text side after loading (hesp_hf.export): less memory, the same rows",
     )
     parser.add_argument("--no_resume", action="store_true", help="predict again the clips already in --output")
+    parser.add_argument(
+        "--no_describe_unknown",
+        action="store_true",
+        help="leave out closest_expression / closest_description (the expression outside the model's classes whose "
+        "facial-action description lies closest to a clip decided unknown; needs the checkpoint's tokenizer)",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
@@ -69,6 +75,7 @@ def main() -> None:
         model, processor = load_pair(args.checkpoint)
         if args.inference_only:
             model = model.to_inference_only()
+    describer = None if args.no_describe_unknown else unknown_describer(model, args.checkpoint)
     if args.face_crop:
         processor.face_crop = True
     rows, summary = predict_clips(
@@ -81,12 +88,31 @@ def main() -> None:
         bf16=args.bf16,
         resume=not args.no_resume,
         progress=not args.no_progress,
+        describer=describer,
     )
     if rows and summary.failures == len(rows):  # a setup problem, not a few bad files: say so with the exit status
         raise ValueError(
             f"none of the {len(rows)} clips could be read (rows with their errors in {args.output}); the first, "
             f"{rows[0]['file']}: {rows[0]['error']}"
         )
+
+
+def unknown_describer(model, checkpoint: str):
+    """The scorer that names what an unknown clip looks closest to, where the model can read text: a full PyTorch
+    checkpoint (not ONNX, not inference-only) with its tokenizer; else None, said in the log."""
+    from transformers import AutoTokenizer
+
+    from hesp_hf.inference.zero_shot import CandidateScorer
+
+    if onnx_runtime.is_onnx_export(checkpoint) or model.config.inference_only:
+        logging.info("No closest_description column: this model has no text tower (ONNX or inference-only).")
+        return None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    except (OSError, ValueError):
+        logging.info("No closest_description column: %s holds no tokenizer.", checkpoint)
+        return None
+    return CandidateScorer(model, tokenizer)
 
 
 def cli() -> None:

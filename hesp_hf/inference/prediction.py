@@ -223,7 +223,13 @@ class PredictionSummary:
         return "\n".join(lines)
 
 
-def _rows_of(model: HESPForOpenSetVideoClassification, outputs: Any, items: list[dict], clips: list[str]) -> list:
+def _rows_of(
+    model: HESPForOpenSetVideoClassification,
+    outputs: Any,
+    items: list[dict],
+    clips: list[str],
+    describer: Any = None,
+) -> list:
     config = model.config
     known = config.known_labels
     logits = outputs.logits.float()
@@ -245,6 +251,11 @@ def _rows_of(model: HESPForOpenSetVideoClassification, outputs: Any, items: list
                 "probabilities": dict(zip(known, probabilities[row_index].tolist(), strict=True)),
             }
         )
+    unknown = [i for i, row in enumerate(rows) if not row["known"]]
+    if describer is not None and unknown:  # what an unknown clip looks closest to, among the other expressions
+        closest = describer.closest_unknown(outputs.video_embeds[unknown].float())
+        for index, (name, text, _) in zip(unknown, closest, strict=True):
+            rows[index]["closest_expression"], rows[index]["closest_description"] = name, text
     return rows
 
 
@@ -273,9 +284,14 @@ def _write_rows(handle: Any, rows: list[dict[str, Any]], form: str, labels: Sequ
 
 
 def _csv_fields(labels: Sequence[str]) -> list[str]:
-    return ["file", "label", "known", "score", "threshold", "truncated", "face_found", "error"] + [
-        f"p_{label}" for label in labels
-    ]
+    return (
+        ["file", "label", "known", "score", "threshold", "truncated", "face_found", "error"]
+        + [
+            "closest_expression",
+            "closest_description",
+        ]
+        + [f"p_{label}" for label in labels]
+    )
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -321,6 +337,9 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
     }
     if row.get("face_found", ""):
         typed["face_found"] = flag(row["face_found"])
+    for name in ("closest_expression", "closest_description"):
+        if row.get(name, ""):
+            typed[name] = row[name]
     typed["error"] = row.get("error", "")
     typed["probabilities"] = {k[2:]: float(v) for k, v in row.items() if k.startswith("p_") and v != ""}
     return typed
@@ -462,6 +481,7 @@ def predict_clips(
     bf16: bool = False,
     resume: bool = True,
     progress: bool = True,
+    describer: Any = None,
 ) -> tuple[list[dict[str, Any]], PredictionSummary]:
     """Predict every clip; returns its rows (in the order of `clips`) and a summary.
 
@@ -470,7 +490,9 @@ def predict_clips(
     `num_workers`: decoding worker processes (default: the cores left after the model, up to 8; 0: decoding in a
     thread of this process, the default with 2 cores or fewer). `bf16`: bfloat16 autocast for the forward pass
     (probabilities and scores are returned in float32). `resume`: skip clips already
-    in `output` (or in the parts an interrupted run left); without it they are predicted again.
+    in `output` (or in the parts an interrupted run left); without it they are predicted again. `describer` (a
+    `hesp_hf.inference.zero_shot.CandidateScorer`): a clip decided unknown gets `closest_expression` and
+    `closest_description`, the expression outside the model's classes whose description lies closest.
     """
     from accelerate import PartialState
 
@@ -535,7 +557,7 @@ def predict_clips(
                 pixels = torch.stack([item["pixel_values"] for item in good]).to(device, non_blocking=True)
                 with torch.inference_mode(), autocast:
                     outputs = model(pixel_values_videos=pixels)
-                for item, row in zip(good, _rows_of(model, outputs, good, mine), strict=True):
+                for item, row in zip(good, _rows_of(model, outputs, good, mine, describer), strict=True):
                     rows_by_index[item["index"]] = row
             threads.observe(got - asked, time.perf_counter() - got)
             rows = [rows_by_index[item["index"]] for item in items]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from transformers import set_seed
+from transformers import AutoTokenizer, set_seed
 
 from ..atomic_files import write_text_atomic
 from ..data import OpenSetSplit, clip_dataset, collate_clips
@@ -155,6 +155,7 @@ def run_training(
     trainer.save_model(str(output_dir))  # rank 0 writes the model, the processor and the modeling/ code files
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
+        save_tokenizer(model_args.clip_model, output_dir)
         metrics = write_run_outputs(
             output_dir, trainer, split, predictions, baselines, model_args, data_args, training_args
         )
@@ -163,6 +164,15 @@ def run_training(
                 output_dir, training_args.hub_model_id, training_args.hub_token, bool(training_args.hub_private_repo)
             )
     return metrics
+
+
+def save_tokenizer(clip_model: str, output_dir: Path) -> None:
+    """The backbone's tokenizer beside the model, so that the checkpoint reads new texts (zero-shot candidates, the
+    closest description of an unknown clip: `hesp_hf.inference.zero_shot`)."""
+    try:
+        AutoTokenizer.from_pretrained(clip_model).save_pretrained(output_dir)
+    except (OSError, ValueError) as error:
+        logger.warning("No tokenizer saved with the model (%s): zero-shot naming will need one.", error)
 
 
 def warn_on_milestones(milestones: list[int], epochs: float) -> None:
