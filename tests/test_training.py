@@ -376,6 +376,27 @@ def test_model_card_names_the_backbone_only_as_the_hub_knows_it(tmp_path):
     assert str(tmp_path) not in describe_backbone(str(own)).description
 
 
+@pytest.mark.parametrize("model_auroc", [0.95, 0.85])
+def test_model_card_puts_the_model_beside_the_strongest_baseline(model_auroc):
+    """Above the baseline the card says so; below it, it says plainly that a training-free score ranks better."""
+    from hesp_hf.hub.model_card import BackboneInfo, render_model_card
+
+    metrics = {
+        "accuracy": 0.9, "auroc": model_auroc, "oscr": 0.8, "fpr_at_95_tpr": 0.3, "num_known": 10, "num_unknown": 5,
+        "strongest_baseline": {"name": "nearest class prototype (cosine)", "accuracy": 0.8, "auroc": 0.9, "oscr": 0.7},
+    }  # fmt: skip
+    card = render_model_card(
+        repo_id="org/x", backbone=BackboneInfo(None, "a CLIP", False), dataset_name="custom", data_description="d",
+        synthetic_data=False, known_labels=["a", "b"], unknown_labels=["c"], metrics=metrics, split_description="s",
+        training_summary="t", temporal_pooling="mean", threshold=0.5, keep_share=0.95, known_ness="k",
+    )  # fmt: skip
+    row = "| strongest training-free baseline on the same frozen CLIP (nearest class prototype (cosine)): "
+    assert row + "ACC / AUROC / OSCR | 0.8000 / 0.9000 / 0.7000 |" in card.text
+    loses = "ranks unknown clips worse than a score that needs no training" in card.text
+    assert loses == (model_auroc < 0.9)
+    assert ("Every training-free baseline" in card.text) == (model_auroc >= 0.9)
+
+
 def test_calibration_keeps_the_requested_share():
     rng = np.random.default_rng(0)
     for size in (1, 7, 20, 101, 1000):
