@@ -111,6 +111,11 @@ class HESPConfig(CLIPConfig):
             `"prototypes"`, the cosine of the trained video embedding with each class prototype (the mean embedding
             of the class's training clips, `class_prototypes`, fitted after training) times the logit scale. Training
             is the same (all five loss terms, the hybrid one on the ensemble); `metrics.json` reports every branch.
+        prototype_space (`str`, *optional*, defaults to `"trained"`):
+            Where the prototype head compares clips with its prototypes: `"trained"`, the trained video embedding, or
+            `"frozen"`, the frozen CLIP's frame-mean feature (every frame without the visual prompt, L2-normalised,
+            averaged). Fitting chooses the space whose prototypes classify the known training clips better
+            (leave-one-out), so a training that went wrong falls back to the frozen features.
         reciprocal_distance (`str`, *optional*, defaults to `"l2"`):
             The reciprocal-point logits (`reciprocal_logits`, the `L_NE(CE)` and `L_H` terms, the ensemble).
             `"l2"`: RPL's distance (Chen et al., ECCV 2020), `||v - p_k||^2 / D`: a reciprocal point stands for
@@ -178,6 +183,7 @@ class HESPConfig(CLIPConfig):
     unknown_threshold: float | None = None
     open_set_score: Literal["max_logit", "max_softmax"] = "max_logit"
     inference_logits: Literal["ensemble", "clip", "prototypes"] = "ensemble"
+    prototype_space: Literal["trained", "frozen"] = "trained"
     reciprocal_distance: Literal["arpl", "l2"] = "l2"
     known_ce_weight: float = 1.0
     known_contrastive_weight: float = 1.0

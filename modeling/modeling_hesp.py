@@ -271,6 +271,11 @@ class HESPReciprocalPoints(nn.Module):
         self.radius = nn.Parameter(torch.empty(()))
 
 
+def frozen_frame_mean(frame_embeds: torch.Tensor) -> torch.Tensor:
+    """`(B, D)`: frame features `(B, T, D)` L2-normalised, then averaged over the frames."""
+    return F.normalize(frame_embeds.float(), dim=-1).mean(dim=1).to(frame_embeds.dtype)
+
+
 def pad_token_ids(sequences: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad token lists to one tensor `(N, L)` and return their lengths `(N,)`.
 
@@ -719,7 +724,13 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             if self.config.inference_logits == "ensemble":
                 known_logits = ensemble_logits(clip_logits, recip_logits)
         if self.config.inference_logits == "prototypes":
-            known_logits = self.prototype_logits(video_embeds)
+            if self.config.prototype_space == "frozen":
+                unprompted = not self.config.use_visual_prompt or pixel_values_videos is None
+                known_logits = self.prototype_logits(
+                    frozen_frame_mean(frame_embeds) if unprompted else self.frozen_video_embeds(pixel_values_videos)
+                )
+            else:
+                known_logits = self.prototype_logits(video_embeds)
         open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
         logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
 
@@ -765,6 +776,13 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors
         # (`loss_terms`, a dict for logging, is left out).
         return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
+
+    def frozen_video_embeds(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
+        """`(B, D)`: the frozen CLIP's clip feature of normalised frames `(B, T, C, H, W)`: every frame through the
+        image tower as CLIP has it (no visual prompt), L2-normalised, averaged over the frames."""
+        batch, frames = pixel_values_videos.shape[:2]
+        pixels = pixel_values_videos.to(self.visual_projection.weight.dtype).flatten(0, 1)
+        return frozen_frame_mean(self.image_embeds(pixels).view(batch, frames, -1))
 
     def prototype_logits(self, video_embeds: torch.Tensor) -> torch.Tensor:
         """`(B, K)`: the cosine of each clip's video embedding with each class prototype, times CLIP's logit scale;

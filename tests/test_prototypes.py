@@ -122,3 +122,35 @@ def test_the_lean_export_keeps_the_prototype_head(make_model):
     with torch.no_grad():
         torch.testing.assert_close(lean(pixel_values_videos=pixels).logits, model(pixel_values_videos=pixels).logits)
     torch.testing.assert_close(lean.class_prototypes, model.class_prototypes)
+
+
+def test_leave_one_out_accuracy_by_hand():
+    from hesp_hf.training.prototypes import choose_prototype_space, leave_one_out_accuracy
+
+    # class 0: (1, 0) and (0, 1); class 1: (0, 1) and (0.1, 1). Left out of its own class, (1, 0) meets class 0's
+    # prototype (0, 1) at cosine 0 and class 1's at about 0.05: wrong; (0, 1) meets (1, 0) at 0 and class 1 at about
+    # 1: wrong. Class 1's clips keep their own class (cosine ~0.995 against ~0.71 and ~0.77): right. 2 of 4.
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.1, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    assert leave_one_out_accuracy(features, labels) == 0.5
+    separable = torch.tensor([[1.0, 0.1], [1.0, -0.1], [0.1, 1.0], [-0.1, 1.0]])
+    assert leave_one_out_accuracy(separable, labels) == 1.0
+    assert choose_prototype_space(features, separable, labels)[0] == "frozen"
+    assert choose_prototype_space(separable, features, labels)[0] == "trained"
+    assert choose_prototype_space(separable, separable, labels)[0] == "trained"  # a tie keeps the trained space
+
+
+def test_the_frozen_prototype_space_reads_the_frozen_clip(make_model, tiny_clip_dir):
+    from transformers import CLIPModel
+
+    model = make_model().eval()
+    model.set_class_prototypes(torch.randn(3, model.config.projection_dim), torch.arange(3))
+    model.config.inference_logits, model.config.prototype_space = "prototypes", "frozen"
+    pixels = torch.randn(2, 4, 3, 32, 32)
+    clip = CLIPModel.from_pretrained(tiny_clip_dir).eval()
+    with torch.no_grad():
+        output = model(pixel_values_videos=pixels)
+        frames = clip.get_image_features(pixel_values=pixels.flatten(0, 1)).pooler_output.view(2, 4, -1)
+    frozen = torch.nn.functional.normalize(frames, dim=-1).mean(dim=1)
+    cosine = torch.nn.functional.cosine_similarity(frozen[:, None], model.class_prototypes[None], dim=-1)
+    torch.testing.assert_close(output.logits[:, :3], model.logit_scale.exp() * cosine, atol=1e-4, rtol=1e-5)

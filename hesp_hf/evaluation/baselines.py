@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy.special import logsumexp
 from sklearn.cluster import KMeans
 from sklearn.covariance import ledoit_wolf
@@ -311,11 +310,8 @@ def linear_probe_metrics(
 def frozen_clip_features(model: HESPForOpenSetVideoClassification, pixel_values_videos: torch.Tensor) -> torch.Tensor:
     """`(B, D)`: the clip features the baselines score, from the frozen CLIP the model was built on: every frame of
     `(B, T, C, H, W)` through the image tower as CLIP has it (no visual prompt), L2-normalised, averaged over frames."""
-    batch, frames = pixel_values_videos.shape[:2]
-    pixels = pixel_values_videos.to(device=model.device, dtype=model.visual_projection.weight.dtype)
     with torch.no_grad():
-        embeds = model.image_embeds(pixels.flatten(0, 1)).view(batch, frames, -1)
-    return F.normalize(embeds.float(), dim=-1).mean(dim=1)
+        return model.frozen_video_embeds(pixel_values_videos.to(model.device)).float()
 
 
 def dataset_features(

@@ -20,9 +20,14 @@ BUILD_INFO_NAME = "build_info.json"  # how a locally built backbone describes it
 def known_ness_description(config: Any) -> str:
     """The known-ness score of a `HESPConfig` in words, e.g. "the maximum logit of the CLIP branch"."""
     if config.inference_logits == "prototypes":
+        space = (
+            "the clip's trained video embedding"
+            if config.prototype_space == "trained"
+            else "the clip's frozen CLIP feature (frame mean; the trained embedding classified the training clips worse)"
+        )
         logits = (
-            "the prototype head (cosine similarity of the clip's trained video embedding to each class prototype, the "
-            "mean embedding of that class's training clips, times CLIP's logit scale)"
+            f"the prototype head (cosine similarity of {space} to each class prototype, the mean of that class's "
+            "training clips, times CLIP's logit scale)"
         )
         if config.open_set_score == "max_softmax":
             return f"the maximum softmax probability over the known classes of {logits}"

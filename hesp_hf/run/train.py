@@ -128,8 +128,9 @@ def run_training(
         train_sampling=model_args.train_sampling,
     )
     trainer.train(resume_from_checkpoint=resume)
+    prototype_fit = None
     if model_args.inference_logits == "prototypes":  # from the training clips alone, before calibration sees any
-        fit_class_prototypes(trainer, clip_dataset(split.train, eval_transform.for_split("train")))
+        prototype_fit = fit_class_prototypes(trainer, clip_dataset(split.train, eval_transform.for_split("train")))
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
@@ -156,8 +157,9 @@ def run_training(
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         save_tokenizer(model_args.clip_model, output_dir)
+        extra = {"baselines": baselines, "prototype_leave_one_out_accuracy": prototype_fit}
         metrics = write_run_outputs(
-            output_dir, trainer, split, predictions, baselines, model_args, data_args, training_args
+            output_dir, trainer, split, predictions, extra, model_args, data_args, training_args
         )
         if push_to_hub:
             push_folder(
@@ -192,13 +194,14 @@ def write_run_outputs(
     trainer: HESPTrainer,
     split: OpenSetSplit,
     predictions: OpenSetPredictions,
-    baselines: dict[str, dict[str, float]] | None,
+    measured: dict[str, Any],
     model_args: ModelArguments,
     data_args: DataArguments,
     training_args: HESPTrainingArguments,
 ) -> dict[str, Any]:
-    """The run's records beside the saved model: metrics.json with curves and confusion table (and the baselines on
-    the frozen CLIP, when computed), split.txt, the model card and run_arguments.json; returns the test metrics."""
+    """The run's records beside the saved model: metrics.json with curves and confusion table (and, in `measured`,
+    the baselines on the frozen CLIP and the prototype head's choice, when computed), split.txt, the model card and
+    run_arguments.json; returns the test metrics."""
     config = trainer.model.config
     face_crop = trainer.processing_class.face_crop
     label_names = [config.id2label[i] for i in range(config.num_labels)]
@@ -209,8 +212,11 @@ def write_run_outputs(
         "world_size": training_args.world_size,
     }
     extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
-    if baselines:
-        extra.update(baseline_report(baselines))
+    if measured.get("baselines"):
+        extra.update(baseline_report(measured["baselines"]))
+    if measured.get("prototype_leave_one_out_accuracy"):  # which space the prototype head chose, and why
+        extra["prototype_space"] = config.prototype_space
+        extra["prototype_leave_one_out_accuracy"] = measured["prototype_leave_one_out_accuracy"]
     metrics = write_open_set_report(
         output_dir,
         predictions.logits,
