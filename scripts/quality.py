@@ -68,9 +68,8 @@ HESP_ROWS = {
 
 BASELINE_PREFIX = "baseline (frozen frame-mean features): "
 RECOMMENDED = "HESP, hesp-hf recipe (recommended): prototype head"
-RESULTS_VERSION = (
-    2  # runs and baselines of the prototype head and every baseline (folders of version 1 are not reused)
-)
+# Version of the runs and baselines: 3, the prototype head choosing its space (older folders are never reused).
+RESULTS_VERSION = 3
 
 
 def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:
