@@ -85,7 +85,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_arguments(parser, "outputs/quality")
     parser.set_defaults(train_seeds=[0])
-    parser.add_argument("--epochs_tag", default="12epochs-v3", help="the run folders' suffix (scripts/quality.py)")
+    parser.add_argument("--epochs_tag", default="12epochs-v4", help="the run folders' suffix (scripts/quality.py)")
     args = parser.parse_args()
     known, root = protocol_split(parser, args)
     torch.set_num_threads(1)

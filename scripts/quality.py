@@ -68,8 +68,9 @@ HESP_ROWS = {
 
 BASELINE_PREFIX = "baseline (frozen frame-mean features): "
 RECOMMENDED = "HESP, hesp-hf recipe (recommended): prototype head"
-# Version of the runs and baselines: 3, the prototype head choosing its space (older folders are never reused).
-RESULTS_VERSION = 3
+# Version of the runs and baselines: 4, the prototype head falling back to the frozen space only past a margin (older
+# folders are never reused).
+RESULTS_VERSION = 4
 
 
 def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:

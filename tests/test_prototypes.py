@@ -138,6 +138,7 @@ def test_leave_one_out_accuracy_by_hand():
     assert choose_prototype_space(features, separable, labels)[0] == "frozen"
     assert choose_prototype_space(separable, features, labels)[0] == "trained"
     assert choose_prototype_space(separable, separable, labels)[0] == "trained"  # a tie keeps the trained space
+    assert choose_prototype_space(features, separable, labels, margin=0.5)[0] == "trained"  # 1.0 is not > 0.5 + 0.5
 
 
 def test_the_frozen_prototype_space_reads_the_frozen_clip(make_model, tiny_clip_dir):
