@@ -114,8 +114,8 @@ class HESPConfig(CLIPConfig):
         prototype_space (`str`, *optional*, defaults to `"trained"`):
             Where the prototype head compares clips with its prototypes: `"trained"`, the trained video embedding, or
             `"frozen"`, the frozen CLIP's frame-mean feature (every frame without the visual prompt, L2-normalised,
-            averaged). Fitting chooses the space whose prototypes classify the known training clips better
-            (leave-one-out), so a training that went wrong falls back to the frozen features.
+            averaged). Fitting keeps the trained space unless the frozen features' prototypes classify the known
+            training clips clearly better (leave-one-out), so a training that went wrong falls back to them.
         reciprocal_distance (`str`, *optional*, defaults to `"l2"`):
             The reciprocal-point logits (`reciprocal_logits`, the `L_NE(CE)` and `L_H` terms, the ensemble).
             `"l2"`: RPL's distance (Chen et al., ECCV 2020), `||v - p_k||^2 / D`: a reciprocal point stands for
