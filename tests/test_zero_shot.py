@@ -120,3 +120,16 @@ def test_an_unknown_clip_is_named_by_its_closest_description(checkpoint, sample_
     from hesp_hf.inference.prediction import read_rows
 
     assert read_rows(tmp_path / "rows.csv")[0]["closest_description"] == row["closest_description"]
+
+
+def test_a_model_that_knows_every_described_expression_names_nothing(tiny_clip_dir, sample_clip):
+    from hesp_hf import HESPForOpenSetVideoClassification
+
+    model = HESPForOpenSetVideoClassification.from_clip(
+        str(tiny_clip_dir), labels=list(DESCRIPTIONS), num_frames=4, unknown_threshold=1e9
+    ).eval()
+    scorer = CandidateScorer(model, AutoTokenizer.from_pretrained(tiny_clip_dir))
+    assert scorer.closest_unknown(torch.randn(2, model.config.projection_dim)) == []
+    processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
+    rows, _ = predict_clips(model, processor, [str(sample_clip)], num_workers=0, progress=False, describer=scorer)
+    assert rows[0]["label"] == "unknown" and "closest_expression" not in rows[0]

@@ -13,6 +13,7 @@ on the same output skips the clips already there (an interrupted run keeps every
 
 import argparse
 import logging
+from typing import Any
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.commands.cli import ArgumentParser, run_command
@@ -97,7 +98,7 @@ def main() -> None:
         )
 
 
-def unknown_describer(model, checkpoint: str):
+def unknown_describer(model: Any, checkpoint: str) -> Any:
     """The scorer that names what an unknown clip looks closest to, where the model can read text: a full PyTorch
     checkpoint (not ONNX, not inference-only) with its tokenizer; else None, said in the log."""
     from transformers import AutoTokenizer

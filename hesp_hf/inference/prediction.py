@@ -253,8 +253,8 @@ def _rows_of(
         )
     unknown = [i for i, row in enumerate(rows) if not row["known"]]
     if describer is not None and unknown:  # what an unknown clip looks closest to, among the other expressions
-        closest = describer.closest_unknown(outputs.video_embeds[unknown].float())
-        for index, (name, text, _) in zip(unknown, closest, strict=True):
+        closest = describer.closest_unknown(outputs.video_embeds[unknown].float())  # empty: every expression known
+        for index, (name, text, _) in zip(unknown, closest, strict=bool(closest)):
             rows[index]["closest_expression"], rows[index]["closest_description"] = name, text
     return rows
 
