@@ -10,7 +10,7 @@ loaded together.
 from collections.abc import Sequence
 from typing import Any
 
-from .modeling.configuration_hesp import HESPConfig
+from .modeling.configuration_hesp import HESPConfig, shared_settings
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from .modeling.video_processing_hesp import HESPVideoProcessor
 
@@ -45,17 +45,17 @@ def load_pair(checkpoint: str, **model_kwargs: Any) -> tuple[HESPForOpenSetVideo
 
 def check_pair(config: HESPConfig, processor: HESPVideoProcessor, source: str = "the model and its processor") -> None:
     """Raise when a model config and a processor disagree on a setting they share."""
+    model, other = shared_settings(config), shared_settings(processor)  # compared as the loaders compare them
     problems = []
-    if int(config.num_frames) != int(processor.num_frames):
+    if model["num_frames"] != other["num_frames"]:
         problems.append(
             f"num_frames: the model's config says {config.num_frames} (the pipeline samples this many), the "
             f"processor {processor.num_frames} (training and evaluation sample this many)"
         )
-    processor_std = [round(float(v), 6) for v in processor.image_std]
-    if [round(float(v), 6) for v in config.image_std] != processor_std:
+    if model["image_std"] != other["image_std"]:
         problems.append(
             f"image_std: the model's config says {list(config.image_std)} (it scales the visual prompt), the "
-            f"processor {processor_std} (it normalises the pixels)"
+            f"processor {other['image_std']} (it normalises the pixels)"
         )
     if problems:
         raise ValueError(

@@ -389,7 +389,8 @@ def saved_settings(pretrained: Any, filename: str, **kwargs: Any) -> dict[str, A
     if path is None:
         return {}
     try:
-        saved = json.loads(open(path, encoding="utf-8").read())
+        with open(path, encoding="utf-8") as handle:
+            saved = json.load(handle)
     except (OSError, ValueError):
         return {}
     if not isinstance(saved, dict) or (filename == CONFIG_NAME and saved.get("model_type") != HESPConfig.model_type):

@@ -318,14 +318,19 @@ def dataset_features(
     model: HESPForOpenSetVideoClassification, dataset: Any, batch_size: int = 32, num_workers: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """`frozen_clip_features` `(N, D)` and labels `(N,)` of every clip of a clip dataset (`hesp_hf.data.clip_dataset`;
-    skipped clips are left out)."""
+    skipped clips are left out); the model runs in eval mode and is left in the mode it had."""
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_clips, num_workers=num_workers)
     features, labels = [], []
-    for batch in loader:
-        if len(batch["labels"]) == 0:  # every clip of the batch was skipped
-            continue
-        features.append(frozen_clip_features(model, batch["pixel_values_videos"]).cpu().numpy())
-        labels.append(batch["labels"].cpu().numpy())
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader:
+            if len(batch["labels"]) == 0:  # every clip of the batch was skipped
+                continue
+            features.append(frozen_clip_features(model, batch["pixel_values_videos"]).cpu().numpy())
+            labels.append(batch["labels"].cpu().numpy())
+    finally:
+        model.train(was_training)
     if not features:
         raise ValueError("No readable clip in the dataset to compute baseline features from.")
     return np.concatenate(features), np.concatenate(labels)
@@ -337,16 +342,15 @@ def checkpoint_baseline_metrics(
     test_dataset: Any,
     batch_size: int = 32,
     num_workers: int = 0,
+    train_features: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, dict[str, float]]:
     """ACC / AUROC / OSCR of every baseline on the frozen CLIP `model` was built from: fitted on the known training
-    clips of `train_dataset`, scored on `test_dataset` (unknown clips labelled -1)."""
-    was_training = model.training
-    model.eval()
-    try:
-        train_features, train_labels = dataset_features(model, train_dataset, batch_size, num_workers)
-        test_features, test_labels = dataset_features(model, test_dataset, batch_size, num_workers)
-    finally:
-        model.train(was_training)
+    clips of `train_dataset`, scored on `test_dataset` (unknown clips labelled -1). `train_features`: the training
+    clips' `dataset_features` when already computed."""
+    if train_features is None:
+        train_features = dataset_features(model, train_dataset, batch_size, num_workers)
+    train_features, train_labels = train_features
+    test_features, test_labels = dataset_features(model, test_dataset, batch_size, num_workers)
     known = train_labels >= 0
     return baseline_metrics(train_features[known], train_labels[known], test_features, test_labels)
 

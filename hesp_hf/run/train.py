@@ -17,7 +17,7 @@ from transformers import AutoTokenizer, set_seed
 from ..atomic_files import write_text_atomic
 from ..data import OpenSetSplit, clip_dataset, collate_clips
 from ..data.manifest import read_manifest
-from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics
+from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics, dataset_features
 from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
 from ..hub.model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
 from ..hub.upload import check_hub_access, push_folder
@@ -128,9 +128,16 @@ def run_training(
         train_sampling=model_args.train_sampling,
     )
     trainer.train(resume_from_checkpoint=resume)
+    # The frozen CLIP's features of the training clips, read once for the prototype head's check and the baselines.
+    train_clips = clip_dataset(split.train, eval_transform.for_split("train"))
+    report_baselines = training_args.report_baselines and trainer.is_world_process_zero()
+    frozen_train = None
+    if model_args.inference_logits == "prototypes" or report_baselines:
+        batching = (training_args.per_device_eval_batch_size, training_args.dataloader_num_workers)
+        frozen_train = dataset_features(model, train_clips, *batching)
     prototype_fit = None
     if model_args.inference_logits == "prototypes":  # from the training clips alone, before calibration sees any
-        prototype_fit = fit_class_prototypes(trainer, clip_dataset(split.train, eval_transform.for_split("train")))
+        prototype_fit = fit_class_prototypes(trainer, train_clips, frozen_train)
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
@@ -142,14 +149,8 @@ def run_training(
     test_set = clip_dataset(split.test, eval_transform.for_split("test"))
     predictions = predict_open_set(trainer, test_set)
     baselines = None
-    if training_args.report_baselines and trainer.is_world_process_zero():  # the frozen CLIP, same clips, no training
-        baselines = checkpoint_baseline_metrics(
-            model,
-            clip_dataset(split.train, eval_transform.for_split("train")),
-            test_set,
-            training_args.per_device_eval_batch_size,
-            training_args.dataloader_num_workers,
-        )
+    if report_baselines:  # the frozen CLIP, same clips, no training
+        baselines = checkpoint_baseline_metrics(model, train_clips, test_set, *batching, train_features=frozen_train)
 
     # The model and its processor first: a metrics.json in the folder then means the model beside it is complete
     # (hesp-protocol takes a split with metrics.json as finished).

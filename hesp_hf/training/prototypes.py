@@ -46,14 +46,16 @@ def choose_prototype_space(
     return ("frozen" if accuracy["frozen"] > accuracy["trained"] + margin else "trained"), accuracy
 
 
-def fit_class_prototypes(trainer: HESPTrainer, dataset: Any) -> dict[str, float]:
+def fit_class_prototypes(
+    trainer: HESPTrainer, dataset: Any, frozen_features: tuple[Any, Any] | None = None
+) -> dict[str, float]:
     """Fit `trainer.model`'s prototype head on `dataset` (known training clips, with the evaluation transform: no
     augmentation), in the space `choose_prototype_space` picks, and switch the model to predict with it
     (`config.inference_logits = "prototypes"`). Returns the leave-one-out accuracy of each space.
 
     The trained embeddings come through `Trainer.predict`, gathered over every process of a distributed run (batches
-    whose clips were all skipped keep the processes in step); the frozen features are computed whole on every
-    process, so all of them choose alike."""
+    whose clips were all skipped keep the processes in step); the frozen features (`dataset_features` of the same
+    dataset, computed here when not given) are whole on every process, so all of them choose alike."""
     keep = {"video_embeds"}
     ignore = [name for name in HESPVideoClassifierOutput.__dataclass_fields__ if name not in keep]
     compute_metrics, trainer.compute_metrics = trainer.compute_metrics, None  # no logits here to score
@@ -64,9 +66,10 @@ def fit_class_prototypes(trainer: HESPTrainer, dataset: Any) -> dict[str, float]
     trained = torch.as_tensor(output.predictions["video_embeds"]).float()
     labels = torch.as_tensor(output.label_ids).long()
     model = trainer.model
-    frozen, frozen_labels = dataset_features(
-        model, dataset, trainer.args.per_device_eval_batch_size, trainer.args.dataloader_num_workers
-    )
+    if frozen_features is None:
+        batching = (trainer.args.per_device_eval_batch_size, trainer.args.dataloader_num_workers)
+        frozen_features = dataset_features(model, dataset, *batching)
+    frozen, frozen_labels = frozen_features
     if not torch.equal(torch.as_tensor(frozen_labels).long(), labels):
         raise RuntimeError("The trained and the frozen features of the training clips came in different orders.")
     space, accuracy = choose_prototype_space(trained, torch.as_tensor(frozen), labels)
