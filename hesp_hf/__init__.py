@@ -31,6 +31,14 @@ def train(**options):
     return run_training(**options)
 
 
+def timeline(model, processor, video, window: float = 2.0, stride: float = 0.5, **options):
+    """The expression timeline of a long recording (windows, merged segments, unreadable and face-less stretches
+    marked); see `hesp_hf.inference.timeline.timeline`, and `hesp_hf.inference.timeline_outputs` for its files."""
+    from .inference.timeline import timeline as make_timeline
+
+    return make_timeline(model, processor, video, window=window, stride=stride, **options)
+
+
 def load_oscr_metric(**kwargs):
     """The open-set `evaluate` metric (ACC / AUROC / OSCR), loaded offline; see `hesp_hf.metrics.load_oscr_metric`."""
     from .metrics import load_oscr_metric as load
@@ -60,5 +68,6 @@ __all__ = [
     "check_pair",
     "load_oscr_metric",
     "model_and_processor_from_clip",
+    "timeline",
     "train",
 ]

@@ -709,6 +709,31 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             raise ValueError(
                 f"frame_embeds must be (batch, frames, {self.config.projection_dim}), got {tuple(frame_embeds.shape)}."
             )
+        frozen_video_embeds = None
+        if self.config.inference_logits == "prototypes" and self.config.prototype_space == "frozen":
+            unprompted = not self.config.use_visual_prompt or pixel_values_videos is None
+            frozen_video_embeds = (
+                frozen_frame_mean(frame_embeds) if unprompted else self.frozen_video_embeds(pixel_values_videos)
+            )
+        output = self._classify(frame_embeds, text_embeds, frozen_video_embeds, labels, tower)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if return_dict:
+            return output
+        # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors
+        # (`loss_terms`, a dict for logging, is left out).
+        return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
+
+    def _classify(
+        self,
+        frame_embeds: torch.Tensor,
+        text_embeds: torch.Tensor,
+        frozen_video_embeds: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        tower: BaseModelOutputWithPooling | None = None,
+    ) -> HESPVideoClassifierOutput:
+        """The head on frame features `(B, T, D)`: temporal pooling, the known-class logits of
+        `config.inference_logits` (the frozen clip features `(B, D)` for the prototype head's frozen space), the
+        unknown column, and the open-set loss when `labels` are given."""
         batch = frame_embeds.shape[0]
         frame_embeds = frame_embeds.to(self.visual_projection.weight.dtype)
         video_embeds, frame_weights = self.temporal_pooling(frame_embeds, text_embeds)  # (B, D), (B, T)
@@ -724,13 +749,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             if self.config.inference_logits == "ensemble":
                 known_logits = ensemble_logits(clip_logits, recip_logits)
         if self.config.inference_logits == "prototypes":
-            if self.config.prototype_space == "frozen":
-                unprompted = not self.config.use_visual_prompt or pixel_values_videos is None
-                known_logits = self.prototype_logits(
-                    frozen_frame_mean(frame_embeds) if unprompted else self.frozen_video_embeds(pixel_values_videos)
-                )
-            else:
-                known_logits = self.prototype_logits(video_embeds)
+            known_logits = self.prototype_logits(video_embeds if frozen_video_embeds is None else frozen_video_embeds)
         open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
         logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
 
@@ -756,7 +775,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 radius=self.reciprocal_points.radius,
             )
 
-        output = HESPVideoClassifierOutput(
+        return HESPVideoClassifierOutput(
             loss=loss,
             logits=logits,
             open_set_score=open_set_score,
@@ -770,12 +789,51 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             vision_attentions=tower.attentions if tower is not None else None,
             loss_terms=loss_terms,
         )
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if return_dict:
-            return output
-        # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors
-        # (`loss_terms`, a dict for logging, is left out).
-        return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
+
+    # ------------------------------------------------------------------------------- long recordings: shared frames
+    def needs_frozen_frames(self) -> bool:
+        """Whether the head also reads the frozen CLIP's own frame features (the prototype head in the frozen space
+        of a model whose frames carry the visual prompt)."""
+        config = self.config
+        return (
+            config.inference_logits == "prototypes" and config.prototype_space == "frozen" and config.use_visual_prompt
+        )
+
+    @torch.no_grad()
+    def frame_features(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-frame features of normalised frames `(N, C, H, W)`: the vision tower's `(N, D)` with the visual prompt
+        added, and the frozen CLIP's `(N, D)` when `needs_frozen_frames()` (else None).
+
+        A frame's features depend on that frame alone (the prompt sits at a fixed centre or where that frame's own
+        saliency puts it), so overlapping windows of a long recording can share them: `classify_frame_features` on
+        windows of these rows gives the logits `forward` gives on the same frames, at one tower pass per frame."""
+        if frames.dim() != 4:
+            raise ValueError(f"frames must be (frames, channels, height, width), got {tuple(frames.shape)}.")
+        prompted = self.encode_frames(frames[None], self.class_text_embeds()).pooler_output[0]
+        frozen = (
+            self.image_embeds(frames.to(self.visual_projection.weight.dtype)) if self.needs_frozen_frames() else None
+        )
+        return prompted, frozen
+
+    @torch.no_grad()
+    def classify_frame_features(
+        self, frame_embeds: torch.Tensor, frozen_frame_embeds: torch.Tensor | None = None
+    ) -> HESPVideoClassifierOutput:
+        """The model's output for windows `(B, T, D)` of `frame_features` rows (`frozen_frame_embeds` likewise,
+        needed when `needs_frozen_frames()`): the same as `forward` on those frames' pixels."""
+        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != self.config.projection_dim:
+            raise ValueError(
+                f"frame_embeds must be (batch, frames, {self.config.projection_dim}), got {tuple(frame_embeds.shape)}."
+            )
+        frozen_video_embeds = None
+        if self.config.inference_logits == "prototypes" and self.config.prototype_space == "frozen":
+            if self.needs_frozen_frames() and frozen_frame_embeds is None:
+                raise ValueError(
+                    "This model's prototype head reads the frozen frame features: pass frozen_frame_embeds."
+                )
+            frozen = frame_embeds if frozen_frame_embeds is None else frozen_frame_embeds
+            frozen_video_embeds = frozen_frame_mean(frozen.to(self.visual_projection.weight.dtype))
+        return self._classify(frame_embeds, self.class_text_embeds(), frozen_video_embeds)
 
     def frozen_video_embeds(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
         """`(B, D)`: the frozen CLIP's clip feature of normalised frames `(B, T, C, H, W)`: every frame through the

@@ -261,8 +261,8 @@ def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedV
                 " s of video but not one frame decodes (likely an interrupted download or copy)."
             )
         raise VideoDecodeError(f"Video file {path} holds no decodable video frames.")
-    rotation = _rotation(stream, frames[0][1])
-    arrays = [_upright(frame.to_ndarray(format="rgb24"), rotation) for _, frame in frames]
+    rotation = frame_rotation(stream, frames[0][1])
+    arrays = [upright(frame.to_ndarray(format="rgb24"), rotation) for _, frame in frames]
     timestamps = [
         timeline.seconds(key - timeline.start) if has_timestamps else key * timeline.seconds(timeline.frame_ticks)
         for key, _ in frames
@@ -535,7 +535,7 @@ def _unwanted(packet: Any, target: int | None, count_frames: bool) -> bool:
     return packet.pts + packet.duration <= target
 
 
-def _rotation(stream: Any, frame: Any) -> int:
+def frame_rotation(stream: Any, frame: Any) -> int:
     """Degrees counter-clockwise that make the frames upright: the display matrix, else the legacy `rotate` tag
     (which counts clockwise)."""
     degrees = 0
@@ -552,7 +552,7 @@ def _rotation(stream: Any, frame: Any) -> int:
     return int(round(degrees / 90)) * 90 % 360
 
 
-def _upright(array: np.ndarray, rotation: int) -> np.ndarray:
+def upright(array: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(array, k=rotation // 90)) if rotation else array
 
 
@@ -561,7 +561,9 @@ __all__ = [
     "VideoDecodeError",
     "decode_video",
     "decode_video_at",
+    "frame_rotation",
     "positions_to_indices",
     "segment_indices",
     "segment_positions",
+    "upright",
 ]

@@ -1,0 +1,204 @@
+"""The expression timeline of long recordings: when each expression happens, and the stretches the model does not know.
+
+    hesp-timeline --checkpoint runs/dfew-1 --output timelines/ session.mp4
+    hesp-timeline --checkpoint org/hesp-dfew --output timelines/ interviews/ --face_crop --stride_s 0.25
+
+Each recording gets a folder `OUTPUT/<name>/`: `windows.jsonl` / `windows.csv` (one decision per window: start and
+end in seconds, label or the unknown label, known-ness score and threshold, probabilities, the face box with
+--face_crop), `segments.jsonl` / `segments.csv` (consecutive windows of one decision), `<name>.vtt` (captions to
+play beside the recording), `timeline.png` and `summary.json`. Stretches with no readable frame are marked
+"unreadable" and, with --face_crop, stretches without a face "no_face". A file that cannot be read is reported and
+skipped; running again skips the recordings already finished with the same settings.
+"""
+
+import argparse
+import glob
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from hesp_hf.commands.cli import ArgumentParser, run_command
+
+
+logger = logging.getLogger("hesp-timeline")
+
+
+def main() -> None:
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", help="video files, folders of videos, or glob patterns")
+    parser.add_argument(
+        "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX export folder (hesp-export)"
+    )
+    parser.add_argument("--output", required=True, help="folder for the results: one subfolder per recording")
+    parser.add_argument(
+        "--window_s",
+        "--chunk_length_s",
+        dest="window_s",
+        type=float,
+        default=2.0,
+        help="seconds of video behind each decision (the speech pipeline's chunk_length_s; default 2.0)",
+    )
+    parser.add_argument(
+        "--stride_s",
+        type=float,
+        default=0.5,
+        help="seconds from one window's start to the next (default 0.5; rounded to whole sampled frames). Not the "
+        "speech pipeline's stride_length_s, which is an overlap",
+    )
+    parser.add_argument("--face_crop", action="store_true", help="crop to the face first (raw footage)")
+    parser.add_argument("--batch_size", type=int, default=32, help="sampled frames per vision-tower pass")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model")
+    parser.add_argument("--no_resume", action="store_true", help="make again the timelines already in --output")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not args.window_s > 0 or not args.stride_s > 0:
+        parser.error(f"--window_s and --stride_s must be > 0 seconds, got {args.window_s} and {args.stride_s}")
+    if args.batch_size < 1:
+        parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
+    videos = list_videos(args.inputs)
+
+    import torch
+
+    from hesp_hf.inference.timeline import timeline
+    from hesp_hf.inference.timeline_outputs import finished, write_timeline
+
+    model, processor = load_for_prediction(args.checkpoint)
+    if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
+        model = model.to("cuda")
+    output = Path(args.output)
+    failures: list[tuple[str, str]] = []
+    for video, name in zip(videos, output_names(videos), strict=True):
+        folder = output / name
+        settings = run_settings(args, video)
+        if not args.no_resume and finished(folder, settings):
+            logger.info("%s: finished earlier (%s)", video, folder)
+            continue
+        bar = _progress_bar(video, enabled=not args.no_progress)
+        try:
+            result = timeline(
+                model,
+                processor,
+                video,
+                window=args.window_s,
+                stride=args.stride_s,
+                face_crop=args.face_crop,
+                batch_size=args.batch_size,
+                bf16=args.bf16,
+                progress=bar.update_to if bar is not None else None,
+            )
+        except (ValueError, OSError) as error:  # VideoDecodeError is a ValueError: this file only
+            failures.append((video, " ".join(str(error).split())))
+            logger.error("%s: skipped: %s", video, failures[-1][1])
+            continue
+        finally:
+            if bar is not None:
+                bar.close()
+        summary = write_timeline(result, folder, name, settings)
+        logger.info("%s: %s", video, _summary_line(summary, folder))
+    if failures:
+        listed = "; ".join(f"{video}: {reason}" for video, reason in failures)
+        if len(failures) == len(videos):
+            raise ValueError(f"no recording could be read ({listed})")
+        logger.warning("%d of %d recordings skipped: %s", len(failures), len(videos), listed)
+
+
+def list_videos(inputs: list[str]) -> list[str]:
+    """Files as given, the video files under folders (sorted), and glob matches; a name that is none of these is an
+    error naming it."""
+    from hesp_hf.data.annotations import VIDEO_SUFFIXES
+
+    videos: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise ValueError(f"folder {item} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            videos += found
+        elif path.is_file():
+            videos.append(item)
+        elif glob.has_magic(item):
+            matches = sorted(p for p in glob.glob(item, recursive=True) if Path(p).is_file())
+            if not matches:
+                raise ValueError(f"the pattern {item} matches no file")
+            videos += matches
+        else:
+            raise ValueError(f"{item} does not exist")
+    return list(dict.fromkeys(videos))
+
+
+def output_names(videos: list[str]) -> list[str]:
+    """One folder name per recording: its file stem, numbered where stems repeat."""
+    names, used = [], {}
+    for video in videos:
+        stem = Path(video).stem or "video"
+        used[stem] = used.get(stem, 0) + 1
+        names.append(stem if used[stem] == 1 else f"{stem}-{used[stem]}")
+    return names
+
+
+def run_settings(args: argparse.Namespace, video: str) -> dict[str, Any]:
+    """What makes a finished timeline reusable: the model, the options and the file's identity."""
+    stat = os.stat(video)
+    return {
+        "checkpoint": str(Path(args.checkpoint).resolve()) if Path(args.checkpoint).exists() else args.checkpoint,
+        "video": str(Path(video).resolve()),
+        "video_bytes": stat.st_size,
+        "video_mtime_ns": stat.st_mtime_ns,
+        "window_s": args.window_s,
+        "stride_s": args.stride_s,
+        "face_crop": args.face_crop,
+        "bf16": args.bf16,
+    }
+
+
+def load_for_prediction(checkpoint: str) -> tuple[Any, Any]:
+    """The model and processor `hesp-predict` would run: a PyTorch checkpoint, or an ONNX export."""
+    from hesp_hf import HESPVideoProcessor
+    from hesp_hf.inference import onnx_runtime
+    from hesp_hf.pairing import load_pair
+
+    if onnx_runtime.is_onnx_export(checkpoint):
+        return onnx_runtime.ONNXVideoClassifier(checkpoint), HESPVideoProcessor.from_pretrained(checkpoint)
+    model, processor = load_pair(checkpoint)
+    return model.eval(), processor
+
+
+def _summary_line(summary: dict[str, Any], folder: Path) -> str:
+    seconds = summary["seconds_per_decision"]
+    shares = ", ".join(f"{name} {value:.1f} s" for name, value in sorted(seconds.items(), key=lambda x: -x[1]))
+    return f"{summary['duration']:.1f} s, {summary['segments']} segments ({shares}) -> {folder}"
+
+
+def _progress_bar(video: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    class SecondsBar(tqdm):
+        def update_to(self, seconds: float) -> None:
+            self.update(max(0.0, round(seconds, 1) - self.n))
+
+    return SecondsBar(total=_declared_seconds(video), unit="s", desc=Path(video).name, smoothing=0.1)
+
+
+def _declared_seconds(video: str) -> float | None:
+    try:
+        import av
+
+        with av.open(video) as container:
+            return container.duration / av.time_base if container.duration else None
+    except Exception:  # noqa: BLE001 -- only the bar's length; the timeline reports unreadable files
+        return None
+
+
+def cli() -> None:
+    """The `hesp-timeline` command."""
+    run_command(main)
+
+
+if __name__ == "__main__":
+    cli()

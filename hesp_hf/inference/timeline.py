@@ -1,0 +1,386 @@
+"""An expression timeline of a long recording: overlapping windows, each decided like a clip (a known expression or
+unknown), merged into segments; stretches without a readable frame or without a face are marked, not labelled.
+
+    from hesp_hf.inference.timeline import timeline
+    result = timeline(model, processor, "session.mp4", window=2.0, stride=0.5)
+    for segment in result.segments:
+        print(segment.start, segment.end, segment.label)
+
+The recording is decoded once, in time order (`hesp_hf.data.frame_stream`), at `num_frames / window` frames per
+second, so the `num_frames` frames of each window are exactly the ones the processor samples from that stretch as a
+clip. A HESP model's frame features depend on the frame alone (`frame_features`), so every sampled frame goes
+through the vision tower once, and each window only pools its frames' features (`classify_frame_features`): a small
+stride costs little more than a large one. Other models (an ONNX export) run once per window. Memory holds the
+frames of one batch and the features of one window, whatever the recording's length.
+"""
+
+import logging
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.decoding import sample_clip
+from ..data.frame_stream import FrameStream, Gap, StreamedFrame
+from ..modeling.video_processing_hesp import HESPVideoProcessor
+from .prediction import _decoded_in_background
+
+
+logger = logging.getLogger(__name__)
+
+# Window states besides a decision: a sampled frame is missing (damage), or no frame of the window shows a face.
+UNREADABLE = "unreadable"
+NO_FACE = "no_face"
+
+
+@dataclass
+class TimelineWindow:
+    """One window `[start, end)` in seconds. `status` is "ok" (decided: `label`, `known`, `score` against
+    `threshold`, `probabilities` over the known classes) or `UNREADABLE` / `NO_FACE` (no decision). `face_box`:
+    with face cropping, the crop square of the window's middle frame (`x0, y0, x1, y1`, frame pixels)."""
+
+    start: float
+    end: float
+    status: str = "ok"
+    label: str | None = None
+    known: bool | None = None
+    score: float | None = None
+    threshold: float | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    face_box: list[float] | None = None
+
+    @property
+    def decision(self) -> str:
+        """The label, or the status of a window without one."""
+        return self.label if self.status == "ok" and self.label is not None else self.status
+
+    def to_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["start"], row["end"] = round(self.start, 3), round(self.end, 3)
+        return row
+
+
+@dataclass
+class TimelineSegment:
+    """Consecutive windows with one decision, covering `[start, end)`: each window stands for the `stride` around
+    its centre, so the segments of a recording tile it from 0 to its end without overlap."""
+
+    start: float
+    end: float
+    decision: str  # a known label, the unknown label, UNREADABLE or NO_FACE
+    known: bool | None
+    windows: int
+    mean_score: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        row = asdict(self)
+        row["start"], row["end"] = round(self.start, 3), round(self.end, 3)
+        row["mean_score"] = None if self.mean_score is None else round(self.mean_score, 6)
+        return row
+
+
+@dataclass
+class Timeline:
+    """The windows and segments of one recording, with what was read."""
+
+    file: str
+    duration: float
+    window: float
+    stride: float
+    labels: list[str]  # the known classes
+    unknown_label: str
+    windows: list[TimelineWindow]
+    segments: list[TimelineSegment]
+    gaps: list[Gap] = field(default_factory=list)
+    decode_errors: int = 0
+    face_crop: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        """Totals per decision (seconds), the settings and the damage, for `summary.json` and logs."""
+        seconds: dict[str, float] = {}
+        for segment in self.segments:
+            seconds[segment.decision] = seconds.get(segment.decision, 0.0) + segment.end - segment.start
+        return {
+            "file": self.file,
+            "duration": round(self.duration, 3),
+            "window": self.window,
+            "stride": self.stride,
+            "face_crop": self.face_crop,
+            "windows": len(self.windows),
+            "segments": len(self.segments),
+            "seconds_per_decision": {key: round(value, 3) for key, value in sorted(seconds.items())},
+            "known_labels": self.labels,
+            "unknown_label": self.unknown_label,
+            "gaps": [gap.to_json() for gap in self.gaps],
+            "decode_errors": self.decode_errors,
+        }
+
+
+def frames_per_window_step(window: float, stride: float, num_frames: int) -> tuple[float, int]:
+    """The sampling rate (frames per second) and the stride in sampled frames for `window` seconds of `num_frames`
+    frames; a stride that is not a whole number of frame steps is rounded to the nearest (at least one)."""
+    if not window > 0:
+        raise ValueError(f"window must be > 0 seconds, got {window}.")
+    if not stride > 0:
+        raise ValueError(f"stride must be > 0 seconds, got {stride}.")
+    rate = num_frames / window
+    steps = max(1, round(stride * rate))
+    if not math.isclose(steps / rate, stride, rel_tol=1e-6):
+        logger.warning(
+            "stride %.4g s is not a multiple of the frame step %.4g s (window %.4g s / %d frames): %.4g s is used.",
+            stride,
+            1 / rate,
+            window,
+            num_frames,
+            steps / rate,
+        )
+    return rate, steps
+
+
+def timeline(
+    model: Any,
+    processor: HESPVideoProcessor,
+    video: str | Path,
+    window: float = 2.0,
+    stride: float = 0.5,
+    *,
+    face_crop: bool = False,
+    batch_size: int = 32,
+    bf16: bool = False,
+    progress: Callable[[float], None] | None = None,
+) -> Timeline:
+    """The expression timeline of `video` (any length): a decision every `stride` seconds over `window`-second
+    windows, and the merged segments. `batch_size`: sampled frames per vision-tower pass. `progress(seconds)` is
+    called with the stream time reached. Raises `VideoDecodeError` naming the file when it holds no readable video."""
+    num_frames = int(processor.num_frames)
+    rate, steps = frames_per_window_step(window, stride, num_frames)
+    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+    stream = FrameStream(video, rate, shortest_edge=None if face_crop else _shortest_edge(processor))
+    scorer = _WindowScorer(model, num_frames, steps, 1 / rate, device, bf16)
+    batches = _processed_batches(stream, processor, batch_size, face_crop)
+    windows: list[TimelineWindow] = []
+    seen = 0
+    for batch in _decoded_in_background(batches):
+        windows += scorer.add(batch)
+        seen += len(batch.times)
+        if progress is not None and batch.times:
+            progress(batch.times[-1])
+    if seen < num_frames:  # shorter than one window: one window over the whole recording, as a clip
+        windows = [_whole_clip_window(scorer, processor, video, stream.duration, face_crop)]
+    config = model.config
+    result = Timeline(
+        file=str(video),
+        duration=stream.duration,
+        window=window,
+        stride=steps / rate,
+        labels=list(config.known_labels),
+        unknown_label=config.unknown_label,
+        windows=windows,
+        segments=merge_segments(windows, steps / rate, stream.duration),
+        gaps=list(stream.gaps),
+        decode_errors=stream.decode_errors,
+        face_crop=face_crop,
+    )
+    for gap in result.gaps:
+        logger.warning("%s: %.2f-%.2f s marked %s (%s).", video, gap.start, gap.end, UNREADABLE, gap.reason)
+    return result
+
+
+def merge_segments(windows: Sequence[TimelineWindow], stride: float, duration: float) -> list[TimelineSegment]:
+    """Consecutive windows of one decision as segments. Each window stands for `[centre - stride/2, centre +
+    stride/2)`; the first reaches back to 0 and the last on to `duration`, so the segments tile the recording."""
+    segments: list[TimelineSegment] = []
+    scores: list[float] = []
+    for position, window in enumerate(windows):
+        centre = (window.start + window.end) / 2
+        start = 0.0 if position == 0 else max(0.0, centre - stride / 2)
+        end = max(duration, window.end) if position == len(windows) - 1 else centre + stride / 2
+        if segments and segments[-1].decision == window.decision:
+            segments[-1].end = end
+            segments[-1].windows += 1
+        else:
+            if segments:
+                segments[-1].end = start
+            segments.append(TimelineSegment(start, end, window.decision, window.known, 1, None))
+            scores = []
+        if window.score is not None:
+            scores.append(window.score)
+            segments[-1].mean_score = sum(scores) / len(scores)
+    return segments
+
+
+# --------------------------------------------------------------------------------------------- frames -> windows
+@dataclass
+class _Batch:
+    """Consecutive sampled frames: their times, their model input `(N, C, H, W)` (None for a missing frame), and
+    with face cropping whether each had a face of its own and its crop box."""
+
+    times: list[float]
+    pixels: list[torch.Tensor | None]
+    has_face: list[bool]
+    boxes: list[list[float] | None]
+
+
+def _shortest_edge(processor: HESPVideoProcessor) -> int | None:
+    size = processor.size or {}
+    edge = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+    return int(edge) if edge else None
+
+
+def _processed_batches(
+    stream: FrameStream, processor: HESPVideoProcessor, batch_size: int, face_crop: bool
+) -> Iterator[_Batch]:
+    """The stream's frames in batches, face-cropped (one face followed through each batch) and turned into model
+    input: the work that runs beside the model, in the reading thread."""
+    pending: list[StreamedFrame] = []
+    for item in stream:
+        pending.append(item)
+        if len(pending) == batch_size:
+            yield _process(pending, processor, face_crop)
+            pending = []
+    if pending:
+        yield _process(pending, processor, face_crop)
+
+
+def _process(frames: list[StreamedFrame], processor: HESPVideoProcessor, face_crop: bool) -> _Batch:
+    readable = [i for i, frame in enumerate(frames) if frame.image is not None]
+    pixels: list[torch.Tensor | None] = [None] * len(frames)
+    has_face = [not face_crop] * len(frames)
+    boxes: list[list[float] | None] = [None] * len(frames)
+    if readable:
+        images = np.stack([frames[i].image for i in readable])  # type: ignore[misc]
+        if face_crop:
+            track = processor.track_face(images)
+            if track.found:
+                images = processor.crop_to_face(images, track)
+                for position, i in enumerate(readable):
+                    has_face[i] = bool(track.detected[position])
+                    boxes[i] = [round(float(v), 1) for v in track.boxes[position]]
+        video = torch.from_numpy(images).permute(0, 3, 1, 2)
+        processed = processor(video, do_sample_frames=False, face_crop=False, return_tensors="pt")
+        for position, i in enumerate(readable):
+            pixels[i] = processed["pixel_values_videos"][0][position]
+    return _Batch([frame.time for frame in frames], pixels, has_face, boxes)
+
+
+class _WindowScorer:
+    """Turns sampled frames into decided windows as soon as each window's last frame arrives, keeping only the
+    frames (or frame features) that a later window still needs."""
+
+    def __init__(self, model: Any, num_frames: int, steps: int, frame_step: float, device: torch.device, bf16: bool):
+        self.model = model
+        self.num_frames, self.steps, self.frame_step, self.device = num_frames, steps, frame_step, device
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+        # HESP models share each frame's tower pass between the windows that hold it.
+        self.shares_frames = hasattr(model, "frame_features") and hasattr(model, "classify_frame_features")
+        self.recent: deque[tuple[Any, bool, list[float] | None]] = deque()  # (features or pixels, face, box)
+        self.first_index = 0  # the stream index of recent[0]
+        self.next_window = 0
+
+    def add(self, batch: _Batch) -> list[TimelineWindow]:
+        for entry, face, box in zip(self._encode(batch.pixels), batch.has_face, batch.boxes, strict=True):
+            self.recent.append((entry, face, box))
+        ready = []
+        while self.next_window * self.steps + self.num_frames <= self.first_index + len(self.recent):
+            ready.append(self.next_window)
+            self.next_window += 1
+        windows = self._decide(ready)
+        keep_from = self.next_window * self.steps  # frames before the next window's first are done with
+        while self.recent and self.first_index < keep_from:
+            self.recent.popleft()
+            self.first_index += 1
+        return windows
+
+    @torch.inference_mode()
+    def _encode(self, pixels: list[torch.Tensor | None]) -> list[Any]:
+        if not self.shares_frames:
+            return list(pixels)
+        readable = [i for i, p in enumerate(pixels) if p is not None]
+        entries: list[Any] = [None] * len(pixels)
+        if readable:
+            frames = torch.stack([pixels[i] for i in readable]).to(self.device)  # type: ignore[misc]
+            with self.autocast:
+                prompted, frozen = self.model.frame_features(frames)
+            for position, i in enumerate(readable):
+                entries[i] = (prompted[position].float(), None if frozen is None else frozen[position].float())
+        return entries
+
+    def _decide(self, window_indices: list[int]) -> list[TimelineWindow]:
+        results: list[TimelineWindow] = []
+        to_score: list[tuple[TimelineWindow, list[Any]]] = []
+        for index in window_indices:
+            first = index * self.steps - self.first_index
+            members = [self.recent[first + k] for k in range(self.num_frames)]
+            start = index * self.steps * self.frame_step
+            window = TimelineWindow(start=start, end=start + self.num_frames * self.frame_step)
+            middle = members[self.num_frames // 2]
+            window.face_box = middle[2]
+            if any(entry is None for entry, _, _ in members):
+                window.status = UNREADABLE
+            elif not any(face for _, face, _ in members):
+                window.status = NO_FACE
+            else:
+                to_score.append((window, [entry for entry, _, _ in members]))
+            results.append(window)
+        if to_score:
+            self._score(to_score)
+        return results
+
+    @torch.inference_mode()
+    def _score(self, items: list[tuple[TimelineWindow, list[Any]]]) -> None:
+        with self.autocast:
+            if self.shares_frames:
+                prompted = torch.stack([torch.stack([e[0] for e in entries]) for _, entries in items]).to(self.device)
+                frozen = None
+                if items[0][1][0][1] is not None:
+                    frozen = torch.stack([torch.stack([e[1] for e in entries]) for _, entries in items])
+                    frozen = frozen.to(self.device)
+                output = self.model.classify_frame_features(prompted, frozen)
+            else:
+                pixels = torch.stack([torch.stack(entries) for _, entries in items]).to(self.device)
+                output = self.model(pixel_values_videos=pixels)
+        fill_decisions([window for window, _ in items], output, self.model.config)
+
+
+def fill_decisions(windows: Sequence[TimelineWindow], output: Any, config: Any) -> None:
+    """Each window's label, known-ness and probabilities from the model's output for them (rows in order)."""
+    known = list(config.known_labels)
+    logits = output.logits.float()
+    probabilities = logits[:, : len(known)].softmax(dim=-1)
+    top = logits.argmax(dim=-1)
+    for row, window in enumerate(windows):
+        label = config.id2label[int(top[row])]
+        window.status = "ok"
+        window.label = label
+        window.known = label != config.unknown_label
+        window.score = float(output.open_set_score[row].float())
+        window.threshold = config.unknown_threshold
+        window.probabilities = {name: round(p, 6) for name, p in zip(known, probabilities[row].tolist(), strict=True)}
+
+
+def _whole_clip_window(
+    scorer: _WindowScorer, processor: HESPVideoProcessor, video: str | Path, duration: float, face_crop: bool
+) -> TimelineWindow:
+    """A recording shorter than one window: its `num_frames` frames sampled over all of it, decided as a clip."""
+    clip = sample_clip(video, scorer.num_frames)
+    window = TimelineWindow(start=0.0, end=duration)
+    frames = clip.frames
+    if face_crop:
+        track = processor.track_face(frames)
+        if not track.found:
+            window.status = NO_FACE
+            return window
+        frames = processor.crop_to_face(frames, track)
+        window.face_box = [round(float(v), 1) for v in track.boxes[len(frames) // 2]]
+    video_tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
+    pixels = processor(video_tensor, do_sample_frames=False, face_crop=False, return_tensors="pt")
+    with torch.inference_mode(), scorer.autocast:
+        output = scorer.model(pixel_values_videos=pixels["pixel_values_videos"].to(scorer.device))
+    fill_decisions([window], output, scorer.model.config)
+    return window
