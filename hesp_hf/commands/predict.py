@@ -23,7 +23,13 @@ from hesp_hf.pairing import load_pair
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="video files, folders, glob patterns, list files (.txt) or CSVs")
+    parser.add_argument("inputs", nargs="*", help="video files, folders, glob patterns, list files (.txt) or CSVs")
+    parser.add_argument("--dataset_name", help="instead of inputs: a datasets Hub id, folder or builder (videofolder)")
+    parser.add_argument("--dataset_config_name", default=None, help="--dataset_name: its configuration")
+    parser.add_argument("--data_dir", default=None, help="--dataset_name builder: the data folder")
+    parser.add_argument("--data_files", nargs="*", default=None, help="--dataset_name builder: split=path items")
+    parser.add_argument("--split", default="test", help="--dataset_name: the split to label (default test)")
+    parser.add_argument("--video_column_name", default="video", help="--dataset_name: the video column")
     parser.add_argument(
         "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX export folder (hesp-export)"
     )
@@ -64,7 +70,23 @@ def main() -> None:
 
     from hesp_hf.inference.prediction import default_num_workers, list_clips, model_threads, predict_clips
 
-    clips = list_clips(args.inputs, root=args.root)
+    if bool(args.inputs) == bool(args.dataset_name):
+        parser.error("give the clips as inputs or with --dataset_name, one of the two")
+    if args.dataset_name:
+        from hesp_hf.data.hf_datasets import DatasetSource, dataset_clip_paths
+
+        source = DatasetSource(
+            name=args.dataset_name,
+            config_name=args.dataset_config_name,
+            data_dir=args.data_dir,
+            data_files=tuple(args.data_files) if args.data_files else None,
+            video_column=args.video_column_name,
+            label_column=args.video_column_name,  # labels are not read: the checkpoint predicts them
+            data_root=args.root,
+        )
+        clips = dataset_clip_paths(source, args.split)
+    else:
+        clips = list_clips(args.inputs, root=args.root)
     if args.num_workers is None:
         args.num_workers = default_num_workers(state.num_processes)
     if onnx_runtime.is_onnx_export(args.checkpoint):

@@ -106,7 +106,7 @@ def known_lists_from(args: argparse.Namespace, train_args: list[str]) -> list[li
         check_known_lists(lists, args.known_lists, train_args)
         return lists
     if args.random_splits:
-        names = option_values(train_args, "--class_names")
+        names = option_values(train_args, "--class_names") or dataset_classes(train_args)[1]
         if not names:
             raise ValueError(
                 "--random_splits needs --class_names (all classes, index order) among train.py's arguments."
@@ -148,9 +148,24 @@ def dataset_classes(train_args: list[str]) -> tuple[str | None, list[str]]:
     in index order: a preset's own, a custom dataset's `--class_names`."""
     given = option_values(train_args, "--dataset")
     dataset = given[0] if given and given[0] in (*PRESETS, "custom") else None
+    if option_values(train_args, "--dataset_name"):  # a datasets dataset: its own classes, read once here
+        return dataset or option_values(train_args, "--dataset_name")[0], datasets_classes(train_args)
     if dataset in PRESETS:
         return dataset, list(PRESETS[dataset].class_names)
     return dataset, option_values(train_args, "--class_names") if dataset == "custom" else []
+
+
+def datasets_classes(train_args: list[str]) -> list[str]:
+    """The classes of train.py's `--dataset_name` dataset in label order (its train and test splits' labels)."""
+    from hesp_hf.commands.train import parse_training_options
+    from hesp_hf.data.hf_datasets import dataset_class_names
+    from hesp_hf.run.setup import dataset_source
+
+    _, data_args, _ = parse_training_options([*train_args, "--output_dir", "unused"])
+    source = dataset_source(data_args)
+    if data_args.dataset in PRESETS:
+        return list(PRESETS[data_args.dataset].class_names)
+    return dataset_class_names(source, data_args.class_names)
 
 
 def option_values(arguments: list[str], option: str) -> list[str]:

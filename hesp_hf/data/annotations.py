@@ -8,8 +8,9 @@ Every problem found is reported at once, each with its file and line.
 
 import csv
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .presets import DatasetPreset
 
@@ -22,7 +23,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 class ClipRecord:
     """One annotated clip: `path` (a video file or a folder of frames), its class index in preset order (0-based),
     the frame count the list file gives (None when not given), and where it was annotated (`source`, `line`).
-    After the open-set protocol, `label` is re-indexed and `original_label` keeps the preset index."""
+    After the open-set protocol, `label` is re-indexed and `original_label` keeps the preset index. A clip read from a
+    `datasets` split carries that split as `origin` and its position there as `row` (`path` then names it)."""
 
     path: str
     label: int
@@ -30,6 +32,8 @@ class ClipRecord:
     source: str
     line: int
     original_label: int | None = None
+    row: int | None = None
+    origin: Any = field(default=None, compare=False, repr=False)
 
 
 class AnnotationError(ValueError):

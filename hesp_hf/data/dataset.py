@@ -1,6 +1,7 @@
 """Clips as a `datasets.Dataset` decoded on the fly, for the `Trainer` and for a plain `DataLoader` with workers.
 
-The dataset holds references (`video`: a `Video(decode=False)` file, or a frame-folder path) and labels; a transform
+The dataset holds references (`video`: a `Video(decode=False)` file or bytes, a frame-folder path, or a video's bytes)
+and labels; a transform
 samples, augments (training) and processes frames when an item is read. `datasets` itself decodes video only with
 torchcodec, hence `decode=False`. Use `remove_unused_columns=False` with the `Trainer` and `collate_clips` as the
 collator.
@@ -24,7 +25,7 @@ from ..modeling.video_decoding_hesp import VideoDecodeError
 from ..modeling.video_processing_hesp import HESPVideoProcessor
 from .annotations import ClipRecord
 from .augmentation import ClipAugmentation
-from .decoding import sample_clip
+from .decoding import sample_clip, sample_clip_bytes
 
 
 logger = logging.getLogger(__name__)
@@ -84,17 +85,16 @@ class ClipTransform:
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
         pixel_values, labels = [], []
         for reference, label in zip(batch["video"], batch["label"], strict=True):
-            path = reference["path"] if isinstance(reference, dict) else reference
-            pixel_values.append(self._load_or_report(path))
+            pixel_values.append(self._load_or_report(*clip_reference(reference)))
             labels.append(label)
         return {"pixel_values_videos": pixel_values, "labels": labels}
 
-    def _face_crop(self, path: str, clip: Any) -> np.ndarray:
+    def _face_crop(self, path: str, clip: Any, data: bytes | None = None) -> np.ndarray:
         """The clip cropped to its face. The track found on a clip's first read is stored in `face_cache` (when
         given) and reused at the times later reads sample, so epochs do not detect again; a clip without a face is
         reported when its track is made."""
         settings = (self.processor.face_margin, self.processor.face_min_score)
-        cache = self.face_cache / f"{_clip_key(path, settings)}.json" if self.face_cache else None
+        cache = self.face_cache / f"{_clip_key(path, settings, data)}.json" if self.face_cache else None
         track = FaceTrack.from_json(json.loads(cache.read_text())) if cache is not None and cache.exists() else None
         times = np.asarray(clip.timestamps, dtype=float)
         if track is None:
@@ -105,9 +105,13 @@ class ClipTransform:
                 self._report(path, "no_face", "no face in any sampled frame: the whole frame is used")
         return self.processor.crop_to_face(clip.frames, track, times)
 
-    def _load_or_report(self, path: str) -> torch.Tensor | None:
+    def _load_or_report(self, path: str, data: bytes | None = None) -> torch.Tensor | None:
+        """`path` names the clip; `data`, when given, is the video itself (a `datasets` bytes column)."""
         try:
-            clip = sample_clip(path, self.processor.num_frames, random_sampling=self.training)
+            if data is not None:
+                clip = sample_clip_bytes(data, path, self.processor.num_frames, random_sampling=self.training)
+            else:
+                clip = sample_clip(path, self.processor.num_frames, random_sampling=self.training)
         except VideoDecodeError as error:
             if self.on_bad_clip == "raise":
                 raise
@@ -121,7 +125,7 @@ class ClipTransform:
                 self._report(path, "skipped", message)
                 return None
             self._report(path, "truncated", message)
-        return self.process(self._face_crop(path, clip) if self.processor.face_crop else clip.frames)
+        return self.process(self._face_crop(path, clip, data) if self.processor.face_crop else clip.frames)
 
     def process(self, frames: np.ndarray) -> torch.Tensor:
         """Sampled frames `(T, H, W, 3)` uint8 -> `(T, C, H, W)` model input (augmented when training)."""
@@ -181,9 +185,22 @@ def read_clip_log(path: str | Path) -> ClipReport:
     )
 
 
-def _clip_key(path: str, settings: tuple) -> str:
+def clip_reference(reference: Any) -> tuple[str, bytes | None]:
+    """A `video` value as (name, bytes or None): a path string, a `Video(decode=False)` dict (`path`, `bytes`), or
+    raw bytes (then named by their size: the caller names them better through the dict's `path`)."""
+    if isinstance(reference, dict):
+        data = reference.get("bytes")
+        return str(reference.get("path") or f"<video of {len(data or b'')} bytes>"), data
+    if isinstance(reference, (bytes, bytearray)):
+        return f"<video of {len(reference)} bytes>", bytes(reference)
+    return str(reference), None
+
+
+def _clip_key(path: str, settings: tuple, data: bytes | None = None) -> str:
     """A cache name for a clip's face track: its path, size and modification time (a replaced file is detected
-    again) and the face settings."""
+    again), or the content of a clip held as bytes, and the face settings."""
+    if data is not None:
+        return hashlib.sha1(data + repr(settings).encode()).hexdigest()
     stat = Path(path).stat()
     return hashlib.sha1(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{settings}".encode()).hexdigest()
 
@@ -200,8 +217,15 @@ def collate_clips(examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     }
 
 
-def clip_dataset(records: list[ClipRecord] | tuple[ClipRecord, ...], transform: ClipTransform) -> datasets.Dataset:
-    """A `datasets.Dataset` of the clips (`video`, `label`) that decodes through `transform` when read."""
+def clip_dataset(records: list[ClipRecord] | tuple[ClipRecord, ...], transform: ClipTransform) -> Any:
+    """A `datasets.Dataset` of the clips (`video`, `label`) that decodes through `transform` when read. Clips that
+    live in a `datasets` split (`record.origin`, see `hf_datasets`) are read from it by row: a map-style split gives
+    a `datasets.Dataset` of rows, a streamed one a sized iterable over the stream."""
+    origins = {id(record.origin): record.origin for record in records}
+    if len(origins) > 1 or (records and records[0].origin is not None):
+        if None in origins.values() or len(origins) > 1:
+            raise ValueError("clip_dataset takes the clips of one source at a time (files, or one datasets split).")
+        return records[0].origin.clips(list(records), transform)
     paths = [record.path for record in records]
     is_file = [Path(path).is_file() for path in paths]
     video_feature = datasets.Video(decode=False) if paths and all(is_file) else datasets.Value("string")

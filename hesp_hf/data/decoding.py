@@ -1,6 +1,9 @@
 """Sampling the frames of one clip: a video file (time-true, streaming, upright; see
-`hesp_hf.modeling.video_decoding_hesp`) or a folder of frame images (opening only the sampled images)."""
+`hesp_hf.modeling.video_decoding_hesp`), a folder of frame images (opening only the sampled images), or a video's
+bytes (a `datasets` column), which go through the same file decoder."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,30 @@ def sample_clip(
     if not path.exists():
         raise VideoDecodeError(f"Clip {path} does not exist.")
     return decode_video(path, num_frames, random_sampling, generator)
+
+
+def sample_clip_bytes(
+    data: bytes,
+    name: str,
+    num_frames: int,
+    random_sampling: bool = False,
+    generator: torch.Generator | None = None,
+) -> DecodedVideo:
+    """`sample_clip` for a video held as bytes (a `datasets` column), reported as `name`. The bytes are written to a
+    private temporary file and decoded there: the decoder's checks (empty, text, missing MP4 index, truncation) read
+    files, so bytes and files are judged alike. The file goes as soon as the frames are out."""
+    if not data:
+        raise VideoDecodeError(f"Video {name} is empty (0 bytes).")
+    handle, temporary = tempfile.mkstemp(prefix="hesp-clip-", suffix=Path(name).suffix[:8])
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+        try:
+            return decode_video(temporary, num_frames, random_sampling, generator)
+        except VideoDecodeError as error:  # name the clip, not the temporary file
+            raise VideoDecodeError(str(error).replace(temporary, name)) from error
+    finally:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def _sample_folder(

@@ -8,7 +8,7 @@ calibration; the test set is the known clips of the test list plus every unknown
 
 import logging
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,6 +32,7 @@ class OpenSetSplit:
     validation: tuple[ClipRecord, ...]
     test: tuple[ClipRecord, ...]
     unknown_label_id: int = UNKNOWN_LABEL_ID
+    validation_from: str = ""  # how validation was made, when not the seeded share of the training list
 
     @property
     def known_labels(self) -> list[str]:
@@ -118,7 +119,7 @@ def stratified_holdout(
 
 def reindex(record: ClipRecord, label: int) -> ClipRecord:
     """`record` with its label re-indexed for a split; `original_label` keeps the preset index."""
-    return ClipRecord(record.path, label, record.num_frames, record.source, record.line, record.label)
+    return replace(record, label=label, original_label=record.label)
 
 
 def make_open_set_split(

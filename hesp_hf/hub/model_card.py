@@ -79,6 +79,15 @@ def describe_backbone(clip_model: str) -> BackboneInfo:
     return BackboneInfo(None, f"a local CLIP checkpoint (`{path.name}`)", False)
 
 
+@dataclass(frozen=True)
+class HubDataset:
+    """A Hub dataset a model was trained and tested on: its id, configuration and test split, for the card's YAML."""
+
+    repo_id: str
+    config: str | None
+    split: str
+
+
 def render_model_card(
     *,
     repo_id: str,
@@ -96,16 +105,21 @@ def render_model_card(
     keep_share: float,
     known_ness: str,
     license: str = "apache-2.0",
+    hub_dataset: "HubDataset | None" = None,
 ) -> ModelCard:
     """The card of a trained checkpoint. The YAML names only what the Hub can resolve: `base_model` when the CLIP's
-    Hub id is known, no `datasets` (the FER datasets are not Hub datasets); the text says what the data was."""
+    Hub id is known, `datasets` and the results' dataset only when the data came from a Hub dataset (`hub_dataset`:
+    its id, config and test split); the text says what the data was."""
     results = [
         EvalResult(
             task_type="video-classification",
             task_name="Open-set video facial expression recognition",
-            dataset_type=dataset_name,
-            dataset_name=dataset_name,
-            dataset_split=f"test ({split_description})",
+            dataset_type=hub_dataset.repo_id if hub_dataset else dataset_name,
+            dataset_name=hub_dataset.repo_id if hub_dataset else dataset_name,
+            dataset_config=hub_dataset.config if hub_dataset else None,
+            dataset_split=(
+                f"{hub_dataset.split} ({split_description})" if hub_dataset else f"test ({split_description})"
+            ),
             metric_type=name,
             metric_name=label,
             metric_value=round(float(metrics[name]), 6),
@@ -116,6 +130,7 @@ def render_model_card(
         library_name="transformers",
         pipeline_tag="video-classification",
         base_model=backbone.hub_id,
+        datasets=[hub_dataset.repo_id] if hub_dataset else None,
         license=license,
         tags=["hesp", "open-set-recognition", "facial-expression-recognition", "clip", "video-classification"],
         model_name=repo_id,

@@ -159,8 +159,43 @@ RECIPES: dict[str, dict[str, object]] = {
 
 @dataclass
 class DataArguments:
-    dataset: Literal[(*PRESETS, "custom")] = field(
-        metadata={"help": "A preset (its class list and label numbering) or custom (with --class_names)."}
+    dataset: Literal[(*PRESETS, "custom")] | None = field(
+        default=None,
+        metadata={
+            "help": "A preset (its class list and label numbering) or custom (with --class_names), for annotation "
+            "files; not needed with --dataset_name (a preset there gives the class order and released lists)."
+        },
+    )
+    dataset_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "A `datasets` dataset: a Hub id, a save_to_disk folder, or a builder (videofolder, parquet, csv, "
+            "json) with --data_dir or --data_files. From Python also a Dataset / DatasetDict object."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "The dataset's configuration name."})
+    data_dir: str | None = field(default=None, metadata={"help": "--dataset_name builder: the data folder."})
+    data_files: list[str] | None = field(
+        default=None, metadata={"help": "--dataset_name builder: data files (split=pattern items or plain paths)."}
+    )
+    train_split_name: str = field(default="train", metadata={"help": "--dataset_name: the training split."})
+    validation_split_name: str | None = field(
+        default=None,
+        metadata={
+            "help": "--dataset_name: the validation split (default: 'validation' when there is one, else a seeded "
+            "--validation_fraction of the training split)."
+        },
+    )
+    test_split_name: str = field(default="test", metadata={"help": "--dataset_name: the test split."})
+    video_column_name: str = field(
+        default="video", metadata={"help": "--dataset_name: the column of videos (a Video feature, paths or bytes)."}
+    )
+    label_column_name: str = field(
+        default="label", metadata={"help": "--dataset_name: the column of labels (ClassLabel or class-name strings)."}
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "--dataset_name: stream the splits (IterableDataset) instead of caching them on disk."},
     )
     data_root: str | None = field(default=None, metadata={"help": "Dataset root; clip paths resolve against it."})
     train_annotation: str | None = field(
@@ -225,7 +260,23 @@ class DataArguments:
         # Lists of names: `--known_labels a b c`, `--known_labels a,b,c` (as before) and Python lists all mean the same.
         self.known_labels = name_list(self.known_labels)
         self.class_names = name_list(self.class_names)
+        # A datasets object from Python travels beside the fields, which stay plain values (run_arguments.json).
+        self.dataset_object = None
+        if self.dataset_name is not None and not isinstance(self.dataset_name, str):
+            self.dataset_object, self.dataset_name = self.dataset_name, None
+        if self.dataset is None and self.dataset_name is None and self.dataset_object is None:
+            raise ValueError(
+                "Give --dataset_name (a datasets dataset: Hub id, folder or builder), or --dataset (a preset or "
+                "custom) with its annotation files."
+            )
+        if isinstance(self.data_files, str):
+            self.data_files = [self.data_files]
         check_choices(self)
+
+    @property
+    def uses_datasets(self) -> bool:
+        """Whether the clips come from a `datasets` dataset (`--dataset_name`) rather than annotation files."""
+        return self.dataset_name is not None or self.dataset_object is not None
 
 
 def check_choices(arguments: object) -> None:
@@ -397,9 +448,11 @@ def training_arguments(**options: object) -> tuple[ModelArguments, DataArguments
             )
             + ". They are the fields of ModelArguments, DataArguments and HESPTrainingArguments (`scripts/train.py --help`)."
         )
-    missing = [name for name in ("dataset", "output_dir") if name not in options]
+    # A datasets dataset (dataset_name) needs no preset.
+    given = set(options) | ({"dataset"} if "dataset_name" in options else set())
+    missing = [name for name in ("dataset", "output_dir") if name not in given]
     if missing:
-        raise TypeError(f"Training needs {' and '.join(missing)}.")
+        raise TypeError(f"Training needs {' and '.join(missing)} (or dataset_name for a datasets dataset).")
     built = []
     for group, group_names in zip(groups, names, strict=True):
         built.append(group(**{name: value for name, value in options.items() if name in group_names}))

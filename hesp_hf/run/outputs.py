@@ -55,8 +55,9 @@ def resolve_resume(value: str | bool | None, output_dir: Path) -> str | None:
     return str(value)
 
 
-def data_description(split: OpenSetSplit, manifest: dict[str, Any] | None) -> str:
-    """The training data in words for the model card."""
+def data_description(split: OpenSetSplit, manifest: dict[str, Any] | None, source: Any = None) -> str:
+    """The training data in words for the model card (`source`: the `datasets` source, when the clips came from
+    one: a Hub dataset is named by its id, anything else is said to be local)."""
     counts = (
         f"{len(split.train)} training clips of the known classes ({len(split.validation)} more held out for "
         f"validation), {len(split.test)} test clips"
@@ -67,6 +68,11 @@ def data_description(split: OpenSetSplit, manifest: dict[str, Any] | None) -> st
             f"{manifest.get('train_per_class')} training clips per class, {manifest.get('size')}x"
             f"{manifest.get('size')} pixels): {counts}."
         )
+    if source is not None:
+        where = (
+            f"the Hub dataset `{source.describe()}`" if source.hub_id else f"a local dataset (`{source.short_name}`)"
+        )
+        return f"Clips of {where}, classes {', '.join(split.preset.class_names)}: {counts}."
     if split.preset.name.lower() == "custom":
         return f"The user's own annotated clips (classes: {', '.join(split.preset.class_names)}): {counts}."
     return f"{split.preset.name}: {counts}. The dataset is not distributed with this model; see its own licence."

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import DataLoader
 from transformers import TrainingArguments
 
 from ..data import (
@@ -18,6 +19,7 @@ from ..data import (
     read_annotation,
 )
 from ..data.dataset import read_clip_log
+from ..data.hf_datasets import DatasetSource, dataset_open_set_split, dataset_test_split
 from ..data.presets import get_preset
 from ..data.protocol import test_only_split
 from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
@@ -44,7 +46,40 @@ def resolve_annotations(data_args: DataArguments) -> tuple[str, str]:
     return data_args.train_annotation or str(root / train), data_args.test_annotation or str(root / test)
 
 
+def dataset_source(data_args: DataArguments) -> DatasetSource | None:
+    """The `datasets` source of `--dataset_name` and its options; None when the clips come from annotation files."""
+    if not data_args.uses_datasets:
+        return None
+    return DatasetSource(
+        name=data_args.dataset_name,
+        dataset=data_args.dataset_object,
+        config_name=data_args.dataset_config_name,
+        data_dir=data_args.data_dir,
+        data_files=tuple(data_args.data_files) if data_args.data_files else None,
+        streaming=data_args.streaming,
+        video_column=data_args.video_column_name,
+        label_column=data_args.label_column_name,
+        train_split=data_args.train_split_name,
+        validation_split=data_args.validation_split_name,
+        test_split=data_args.test_split_name,
+        data_root=data_args.data_root,
+    )
+
+
 def load_split(data_args: DataArguments, seed: int) -> OpenSetSplit:
+    source = dataset_source(data_args)
+    if source is not None:
+        return dataset_open_set_split(
+            source,
+            split_index=data_args.split_index,
+            known_labels=data_args.known_labels,
+            class_names=data_args.class_names,
+            preset=data_args.dataset,
+            validation_fraction=data_args.validation_fraction,
+            seed=seed,
+            validation_unknown_fraction=data_args.validation_unknown_fraction,
+            allow_empty_known_classes=data_args.allow_empty_known_classes,
+        )
     train_annotation, test_annotation = resolve_annotations(data_args)
     return load_open_set_split(
         data_args.dataset,
@@ -64,7 +99,11 @@ def load_split(data_args: DataArguments, seed: int) -> OpenSetSplit:
 
 def load_test_split(data_args: DataArguments, checkpoint: str, known_labels: list[str]) -> OpenSetSplit:
     """The test set of a trained model from `--test_annotation` alone: the checkpoint's known classes; a custom
-    dataset's class list from `--class_names` or, when not given, the `run_arguments.json` the training wrote."""
+    dataset's class list from `--class_names` or, when not given, the `run_arguments.json` the training wrote.
+    With `--dataset_name`, the source's test split."""
+    source = dataset_source(data_args)
+    if source is not None:
+        return dataset_test_split(source, known_labels, data_args.class_names, data_args.dataset)
     class_names = data_args.class_names  # a list already (DataArguments normalises it)
     if class_names is None and data_args.dataset == "custom":
         recorded = Path(checkpoint) / "run_arguments.json"
@@ -172,11 +211,8 @@ def place_visual_prompt(model: Any, split: OpenSetSplit, transform: ClipTransfor
     records = list(split.train[:max_clips])
     if not records:
         return
-    dataset = clip_dataset(records, transform)
-    batches = (
-        collate_clips([dataset[i] for i in range(start, min(start + 8, len(dataset)))])["pixel_values_videos"]
-        for start in range(0, len(dataset), 8)
-    )
+    loader = DataLoader(clip_dataset(records, transform), batch_size=8, collate_fn=collate_clips)
+    batches = (batch["pixel_values_videos"] for batch in loader)  # a streamed set is read in order, not by index
     batches = (batch for batch in batches if len(batch))  # a batch of skipped clips is empty
     model.eval()
     model.config.visual_prompt_center = model.estimate_visual_prompt_location(batches)

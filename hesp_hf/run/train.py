@@ -19,7 +19,13 @@ from ..data import OpenSetSplit, clip_dataset, collate_clips
 from ..data.manifest import read_manifest
 from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics, dataset_features
 from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
-from ..hub.model_card import describe_backbone, known_ness_description, render_model_card, write_model_card
+from ..hub.model_card import (
+    HubDataset,
+    describe_backbone,
+    known_ness_description,
+    render_model_card,
+    write_model_card,
+)
 from ..hub.upload import check_hub_access, push_folder
 from ..metrics import trainer_compute_metrics
 from ..training import HESPTrainer, calibrate_threshold, fit_class_prototypes
@@ -39,6 +45,7 @@ from .setup import (
     choose_selection_metric,
     clip_report_summary,
     clip_transform,
+    dataset_source,
     fresh_clip_log,
     load_split,
     make_augmentation,
@@ -63,7 +70,8 @@ def train(**options: Any) -> TrainingRun:
     """Train HESP on one open-set split, calibrate, evaluate and save: `scripts/train.py` as a Python call.
 
     `options` are the fields of [`ModelArguments`], [`DataArguments`] and [`HESPTrainingArguments`] by name, with
-    Python values (`known_labels=["happy", "sad"]`, `num_train_epochs=12`); `dataset` and `output_dir` are required.
+    Python values (`known_labels=["happy", "sad"]`, `num_train_epochs=12`); `output_dir` is required, and `dataset`
+    (annotation files) or `dataset_name` (a `datasets` Hub id, folder or builder, or a `Dataset` / `DatasetDict`).
 
     Example:
 
@@ -112,6 +120,13 @@ def run_training(
         place_visual_prompt(model, split, eval_transform.for_split("train"), model_args.visual_prompt_estimation_clips)
 
     choose_selection_metric(training_args, has_unknown_validation=any(r.label < 0 for r in split.validation))
+    if data_args.streaming and model_args.train_sampling == "class_stratified":
+        # A sampler needs random access; a stream is read in its own order, one batch in memory.
+        logger.warning(
+            "--streaming: training batches follow the stream's order (train_sampling=%s needs random access and does "
+            "not apply); shuffle a dataset sorted by class before streaming it.",
+            model_args.train_sampling,
+        )
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, complete, at the end
     trainer = HESPTrainer(
         model=model,
@@ -206,9 +221,12 @@ def write_run_outputs(
     config = trainer.model.config
     face_crop = trainer.processing_class.face_crop
     label_names = [config.id2label[i] for i in range(config.num_labels)]
+    source = dataset_source(data_args)
     extra = {
+        **({"data_source": source.describe()} if source else {}),
         "split": split_description(split, data_args),
         "validation_clips": len(split.validation),
+        **({"validation_from": split.validation_from} if split.validation_from else {}),
         "selection_saw_unknown_classes": selection_saw_unknown_classes(split),
         "world_size": training_args.world_size,
     }
@@ -230,12 +248,17 @@ def write_run_outputs(
         branch_logits=predictions.branch_logits,
     )
     write_text_atomic(output_dir / "split.txt", split.summary() + "\n")
-    manifest = read_manifest(resolve_annotations(data_args)[0])
+    manifest = None if source else read_manifest(resolve_annotations(data_args)[0])
+    hub_dataset = (
+        HubDataset(source.hub_id, source.config_name, source.test_split) if source and source.hub_id else None
+    )
     card = render_model_card(
-        repo_id=training_args.hub_model_id or f"hesp-{data_args.dataset}",
+        repo_id=training_args.hub_model_id or f"hesp-{data_args.dataset or source.short_name.split('/')[-1]}",
         backbone=describe_backbone(model_args.clip_model),
-        dataset_name="synthetic" if manifest else data_args.dataset,
-        data_description=data_description(split, manifest),
+        dataset_name="synthetic"
+        if manifest
+        else (source.hub_id or f"{source.short_name} (local)" if source else data_args.dataset),
+        data_description=data_description(split, manifest, source),
         synthetic_data=manifest is not None,
         known_labels=split.known_labels,
         unknown_labels=[split.preset.class_names[i] for i in split.unknown_classes],
@@ -246,6 +269,7 @@ def write_run_outputs(
         threshold=config.unknown_threshold,
         keep_share=model_args.keep_share,
         known_ness=known_ness_description(config),
+        hub_dataset=hub_dataset,
     )
     write_model_card(card, output_dir)
     write_text_atomic(output_dir / "run_arguments.json", json.dumps(run_arguments(model_args, data_args), indent=2))
