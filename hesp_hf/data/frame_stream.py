@@ -70,6 +70,7 @@ class FrameStream:
     decode_errors: int = 0
 
     def __post_init__(self) -> None:
+        self._origin: float | None = None  # the first frame's stream time: moments count from it
         if not self.rate > 0:
             raise ValueError(f"The sampling rate must be > 0 moments per second, got {self.rate}.")
 
@@ -119,7 +120,7 @@ class FrameStream:
             if time is None:
                 time = shown_end if shown is not None else 0.0
             if origin is None:
-                origin = time
+                origin = self._origin = time
                 rotation = frame_rotation(stream, frame)
             time -= origin
             if shown is not None and time <= shown_time:
@@ -165,9 +166,13 @@ class FrameStream:
 
         last_time = 0.0
         recoveries = 0
+        codec = stream.codec_context
         while True:
             try:
                 for packet in container.demux(stream):
+                    # A frame no moment falls on, that no other frame predicts from, need not be decoded at all.
+                    skip = self._origin is not None and not self._shows_a_moment(packet, time_base)
+                    codec.skip_frame = "NONREF" if skip else "DEFAULT"
                     try:
                         frames = packet.decode()
                     except (av.error.FFmpegError, ValueError):
@@ -190,6 +195,14 @@ class FrameStream:
                     stream.codec_context.flush_buffers()
                 except (av.error.FFmpegError, OSError):
                     return
+
+    def _shows_a_moment(self, packet: Any, time_base: float | None) -> bool:
+        """Whether a moment of the grid falls inside the packet's frame (True when its timing is unknown)."""
+        if packet.pts is None or not packet.duration or time_base is None:
+            return True
+        start = packet.pts * time_base - self._origin
+        first = math.ceil(start * self.rate - 0.5)  # the first moment at or after the frame's start
+        return (first + 0.5) / self.rate < start + packet.duration * time_base
 
     def _pixels(self, frame: Any, rotation: int | None) -> np.ndarray:
         width, height = frame.width, frame.height
