@@ -12,6 +12,7 @@ package only when a detector is built.
 
 import functools
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -228,16 +229,20 @@ class FaceDetector:
         self._cv2 = cv2
         self._net = cv2.FaceDetectorYN.create(_yunet_model_path(), "", (input_size, input_size), score_threshold, 0.3)
         self._net_size: tuple[int, int] | None = None
+        # One network, shared per process (`shared_detector`): its input size is state, so calls take turns (a
+        # web page or a timeline's reading thread may call it from several threads).
+        self._lock = threading.Lock()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         height, width = frame.shape[:2]
         scale = self.input_size / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         resized = self._cv2.resize(np.ascontiguousarray(frame[..., :3]), size, interpolation=self._cv2.INTER_AREA)
-        if self._net_size != size:
-            self._net.setInputSize(size)
-            self._net_size = size
-        _, faces = self._net.detect(self._cv2.cvtColor(resized, self._cv2.COLOR_RGB2BGR))
+        with self._lock:
+            if self._net_size != size:
+                self._net.setInputSize(size)
+                self._net_size = size
+            _, faces = self._net.detect(self._cv2.cvtColor(resized, self._cv2.COLOR_RGB2BGR))
         if faces is None:
             return np.zeros((0, 5))
         x, y, w, h = faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 3]

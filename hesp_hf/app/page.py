@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,9 +155,6 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
     known = list(config.known_labels)
     counter = RequestCounter()
     janitor = UploadJanitor(settings.upload_grace_s)
-    # One face-cropping request at a time: the face detector is one OpenCV object per process, and its input size
-    # and detection are two calls that another thread must not come between.
-    face_lock = threading.Lock()
 
     with gr.Blocks(
         title=TITLE,
@@ -209,18 +205,17 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
                 return _problem(f"No video received{limit}: upload a video file or record one.")
             name = Path(uploaded).name
             try:
-                with face_lock if crop else nullcontext():
-                    result = analyse_video(
-                        model,
-                        processor,
-                        uploaded,
-                        folder,
-                        name=name,
-                        face_crop=crop,
-                        describer=describer,
-                        window=settings.window_s,
-                        stride=settings.stride_s,
-                    )
+                result = analyse_video(
+                    model,
+                    processor,
+                    uploaded,
+                    folder,
+                    name=name,
+                    face_crop=crop,
+                    describer=describer,
+                    window=settings.window_s,
+                    stride=settings.stride_s,
+                )
             except RequestProblem as problem:
                 logger.info("%s", problem)
                 return _problem(str(problem))
