@@ -3,7 +3,7 @@
     python scripts/benchmark.py [--quick] [--json FILE]
 
 Sections (one module each under `scripts/benchmarks/`, whose docstrings say what they measure): inference, train,
-memory, metric, decode, predict, export, datasets, timeline.
+memory, metric, decode, predict, export, deploy, datasets, timeline.
 
 Absolute times are printed with the machine they came from; compare ratios, not seconds, across machines.
 """
@@ -11,7 +11,7 @@ Absolute times are printed with the machine they came from; compare ratios, not 
 import argparse
 from pathlib import Path
 
-from benchmarks import datasets_source, decode, export, inference, memory, metric, predict, timeline, train
+from benchmarks import datasets_source, decode, deploy, export, inference, memory, metric, predict, timeline, train
 from benchmarks.harness import Section, Settings, print_header, print_rows, write_ratios
 
 
@@ -23,6 +23,7 @@ SECTIONS: dict[str, Section] = {
     "decode": decode.run,
     "predict": predict.run,
     "export": export.run,
+    "deploy": deploy.run,
     "datasets": datasets_source.run,
     "timeline": timeline.run,
 }

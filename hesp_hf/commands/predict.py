@@ -2,6 +2,8 @@
 
     hesp-predict --checkpoint runs/dfew-1 --output predictions.jsonl recordings/
     hesp-predict --checkpoint org/hesp-dfew --output screen.csv "archive/**/*.mp4" --face_crop --bf16
+    hesp-predict --checkpoint runs/dfew-1 --precision bf16 ...   # bfloat16 tower: CPUs with AVX512-BF16 / AMX, GPUs
+    hesp-predict --checkpoint runs/dfew-1-int8 ...               # an int8 export (hesp-export --int8)
     accelerate launch --num_processes 4 scripts/predict.py --checkpoint runs/dfew-1 --output all.jsonl clips.txt
 
 Each row: the file, its top label (or the checkpoint's unknown label), whether that is a known expression, the
@@ -15,10 +17,9 @@ import argparse
 import logging
 from typing import Any
 
-from hesp_hf import HESPVideoProcessor
 from hesp_hf.commands.cli import ArgumentParser, run_command
 from hesp_hf.inference import onnx_runtime
-from hesp_hf.pairing import load_pair
+from hesp_hf.inference.deployment import PRECISIONS, load_for_prediction
 
 
 def main() -> None:
@@ -31,7 +32,9 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="--dataset_name: the split to label (default test)")
     parser.add_argument("--video_column_name", default="video", help="--dataset_name: the video column")
     parser.add_argument(
-        "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX export folder (hesp-export)"
+        "--checkpoint",
+        required=True,
+        help="a trained HESP folder or Hub id, or an ONNX or int8 export folder (hesp-export)",
     )
     parser.add_argument("--output", required=True, help="where the rows go: a .jsonl or .csv file")
     parser.add_argument("--root", default=None, help="folder that relative paths in list files and CSVs start from")
@@ -40,6 +43,14 @@ def main() -> None:
         "--num_workers", type=int, default=None, help="decoding processes (default: the cores left after the model)"
     )
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward pass")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: the image tower's weights in bfloat16, the head in float32 (fastest where the CPU or GPU "
+        "computes bf16 natively)",
+    )
+    parser.add_argument("--compile", action="store_true", help="torch.compile the image tower (compiles once)")
     parser.add_argument("--face_crop", action="store_true", help="crop every clip to its face first (raw footage)")
     parser.add_argument(
         "--inference_only",
@@ -89,15 +100,16 @@ def main() -> None:
         clips = list_clips(args.inputs, root=args.root)
     if args.num_workers is None:
         args.num_workers = default_num_workers(state.num_processes)
-    if onnx_runtime.is_onnx_export(args.checkpoint):
-        model = onnx_runtime.ONNXVideoClassifier(
-            args.checkpoint, threads=model_threads(args.num_workers, state.num_processes)
-        )
-        processor = HESPVideoProcessor.from_pretrained(args.checkpoint)
-    else:
-        model, processor = load_pair(args.checkpoint)
-        if args.inference_only:
-            model = model.to_inference_only()
+    if onnx_runtime.is_onnx_export(args.checkpoint) and (args.precision != "fp32" or args.compile):
+        parser.error("--precision and --compile apply to PyTorch checkpoints; an export's precision is its graph's")
+    model, processor = load_for_prediction(
+        args.checkpoint,
+        precision=args.precision,
+        inference_only=args.inference_only and not onnx_runtime.is_onnx_export(args.checkpoint),
+        compile=args.compile,
+        threads=model_threads(args.num_workers, state.num_processes),
+        spinning=False,  # decoding shares the CPU cores: idle model threads must not busy-wait on them
+    )
     describer = None if args.no_describe_unknown else unknown_describer(model, args.checkpoint)
     if args.face_crop:
         processor.face_crop = True

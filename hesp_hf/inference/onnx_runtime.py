@@ -17,6 +17,7 @@ from ..modeling.modeling_hesp import HESPVideoClassifierOutput
 
 
 ONNX_FILE = "model.onnx"
+PRECISION_KEY = "hesp_precision"  # graph metadata: "int8" for `export_int8`'s graphs; absent (float32) otherwise
 
 
 def is_onnx_export(folder: str | Path) -> bool:
@@ -25,9 +26,17 @@ def is_onnx_export(folder: str | Path) -> bool:
 
 class ONNXVideoClassifier:
     """An ONNX export folder (`model.onnx`, its weights, `config.json`) run with ONNX Runtime on the CPU (or CUDA,
-    where onnxruntime-gpu provides it). `threads`: intra-op threads (default: ONNX Runtime's choice)."""
+    where onnxruntime-gpu provides it). `threads`: intra-op threads (default: ONNX Runtime's choice). `spinning`:
+    whether idle pool threads busy-wait for the next piece of work (ONNX Runtime's default); off where other work
+    (decoding) shares the cores, whose time the spinning would take. `precision`: "fp32" or "int8" (`export_int8`)."""
 
-    def __init__(self, folder: str | Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(
+        self,
+        folder: str | Path,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        spinning: bool = True,
+    ):
         try:
             import onnxruntime
         except ImportError as error:
@@ -41,9 +50,12 @@ class ONNXVideoClassifier:
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         available = onnxruntime.get_available_providers()
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         self.session = onnxruntime.InferenceSession(str(folder / ONNX_FILE), options, providers=providers)
+        self.precision: str = self.session.get_modelmeta().custom_metadata_map.get(PRECISION_KEY, "fp32")
 
     def __call__(self, pixel_values_videos: torch.Tensor | np.ndarray, **_: Any) -> HESPVideoClassifierOutput:
         pixels = pixel_values_videos

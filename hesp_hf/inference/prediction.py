@@ -406,6 +406,9 @@ def _decoded_in_background(batches: Any, depth: int = 2) -> Iterator[Any]:
         return False
 
     def read() -> None:
+        # Decoding's own torch work (resizing) on one core: the setting is this thread's (OpenMP's is per thread), so
+        # the model keeps its threads and the two stages do not oversubscribe the cores they share.
+        torch.set_num_threads(1)
         try:
             for batch in batches:
                 if not put((batch, None)):

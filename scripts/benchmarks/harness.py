@@ -71,12 +71,35 @@ def bench_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+MATRIX_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The CPU's vector and matrix instruction sets that int8 and bf16 speed depend on (Linux `/proc/cpuinfo`)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in MATRIX_FLAGS if flag in flags]
+
+
+def cpu_name() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+
+
 def machine() -> str:
     import torch
 
     accelerator = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    flags = cpu_flags()
     return (
-        f"{platform.machine()}, {os.cpu_count()} cores, CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
+        f"{platform.machine()} {cpu_name()}, {os.cpu_count()} cores, flags {' '.join(flags) or 'unknown'} "
+        f"({'AMX' if 'amx_tile' in flags else 'no AMX'}), CPU kernels {torch.backends.cpu.get_cpu_capability()}, "
         f"{torch.get_num_threads()} torch threads, {accelerator}"
     )
 
