@@ -73,3 +73,19 @@ def test_the_onnx_export_carries_the_prototype_head(make_model, tiny_clip_dir, t
         plain = model.prototype_logits(expected.video_embeds)
     torch.testing.assert_close(expected.logits[:, :3], plain)  # the eager model predicts with its prototypes
     torch.testing.assert_close(classifier(pixel_values_videos=pixels).logits, expected.logits, rtol=0, atol=1e-4)
+
+
+def test_the_timeline_runs_an_onnx_export_window_by_window(exported, tmp_path):
+    """An export cannot share frame features between windows: each window runs whole, with the same decisions."""
+    from hesp_hf.inference.timeline import timeline
+
+    from .test_timeline import noise_video
+
+    model, processor, folder = exported
+    video = noise_video(tmp_path / "long.mp4", seconds=2.5)
+    eager = timeline(model.eval(), processor, video, window=1.0, stride=0.5)
+    onnx = timeline(ONNXVideoClassifier(folder), processor, video, window=1.0, stride=0.5)
+    assert len(onnx.windows) == len(eager.windows) == 4
+    for ours, reference in zip(onnx.windows, eager.windows, strict=True):
+        assert (ours.start, ours.label) == (reference.start, reference.label)
+        assert ours.score == pytest.approx(reference.score, abs=1e-3)

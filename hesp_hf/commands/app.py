@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None, block: bool = True) -> object:
     import torch
 
     from hesp_hf.commands.predict import unknown_describer
-    from hesp_hf.commands.timeline import load_for_prediction
+    from hesp_hf.inference.deployment import load_for_prediction
 
     model, processor = load_for_prediction(checkpoint)
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):

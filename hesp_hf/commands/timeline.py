@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hesp_hf.commands.cli import ArgumentParser, run_command
+from hesp_hf.inference.deployment import PRECISIONS, load_for_prediction
+from hesp_hf.inference.onnx_runtime import is_onnx_export
 
 
 logger = logging.getLogger("hesp-timeline")
@@ -28,7 +30,7 @@ def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="+", help="video files, folders of videos, or glob patterns")
     parser.add_argument(
-        "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX export folder (hesp-export)"
+        "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX or int8 export (hesp-export)"
     )
     parser.add_argument("--output", required=True, help="folder for the results: one subfolder per recording")
     parser.add_argument(
@@ -49,6 +51,12 @@ def main() -> None:
     parser.add_argument("--face_crop", action="store_true", help="crop to the face first (raw footage)")
     parser.add_argument("--batch_size", type=int, default=32, help="sampled frames per vision-tower pass")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="bf16: the image tower's weights in bfloat16, the head in float32 (as hesp-predict --precision)",
+    )
     parser.add_argument("--no_resume", action="store_true", help="make again the timelines already in --output")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -65,7 +73,9 @@ def main() -> None:
     from hesp_hf.inference.timeline import timeline
     from hesp_hf.inference.timeline_outputs import finished, write_timeline
 
-    model, processor = load_for_prediction(args.checkpoint)
+    if is_onnx_export(args.checkpoint) and args.precision != "fp32":
+        parser.error("--precision applies to PyTorch checkpoints; an export's precision is its graph's")
+    model, processor = load_for_prediction(args.checkpoint, precision=args.precision)
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
         model = model.to("cuda")
     output = Path(args.output)
@@ -152,19 +162,8 @@ def run_settings(args: argparse.Namespace, video: str) -> dict[str, Any]:
         "stride_s": args.stride_s,
         "face_crop": args.face_crop,
         "bf16": args.bf16,
+        "precision": args.precision,
     }
-
-
-def load_for_prediction(checkpoint: str) -> tuple[Any, Any]:
-    """The model and processor `hesp-predict` would run: a PyTorch checkpoint, or an ONNX export."""
-    from hesp_hf import HESPVideoProcessor
-    from hesp_hf.inference import onnx_runtime
-    from hesp_hf.pairing import load_pair
-
-    if onnx_runtime.is_onnx_export(checkpoint):
-        return onnx_runtime.ONNXVideoClassifier(checkpoint), HESPVideoProcessor.from_pretrained(checkpoint)
-    model, processor = load_pair(checkpoint)
-    return model.eval(), processor
 
 
 def _summary_line(summary: dict[str, Any], folder: Path) -> str:
