@@ -29,7 +29,7 @@ import numpy as np
 
 from hesp_hf.inference.prediction import list_clips
 
-from .fixtures import demo_test_list, synthetic_frames, vit_b32_models
+from .fixtures import demo_test_list, linked_720p_clips, vit_b32_models
 from .harness import Settings, best_time
 
 
@@ -302,20 +302,7 @@ def predictor_ceilings(settings: Settings, folder: Path) -> tuple[list[dict], di
     if _has_demo():
         clips = list_clips(demo_test_list())[: 48 if quick else None]
         setups.append(("demo", "demo checkpoint, its test clips", str(DEMO), None, clips))
-    source = workdir / "clip_keyint25.mp4"
-    if not source.exists():
-        from hesp_hf.embedded.video_writer import write_video
-
-        seconds, (height, width) = (4, (360, 640)) if quick else (10, (720, 1280))
-        write_video(source, synthetic_frames(seconds * 25, height, width), fps=25, options={"g": "25"})
-    copies = workdir / "predict"
-    copies.mkdir(exist_ok=True)
-    clips = []
-    for index in range(8 if quick else 48):  # hard links: separate files, as an archive has
-        link = copies / f"clip{index:03d}.mp4"
-        if not link.exists():
-            os.link(source, link)
-        clips.append(str(link))
+    clips = linked_720p_clips(workdir, quick, 8 if quick else 48)
     setups.append(("vit_b32", "ViT-B/32-size towers, 10 s 720p H.264 clips", str(folder / "full"), folder, clips))
 
     rows, ratios = [], {}

@@ -96,3 +96,25 @@ def every_packet(path: Path) -> int:
     with av.open(str(path)) as container:
         packets = [packet for packet in container.demux(container.streams.video[0]) if packet.size]
         return sum(packet.size for packet in packets)
+
+
+def linked_720p_clips(workdir: Path, quick: bool, count: int) -> list[str]:
+    """`count` 10 s 720p H.264 clips (quick: 4 s at 360p), a keyframe a second: one encoded file hard-linked under
+    separate names, as an archive holds separate files."""
+    import os
+
+    source = workdir / "clip_keyint25.mp4"
+    if not source.exists():
+        from hesp_hf.embedded.video_writer import write_video
+
+        seconds, (height, width) = (4, (360, 640)) if quick else (10, (720, 1280))
+        write_video(source, synthetic_frames(seconds * 25, height, width), fps=25, options={"g": "25"})
+    copies = workdir / "predict"
+    copies.mkdir(exist_ok=True)
+    clips = []
+    for index in range(count):
+        link = copies / f"clip{index:03d}.mp4"
+        if not link.exists():
+            os.link(source, link)
+        clips.append(str(link))
+    return clips

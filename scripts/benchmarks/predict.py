@@ -1,13 +1,12 @@
 """predict: the batch predictor against its stages alone (decoding, the model) and against one clip at a time,
 on the demo checkpoint and on ViT-B/32-size towers with 720p clips."""
 
-import os
 import time
 from pathlib import Path
 
 from hesp_hf.inference.prediction import list_clips
 
-from .fixtures import demo_test_list, synthetic_frames, vit_b32_models
+from .fixtures import demo_test_list, linked_720p_clips, vit_b32_models
 from .harness import Settings, bench_device, best_time
 
 
@@ -36,21 +35,8 @@ def benchmark_predict(settings: Settings) -> tuple[list[dict], dict[str, float]]
         rows.append({"what": "demo checkpoint: skipped (run `make demo` first)", "seconds": None, "ratio": None})
     model = vit_b32_models(quick, settings.patch_size, ("mean",))["mean"]
     processor = HESPVideoProcessor(num_frames=8)
-    source = workdir / "clip_keyint25.mp4"
-    if not source.exists():
-        from hesp_hf.embedded.video_writer import write_video
-
-        seconds, (height, width) = (4, (360, 640)) if quick else (10, (720, 1280))
-        write_video(source, synthetic_frames(seconds * 25, height, width), fps=25, options={"g": "25"})
-    copies = workdir / "predict"
-    copies.mkdir(exist_ok=True)
-    clips = []
     count = 4 if quick else 128 if bench_device() == "cuda" else 32
-    for index in range(count):  # hard links: separate files, as an archive has
-        link = copies / f"clip{index:03d}.mp4"
-        if not link.exists():
-            os.link(source, link)
-        clips.append(str(link))
+    clips = linked_720p_clips(workdir, quick, count)
     setups.append(("vit_b32", "ViT-B/32-size towers, 10 s 720p H.264 clips", model, processor, clips))
 
     on_gpu = bench_device() == "cuda"
