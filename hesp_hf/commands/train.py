@@ -49,6 +49,13 @@ def main() -> None:
         level=logging.INFO if training_args.should_log else logging.WARNING,
     )
     run(model_args, data_args, training_args)
+    # Under `accelerate launch`, every process leaves the process group together once the run is written: a process
+    # that exited while another still wrote the outputs sometimes aborted in gloo's threads ("terminate called").
+    import torch.distributed as distributed
+
+    if distributed.is_available() and distributed.is_initialized():
+        distributed.barrier()
+        distributed.destroy_process_group()
 
 
 def cli() -> None:
