@@ -3,6 +3,7 @@ the same frozen embedded CLIP, and ablations of the recommended recipe, per data
 
     python scripts/quality.py [--data_seeds 0 1 2] [--train_seeds 0 1 2 3 4] [--ablation_seeds 0 1 2] [--jobs 2]
         [--known neutral,happiness,... | --random_known SEED] [--recipes hesp-hf paper] [--output_dir outputs/quality]
+        [--ablations "without visual prompt" ...]
 
 For each data seed (a freshly generated synthetic set: 30 training and 15 test clips per class; by default the demo's
 6 known / 5 unknown classes, `--known` picks another split, `--random_known SEED` draws one and prints it):
@@ -151,6 +152,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_protocol_arguments(parser, "outputs/quality")
     parser.add_argument("--ablation_seeds", type=int, nargs="*", default=[0, 1, 2], help="none: skip the ablations")
+    parser.add_argument(
+        "--ablations",
+        nargs="+",
+        choices=[name.removeprefix("ablation: ") for name, (_, _, ablation) in HESP_ROWS.items() if ablation],
+        help="run only these ablations (default: all)",
+        metavar="NAME",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="training runs at once (one thread each)")
     parser.add_argument(
         "--recipes",
@@ -181,6 +189,8 @@ def main() -> None:
         by_options: dict[tuple[tuple[str, object], ...], list[tuple[str, str | None, bool]]] = {}
         for name, (extra, branch, ablation) in HESP_ROWS.items():
             if ablation and not args.ablation_seeds:
+                continue
+            if ablation and args.ablations and name.removeprefix("ablation: ") not in args.ablations:
                 continue
             by_options.setdefault(tuple(extra.items()), []).append((name, branch, ablation))
         for extra, rows in by_options.items():
