@@ -1,6 +1,6 @@
 """The expression timeline of long recordings: when each expression happens, and the stretches the model does not know.
 
-    hesp-timeline --checkpoint runs/dfew-1 --output timelines/ session.mp4
+    hesp-timeline --checkpoint runs/dfew-1 --output timelines/ interview.mp4
     hesp-timeline --checkpoint org/hesp-dfew --output timelines/ interviews/ --face_crop --stride_s 0.25
 
 Each recording gets a folder `OUTPUT/<name>/`: `windows.jsonl` / `windows.csv` (one decision per window: start and

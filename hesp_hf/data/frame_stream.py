@@ -245,8 +245,3 @@ def _declared_seconds(container: Any, stream: Any) -> float | None:
     if container.duration:
         return container.duration / av.time_base
     return None
-
-
-def moments_in(seconds: float, rate: float) -> int:
-    """How many grid moments fall inside `seconds` of video at `rate` per second."""
-    return max(0, math.ceil(seconds * rate - 0.5))

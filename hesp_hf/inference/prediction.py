@@ -223,6 +223,29 @@ class PredictionSummary:
         return "\n".join(lines)
 
 
+def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
+    """Per row of a model output: the top `label` (a known class or the unknown label), `known`, the known-ness
+    `score`, the `threshold` it is compared with, and the `probabilities` over the known classes (softmax of their
+    logits). One reading of the output for the predictor's rows, the timeline's windows and the app."""
+    known = config.known_labels
+    logits = outputs.logits.float()
+    probabilities = logits[:, : len(known)].softmax(dim=-1)
+    top = logits.argmax(dim=-1)
+    found = []
+    for row in range(len(logits)):
+        label = config.id2label[int(top[row])]
+        found.append(
+            {
+                "label": label,
+                "known": label != config.unknown_label,
+                "score": float(outputs.open_set_score[row].float()),
+                "threshold": config.unknown_threshold,
+                "probabilities": dict(zip(known, probabilities[row].tolist(), strict=True)),
+            }
+        )
+    return found
+
+
 def _rows_of(
     model: HESPForOpenSetVideoClassification,
     outputs: Any,
@@ -230,25 +253,19 @@ def _rows_of(
     clips: list[str],
     describer: Any = None,
 ) -> list:
-    config = model.config
-    known = config.known_labels
-    logits = outputs.logits.float()
-    probabilities = logits[:, : len(known)].softmax(dim=-1)
-    top = logits.argmax(dim=-1)
     rows = []
-    for row_index, item in enumerate(items):
-        label = config.id2label[int(top[row_index])]
+    for item, decision in zip(items, decisions(outputs, model.config), strict=True):
         rows.append(
             {
                 "file": clips[item["index"]],
-                "label": label,
-                "known": label != config.unknown_label,
-                "score": float(outputs.open_set_score[row_index].float()),
-                "threshold": config.unknown_threshold,
+                "label": decision["label"],
+                "known": decision["known"],
+                "score": decision["score"],
+                "threshold": decision["threshold"],
                 "truncated": item["truncated"],
                 **({"face_found": item["face_found"]} if "face_found" in item else {}),
                 "error": "",
-                "probabilities": dict(zip(known, probabilities[row_index].tolist(), strict=True)),
+                "probabilities": decision["probabilities"],
             }
         )
     unknown = [i for i, row in enumerate(rows) if not row["known"]]

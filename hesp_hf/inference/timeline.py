@@ -2,9 +2,8 @@
 unknown), merged into segments; stretches without a readable frame or without a face are marked, not labelled.
 
     from hesp_hf.inference.timeline import timeline
-    result = timeline(model, processor, "session.mp4", window=2.0, stride=0.5)
-    for segment in result.segments:
-        print(segment.start, segment.end, segment.label)
+    result = timeline(model, processor, "interview.mp4", window=2.0, stride=0.5)
+    spans = [(segment.start, segment.end, segment.decision) for segment in result.segments]
 
 The recording is decoded once, in time order (`hesp_hf.data.frame_stream`), at `num_frames / window` frames per
 second, so the `num_frames` frames of each window are exactly the ones the processor samples from that stretch as a
@@ -26,10 +25,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.dataset import ClipTransform
 from ..data.decoding import sample_clip
 from ..data.frame_stream import FrameStream, Gap, StreamedFrame
 from ..modeling.video_processing_hesp import HESPVideoProcessor
-from .prediction import _decoded_in_background
+from .prediction import _decoded_in_background, decisions
 
 
 logger = logging.getLogger(__name__)
@@ -262,10 +262,9 @@ def _process(frames: list[StreamedFrame], processor: HESPVideoProcessor, face_cr
                 for position, i in enumerate(readable):
                     has_face[i] = bool(track.detected[position])
                     boxes[i] = [round(float(v), 1) for v in track.boxes[position]]
-        video = torch.from_numpy(images).permute(0, 3, 1, 2)
-        processed = processor(video, do_sample_frames=False, face_crop=False, return_tensors="pt")
+        processed = ClipTransform(processor, training=False).process(images)  # the data path's frames -> input
         for position, i in enumerate(readable):
-            pixels[i] = processed["pixel_values_videos"][0][position]
+            pixels[i] = processed[position]
     return _Batch([frame.time for frame in frames], pixels, has_face, boxes)
 
 
@@ -350,18 +349,11 @@ class _WindowScorer:
 
 def fill_decisions(windows: Sequence[TimelineWindow], output: Any, config: Any) -> None:
     """Each window's label, known-ness and probabilities from the model's output for them (rows in order)."""
-    known = list(config.known_labels)
-    logits = output.logits.float()
-    probabilities = logits[:, : len(known)].softmax(dim=-1)
-    top = logits.argmax(dim=-1)
-    for row, window in enumerate(windows):
-        label = config.id2label[int(top[row])]
+    for window, decision in zip(windows, decisions(output, config), strict=True):
         window.status = "ok"
-        window.label = label
-        window.known = label != config.unknown_label
-        window.score = float(output.open_set_score[row].float())
-        window.threshold = config.unknown_threshold
-        window.probabilities = {name: round(p, 6) for name, p in zip(known, probabilities[row].tolist(), strict=True)}
+        window.label, window.known = decision["label"], decision["known"]
+        window.score, window.threshold = decision["score"], decision["threshold"]
+        window.probabilities = {name: round(p, 6) for name, p in decision["probabilities"].items()}
 
 
 def _whole_clip_window(
@@ -378,9 +370,8 @@ def _whole_clip_window(
             return window
         frames = processor.crop_to_face(frames, track)
         window.face_box = [round(float(v), 1) for v in track.boxes[len(frames) // 2]]
-    video_tensor = torch.from_numpy(frames).permute(0, 3, 1, 2)
-    pixels = processor(video_tensor, do_sample_frames=False, face_crop=False, return_tensors="pt")
+    pixels = ClipTransform(processor, training=False).process(frames)[None]
     with torch.inference_mode(), scorer.autocast:
-        output = scorer.model(pixel_values_videos=pixels["pixel_values_videos"].to(scorer.device))
+        output = scorer.model(pixel_values_videos=pixels.to(scorer.device))
     fill_decisions([window], output, scorer.model.config)
     return window

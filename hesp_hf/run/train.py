@@ -181,6 +181,9 @@ def run_training(
             push_folder(
                 output_dir, training_args.hub_model_id, training_args.hub_token, bool(training_args.hub_private_repo)
             )
+    # Every process returns once the run is written: one that went on (or exited) while rank 0 still wrote the outputs
+    # sometimes aborted in gloo's threads ("terminate called without an active exception").
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 
