@@ -86,6 +86,9 @@ class HESPConfig(CLIPConfig):
         temporal_pooling (`str`, *optional*, defaults to `"mean"`):
             `"mean"`: temporal global pooling (the paper's TGP). `"attention"`: expression-sensitive frame weights
             from a learned query and the frames' similarity to the class prompts (starts equal to the mean).
+        visual_prompt_bound (`float`, *optional*):
+            The largest change the visual prompt makes to a pixel, in [0, 1] pixel units: the prompt is
+            `bound * tanh(delta / bound)`, equal to `delta` while small. `None` (default): unbounded, the paper's.
         use_visual_prompt (`bool`, *optional*, defaults to `True`):
             Ablation switch: `False` leaves the frames unprompted (the visual prompt is frozen and unused).
         use_reciprocal_points (`bool`, *optional*, defaults to `True`):
@@ -173,6 +176,7 @@ class HESPConfig(CLIPConfig):
     visual_prompt_size: int | None = None
     visual_prompt_location: Literal["dataset", "per_frame"] = "dataset"
     visual_prompt_center: list[int] | None = None
+    visual_prompt_bound: float | None = None
     image_std: list[float] | None = None
     temporal_pooling: Literal["mean", "attention"] = "mean"
     use_visual_prompt: bool = True
@@ -235,6 +239,11 @@ class HESPConfig(CLIPConfig):
             raise ValueError(
                 f"HESPConfig.visual_prompt_size must lie in [1, {image_size}] (the vision tower's image size), "
                 f"got {self.visual_prompt_size}."
+            )
+        if self.visual_prompt_bound is not None and not self.visual_prompt_bound > 0:
+            raise ValueError(
+                f"HESPConfig.visual_prompt_bound must be > 0 (a change to [0, 1] pixels) or None (unbounded), got "
+                f"{self.visual_prompt_bound}."
             )
         if self.visual_prompt_center is not None and (
             len(self.visual_prompt_center) != 2 or not all(0 <= c < image_size for c in self.visual_prompt_center)

@@ -209,9 +209,15 @@ class HESPVisualPrompt(nn.Module):
         highest = image_size - self.size
         return tuple(min(max(int(c) - self.size // 2, 0), highest) for c in center)
 
+    def pixel_delta(self) -> torch.Tensor:
+        """The change the prompt makes to [0, 1] pixels `(C, P, P)`: `delta`, or `bound * tanh(delta / bound)` with
+        `config.visual_prompt_bound` (equal to `delta` while small, never past the bound)."""
+        bound = self.config.visual_prompt_bound
+        return self.delta if bound is None else bound * torch.tanh(self.delta / bound)
+
     def scaled_delta(self, like: torch.Tensor) -> torch.Tensor:
         std = torch.tensor(self.config.image_std, device=like.device, dtype=like.dtype)
-        return self.delta.to(like.dtype) / std[:, None, None]  # (C, P, P)
+        return self.pixel_delta().to(like.dtype) / std[:, None, None]  # (C, P, P)
 
     def add_at(self, pixel_values: torch.Tensor, top: int, left: int) -> torch.Tensor:
         """One location for every frame: `pixel_values (..., C, H, W)`, one broadcast over batch and time."""

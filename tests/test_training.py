@@ -212,20 +212,30 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
     """Splits whose metrics exist with the same train.py arguments are not trained again; the table has mean ± std
     per setting; splits finished with other arguments are refused, never reused silently."""
     train_arguments = ["--dataset", "mafw", "--clip_model", "none"]
+    health = {0: {"derailed": False}, 1: {"derailed": True, "reason": "the loss became non-finite"}, 5: None}
     for index, values in {0: (0.5, 0.6, 0.3), 1: (0.7, 0.8, 0.5), 5: (0.9, 0.7, 0.6)}.items():
         folder = tmp_path / f"split-{index}"
         folder.mkdir()
         accuracy, auroc, oscr = values
         metrics = {"accuracy": accuracy, "auroc": auroc, "oscr": oscr, "split": "x: 3 known / 8 unknown"}
+        if health[index]:  # split 5 from before runs reported their health
+            metrics["training_health"] = health[index]
         (folder / "metrics.json").write_text(json.dumps(metrics))
         recorded = [*train_arguments, "--split_index", str(index)]
         (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": recorded}))
     command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
     run([*command, "--splits", "0-1,5", "--", *train_arguments])
     table = (tmp_path / "results.md").read_text()
-    assert "| splits 0-4 | 3 known / 8 unknown | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 |" in table
-    assert "| splits 5-9 | 3 known / 8 unknown | 1 | 90.00 ± 0.00 |" in table
-    assert (tmp_path / "results.csv").read_text().splitlines()[1] == "0,splits 0-4,0.5,0.6,0.3"
+    assert "| splits 0-4 | 3 known / 8 unknown | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 | 1 of 2 |" in table
+    assert (
+        "| splits 5-9 | 3 known / 8 unknown | 1 | 90.00 ± 0.00 |" in table and "| 0 of 0 (1 not recorded) |" in table
+    )
+    assert "Training derailed on 1 split(s) (split 1: the loss became non-finite)." in table
+    assert (tmp_path / "results.csv").read_text().splitlines()[1:] == [
+        "0,splits 0-4,0.5,0.6,0.3,False",
+        "1,splits 0-4,0.7,0.8,0.5,True",
+        "5,splits 5-9,0.9,0.7,0.6,",
+    ]
 
     before = (tmp_path / "results.md").stat().st_mtime_ns
     other = [*train_arguments, "--num_train_epochs", "5"]
@@ -543,3 +553,28 @@ def test_python_api_trains_like_the_script(reference_run, tiny_data, tmp_path):
     assert result.metrics["unknown_threshold"] == pytest.approx(reference["unknown_threshold"], rel=1e-4)
     with pytest.raises(TypeError, match="num_train_epoch .*did you mean num_train_epochs"):
         hesp_hf.train(output_dir=str(tmp_path / "typo"), num_train_epoch=2, **options)
+
+
+def test_a_run_made_to_derail_says_so(tiny_data, tmp_path):
+    """A learning rate far too large: the run reports itself derailed in metrics.json, the log and the card."""
+    output = tmp_path / "derailed"
+    done = run(
+        train_command(
+            tiny_data, output, "--per_device_train_batch_size", "4", "--learning_rate", "5000", "--save_strategy", "no"
+        )
+    )
+    health = metrics_of(output)["training_health"]
+    assert health["derailed"] is True and health["reason"] and health["advice"]
+    assert len(health["epochs"]) == 2 and {"loss", "training_accuracy"} <= set(health["epochs"][0])
+    assert "Training derailed" in done.stderr + done.stdout
+    card = ModelCard.load(Path(output) / "README.md").text
+    assert "This training run derailed" in card
+
+
+def test_a_healthy_run_reports_its_trajectory(reference_run):
+    health = metrics_of(reference_run)["training_health"]
+    assert set(health) >= {"derailed", "reason", "training_accuracy", "loss", "advice", "epochs"}
+    assert [record["epoch"] for record in health["epochs"]] == [1, 2]
+    assert all(0 <= record["training_accuracy"] <= 1 for record in health["epochs"])
+    # The hesp-hf recipe trains no visual prompt.
+    assert [record["visual_prompt_max_change"] for record in health["epochs"]] == [None, None]

@@ -187,27 +187,44 @@ def setting_of(split_index: int) -> str:
     return f"splits {5 * (split_index // 5)}-{5 * (split_index // 5) + 4}"
 
 
+def derailed(metrics: dict) -> bool | None:
+    """Whether a split's training derailed (`training_health` in its metrics.json); None when not recorded."""
+    health = metrics.get("training_health")
+    return None if not isinstance(health, dict) else bool(health.get("derailed"))
+
+
 def summarize(results: dict[int, dict], setting: dict[int, str] | None = None) -> tuple[str, str]:
     """Markdown and CSV tables: per setting (the released lists' groups of 5, or `setting[index]`), mean ± std (over
-    its splits) of each metric, in percent."""
+    its splits) of each metric, in percent, and how many of its runs derailed; the splits that derailed are named
+    below the table."""
     setting = setting or {index: setting_of(index) for index in results}
     settings: dict[str, list[dict]] = {}
     for index in sorted(results):
         settings.setdefault(setting[index], []).append(results[index])
-    header = ["setting", "known/unknown", "splits", *[f"{m} (mean ± std, %)" for m in METRICS]]
+    header = ["setting", "known/unknown", "splits", *[f"{m} (mean ± std, %)" for m in METRICS], "derailed runs"]
     rows = []
     for name, items in settings.items():
         known = items[0].get("split", "").split(": ")[-1]
         cells = []
         for metric in METRICS:
             cells.append(mean_std([100 * item[metric] for item in items], 2))
-        rows.append([name, known, str(len(items)), *cells])
+        flags = [derailed(item) for item in items]
+        recorded = [flag for flag in flags if flag is not None]
+        count = f"{sum(recorded)} of {len(recorded)}" + (
+            f" ({len(flags) - len(recorded)} not recorded)" if len(recorded) < len(flags) else ""
+        )
+        rows.append([name, known, str(len(items)), *cells, count])
     markdown = markdown_table(header, rows)
+    failed = [index for index in sorted(results) if derailed(results[index])]
+    if failed:
+        reasons = "; ".join(f"split {i}: {results[i]['training_health']['reason']}" for i in failed)
+        markdown += f"\nTraining derailed on {len(failed)} split(s) ({reasons}).\n"
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["split", "setting", *METRICS])
+    writer.writerow(["split", "setting", *METRICS, "derailed"])
     for index in sorted(results):
-        writer.writerow([index, setting[index], *[results[index][m] for m in METRICS]])
+        flag = derailed(results[index])
+        writer.writerow([index, setting[index], *[results[index][m] for m in METRICS], "" if flag is None else flag])
     return markdown, buffer.getvalue()
 
 

@@ -105,6 +105,7 @@ def render_model_card(
     keep_share: float,
     known_ness: str,
     license: str = "apache-2.0",
+    use_visual_prompt: bool = True,
     hub_dataset: "HubDataset | None" = None,
 ) -> ModelCard:
     """The card of a trained checkpoint. The YAML names only what the Hub can resolve: `base_model` when the CLIP's
@@ -156,6 +157,7 @@ def render_model_card(
         threshold="not calibrated" if threshold is None else f"{threshold:.4f}",
         keep_share=f"{keep_share:.0%}",
         known_ness=known_ness,
+        use_visual_prompt=use_visual_prompt,
     )
 
 

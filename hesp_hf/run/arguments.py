@@ -75,7 +75,23 @@ class ModelArguments:
         metadata={"help": "Training clips whose mean CLIP saliency places the visual prompt (dataset mode)."},
     )
     freeze_vision_tower: bool = field(default=True, metadata={"help": "Keep the CLIP vision tower frozen."})
-    use_visual_prompt: bool = field(default=True, metadata={"help": "Ablation: false leaves frames unprompted."})
+    use_visual_prompt: bool | None = field(
+        default=None,
+        metadata={
+            "help": "The paper's pixel-space visual prompt (paper recipe: true; hesp-hf recipe: false, it derailed "
+            "training on some known lists, docs/open-set-quality.md)."
+        },
+    )
+    visual_prompt_bound: float = field(
+        default=0.0,
+        metadata={
+            "help": "> 0: the largest change the visual prompt makes to a [0, 1] pixel (bound * tanh(delta / bound)); "
+            "0: unbounded (the paper's)."
+        },
+    )
+    visual_prompt_lr_scale: float = field(
+        default=1.0, metadata={"help": "The visual prompt's learning rate as a multiple of --learning_rate."}
+    )
     use_reciprocal_points: bool = field(
         default=True, metadata={"help": "Ablation: false drops the negative visual prompts (CLIP logits alone)."}
     )
@@ -124,6 +140,13 @@ class ModelArguments:
             if getattr(self, name) is None:
                 setattr(self, name, value)
         check_choices(self)
+        if self.visual_prompt_bound < 0:
+            raise ValueError(
+                f"--visual_prompt_bound must be >= 0 (a change to [0, 1] pixels; 0: unbounded), got "
+                f"{self.visual_prompt_bound}."
+            )
+        if not self.visual_prompt_lr_scale > 0:
+            raise ValueError(f"--visual_prompt_lr_scale must be > 0, got {self.visual_prompt_lr_scale}.")
 
     def loss_overrides(self) -> dict[str, float]:
         """`loss_weights` as the HESPConfig fields and values it sets."""
@@ -133,6 +156,7 @@ class ModelArguments:
         """The HESPConfig fields these options set, loss settings included (`num_frames` aside: the model and its
         processor take it together, from `model_and_processor_from_clip`'s own argument)."""
         fields = {name: getattr(self, name) for name in CONFIG_OPTIONS} | self.loss_overrides()
+        fields["visual_prompt_bound"] = self.visual_prompt_bound or None  # 0 on the command line: unbounded
         if self.inference_logits == "prototypes":  # fitted after training; until then the ensemble predicts
             fields["inference_logits"] = "ensemble"
         return fields
@@ -152,8 +176,15 @@ RECIPES: dict[str, dict[str, object]] = {
         "reciprocal_distance": "l2",
         "train_sampling": "class_stratified",
         "inference_logits": "prototypes",
+        "use_visual_prompt": False,
     },
-    "paper": {"n_ctx": 16, "reciprocal_distance": "arpl", "train_sampling": "random", "inference_logits": "ensemble"},
+    "paper": {
+        "n_ctx": 16,
+        "reciprocal_distance": "arpl",
+        "train_sampling": "random",
+        "inference_logits": "ensemble",
+        "use_visual_prompt": True,
+    },
 }
 
 

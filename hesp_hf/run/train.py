@@ -28,7 +28,8 @@ from ..hub.model_card import (
 )
 from ..hub.upload import check_hub_access, push_folder
 from ..metrics import trainer_compute_metrics
-from ..training import HESPTrainer, calibrate_threshold, fit_class_prototypes
+from ..training import HESPTrainer, calibrate_threshold, fit_class_prototypes, log_training_health
+from ..training.prototypes import FALLBACK_MARGIN
 from .arguments import DataArguments, HESPTrainingArguments, ModelArguments, training_arguments
 from .outputs import (
     check_output_dir,
@@ -116,7 +117,7 @@ def run_training(
     )
     eval_transform = clip_transform(processor, data_args, output_dir, "validation")
     validation_set = clip_dataset(split.validation, eval_transform)
-    if model.config.visual_prompt_location == "dataset":
+    if model.config.use_visual_prompt and model.config.visual_prompt_location == "dataset":
         place_visual_prompt(model, split, eval_transform.for_split("train"), model_args.visual_prompt_estimation_clips)
 
     choose_selection_metric(training_args, has_unknown_validation=any(r.label < 0 for r in split.validation))
@@ -140,6 +141,7 @@ def run_training(
         gamma=model_args.gamma,
         momentum=model_args.momentum,
         pixel_prompt_step=model_args.pixel_prompt_step,
+        visual_prompt_lr_scale=model_args.visual_prompt_lr_scale,
         train_sampling=model_args.train_sampling,
     )
     trainer.train(resume_from_checkpoint=resume)
@@ -153,6 +155,9 @@ def run_training(
     prototype_fit = None
     if model_args.inference_logits == "prototypes":  # from the training clips alone, before calibration sees any
         prototype_fit = fit_class_prototypes(trainer, train_clips, frozen_train)
+    health = trainer.trajectory.assess(prototype_fit, FALLBACK_MARGIN, visual_prompt=model.config.use_visual_prompt)
+    if trainer.is_world_process_zero():
+        log_training_health(health)
 
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
@@ -173,7 +178,11 @@ def run_training(
     metrics: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         save_tokenizer(model_args.clip_model, output_dir)
-        extra = {"baselines": baselines, "prototype_leave_one_out_accuracy": prototype_fit}
+        extra = {
+            "baselines": baselines,
+            "prototype_leave_one_out_accuracy": prototype_fit,
+            "training_health": health.to_dict(),
+        }
         metrics = write_run_outputs(
             output_dir, trainer, split, predictions, extra, model_args, data_args, training_args
         )
@@ -236,6 +245,8 @@ def write_run_outputs(
     extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
     if measured.get("baselines"):
         extra.update(baseline_report(measured["baselines"]))
+    if measured.get("training_health"):
+        extra["training_health"] = measured["training_health"]
     if measured.get("prototype_leave_one_out_accuracy"):  # which space the prototype head chose, and why
         extra["prototype_space"] = config.prototype_space
         extra["prototype_leave_one_out_accuracy"] = measured["prototype_leave_one_out_accuracy"]
@@ -272,6 +283,7 @@ def write_run_outputs(
         threshold=config.unknown_threshold,
         keep_share=model_args.keep_share,
         known_ness=known_ness_description(config),
+        use_visual_prompt=config.use_visual_prompt,
         hub_dataset=hub_dataset,
     )
     write_model_card(card, output_dir)

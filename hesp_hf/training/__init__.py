@@ -1,9 +1,10 @@
 """Training HESP with the `Trainer`: `HESPTrainer` composes the optimiser (`optim`), the schedule (`schedule`), the
-class-stratified sampler (`sampler`), bf16 frozen towers (`precision`), per-term loss logs (`loss_log`) and the
-step helpers (`steps`); after training, `prototypes` fits the prototype head and `calibration` the unknown
+class-stratified sampler (`sampler`), bf16 frozen towers (`precision`), per-term loss logs (`loss_log`), the run's trajectory for the derailing check
+(`health`) and the step helpers (`steps`); after training, `prototypes` fits the prototype head and `calibration` the unknown
 threshold."""
 
 from .calibration import calibrate_threshold, set_unknown_threshold
+from .health import TrainingHealth, TrainingTrajectory, log_training_health
 from .optim import PIXEL_PROMPT_PARAMETERS, PromptSGD, prompt_sgd
 from .precision import FrozenTowersInBF16
 from .prototypes import fit_class_prototypes
@@ -19,8 +20,11 @@ __all__ = [
     "HESPTrainer",
     "PromptSGD",
     "TrainSampling",
+    "TrainingHealth",
+    "TrainingTrajectory",
     "calibrate_threshold",
     "fit_class_prototypes",
+    "log_training_health",
     "milestone_schedule",
     "multistep_factor",
     "prompt_sgd",

@@ -6,6 +6,7 @@ import torch
 
 # The pixel-space prompts: the visual prompt and the negative visual prompt images.
 PIXEL_PROMPT_PARAMETERS = ("visual_prompt.delta", "reciprocal_points.images")
+VISUAL_PROMPT_PARAMETER = "visual_prompt.delta"
 
 
 class PromptSGD(torch.optim.SGD):
@@ -33,17 +34,27 @@ class PromptSGD(torch.optim.SGD):
 
 
 def prompt_sgd(
-    model: torch.nn.Module, learning_rate: float, momentum: float, weight_decay: float, pixel_prompt_step: float = 0.0
+    model: torch.nn.Module,
+    learning_rate: float,
+    momentum: float,
+    weight_decay: float,
+    pixel_prompt_step: float = 0.0,
+    visual_prompt_lr_scale: float = 1.0,
 ) -> PromptSGD:
     """[`PromptSGD`] over the model's trainable parameters: weight decay on matrices, none on vectors and scalars
-    (the radius, temporal query and gains); with `pixel_prompt_step` > 0 the pixel-space prompts take the
-    normalised-gradient step of that size instead."""
-    decay, no_decay, pixel = [], [], []
+    (the radius, temporal query and gains); the visual prompt at `visual_prompt_lr_scale` times the learning rate,
+    without weight decay; with `pixel_prompt_step` > 0 the pixel-space prompts take the normalised-gradient step of
+    that size instead."""
+    if not visual_prompt_lr_scale > 0:
+        raise ValueError(f"visual_prompt_lr_scale must be > 0, got {visual_prompt_lr_scale}.")
+    decay, no_decay, pixel, visual_prompt = [], [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         if pixel_prompt_step > 0 and name in PIXEL_PROMPT_PARAMETERS:
             pixel.append(param)
+        elif name == VISUAL_PROMPT_PARAMETER and visual_prompt_lr_scale != 1.0:
+            visual_prompt.append(param)
         elif param.ndim <= 1:
             no_decay.append(param)
         else:
@@ -51,4 +62,8 @@ def prompt_sgd(
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if pixel:
         groups.append({"params": pixel, "weight_decay": 0.0, "normalized_step": pixel_prompt_step})
+    if visual_prompt:
+        groups.append(
+            {"params": visual_prompt, "weight_decay": weight_decay, "lr": learning_rate * visual_prompt_lr_scale}
+        )
     return PromptSGD([group for group in groups if group["params"]], lr=learning_rate, momentum=momentum)

@@ -15,6 +15,7 @@ import datasets
 import torch
 from transformers import Trainer
 
+from .health import TrainingTrajectory
 from .loss_log import LossTermLog
 from .optim import prompt_sgd
 from .precision import FrozenTowersInBF16
@@ -39,6 +40,7 @@ class HESPTrainer(Trainer):
         gamma: float = 0.1,
         momentum: float = 0.9,
         pixel_prompt_step: float = 0.0,
+        visual_prompt_lr_scale: float = 1.0,
         train_sampling: TrainSampling = "random",
         **kwargs,
     ):
@@ -50,7 +52,11 @@ class HESPTrainer(Trainer):
         self.gamma = gamma
         self.momentum = momentum
         self.pixel_prompt_step = pixel_prompt_step
+        self.visual_prompt_lr_scale = visual_prompt_lr_scale
         self.loss_terms = LossTermLog()
+        # The run's own trajectory (training accuracy, loss, visual prompt) for the derailing check after training.
+        self.trajectory = TrainingTrajectory()
+        self.add_callback(self.trajectory)
         # `--bf16`: the frozen towers are stored in bfloat16 while training (see `FrozenTowersInBF16`).
         self._frozen_in_bf16 = FrozenTowersInBF16(self.model) if self.args.bf16 else None
 
@@ -92,7 +98,12 @@ class HESPTrainer(Trainer):
     def create_optimizer(self, model=None):
         if self.optimizer is None:
             self.optimizer = prompt_sgd(
-                self.model, self.args.learning_rate, self.momentum, self.args.weight_decay, self.pixel_prompt_step
+                self.model,
+                self.args.learning_rate,
+                self.momentum,
+                self.args.weight_decay,
+                self.pixel_prompt_step,
+                self.visual_prompt_lr_scale,
             )
         return self.optimizer
 
@@ -121,6 +132,8 @@ class HESPTrainer(Trainer):
         outputs = model(**inputs)
         if model.training and outputs.loss_terms:
             self.loss_terms.add(outputs.loss_terms)
+        if model.training and outputs.logits is not None and "labels" in inputs:
+            self.trajectory.observe(outputs.loss, outputs.logits, inputs["labels"])
         return (outputs.loss, outputs) if return_outputs else outputs.loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -1,0 +1,149 @@
+"""Whether a training run derailed, from its own trajectory: per epoch the training clips' accuracy and loss (the
+logits the loss trains, as the batches passed) and the visual prompt's largest pixel change; after training, whether
+the trained video embedding classifies the known training clips at least as well as the frozen CLIP does.
+
+A run that derails is reported in the log, in `metrics.json` (`training_health`) and on the model card, with what to
+do about it; the prototype head's fallback to the frozen features stays as the safety net, never as a silent result.
+"""
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+
+logger = logging.getLogger(__name__)
+
+# A run whose last epoch's training accuracy lies this far below its best epoch's lost what it had learned.
+ACCURACY_DROP = 0.15
+
+
+@dataclass
+class EpochRecord:
+    """One epoch of the trajectory: the mean loss and accuracy over its training batches (clips weighted alike) and
+    the visual prompt's largest change to a [0, 1] pixel at its end (None without a trained visual prompt)."""
+
+    epoch: int
+    loss: float
+    training_accuracy: float
+    visual_prompt_max_change: float | None
+
+
+@dataclass
+class TrainingHealth:
+    """The verdict on a run: `derailed`, the `reason` in words (None when healthy), the last epoch's training
+    accuracy and loss, what to do, and the per-epoch trajectory."""
+
+    derailed: bool
+    reason: str | None
+    training_accuracy: float | None
+    loss: float | None
+    advice: str | None
+    epochs: list[EpochRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class TrainingTrajectory(TrainerCallback):
+    """Collects the trajectory while the `Trainer` runs: `observe` after each training step's forward (from
+    `HESPTrainer.compute_loss`), an `EpochRecord` at each epoch's end. Under DDP each process records its own batches;
+    the verdict is rank 0's."""
+
+    def __init__(self) -> None:
+        self.epochs: list[EpochRecord] = []
+        self._loss_sum = 0.0
+        self._correct = 0
+        self._clips = 0
+        self._non_finite_epoch: int | None = None
+
+    def observe(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        clips = int(labels.shape[0])
+        value = float(loss.detach())
+        if not math.isfinite(value) and self._non_finite_epoch is None:
+            self._non_finite_epoch = len(self.epochs) + 1
+        self._loss_sum += value * clips
+        self._correct += int((logits.detach().argmax(dim=-1) == labels).sum())
+        self._clips += clips
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        if self._clips:
+            self.epochs.append(
+                EpochRecord(
+                    epoch=len(self.epochs) + 1,
+                    loss=self._loss_sum / self._clips,
+                    training_accuracy=self._correct / self._clips,
+                    visual_prompt_max_change=visual_prompt_max_change(model),
+                )
+            )
+        self._loss_sum, self._correct, self._clips = 0.0, 0, 0
+        return control
+
+    def assess(
+        self, leave_one_out: dict[str, float] | None = None, margin: float = 0.05, visual_prompt: bool = False
+    ) -> TrainingHealth:
+        """The verdict: derailed when the loss became non-finite, when the last epoch's training accuracy fell more
+        than `ACCURACY_DROP` below the best epoch's, or (with the prototype head's check, `leave_one_out`: the
+        leave-one-out accuracy of each space on the known training clips) when the trained embedding classifies
+        those clips worse than the frozen CLIP by more than `margin`. The advice names the visual prompt first when
+        the run trained one (`visual_prompt`): it is what derailed the runs measured."""
+        last = self.epochs[-1] if self.epochs else None
+        reasons = []
+        if self._non_finite_epoch is not None:
+            reasons.append(f"the training loss became non-finite in epoch {self._non_finite_epoch}")
+        if last is not None:
+            best = max(self.epochs, key=lambda record: record.training_accuracy)
+            if best.training_accuracy - last.training_accuracy > ACCURACY_DROP:
+                reasons.append(
+                    f"the training clips' accuracy fell from {best.training_accuracy:.3f} (epoch {best.epoch}) to "
+                    f"{last.training_accuracy:.3f} in the last epoch"
+                )
+        if leave_one_out and leave_one_out["frozen"] > leave_one_out["trained"] + margin:
+            reasons.append(
+                "the trained video embedding classifies the known training clips worse than the frozen CLIP "
+                f"(leave-one-out accuracy {leave_one_out['trained']:.3f} against {leave_one_out['frozen']:.3f}), so "
+                "the prototype head reads the frozen CLIP's features and the training adds nothing"
+            )
+        derailed = bool(reasons)
+        return TrainingHealth(
+            derailed=derailed,
+            reason="; ".join(reasons) if derailed else None,
+            training_accuracy=None if last is None else last.training_accuracy,
+            loss=None if last is None else last.loss,
+            advice=(ADVICE_WITH_VISUAL_PROMPT if visual_prompt else ADVICE) if derailed else None,
+            epochs=list(self.epochs),
+        )
+
+
+ADVICE = (
+    "Train again with another --seed, a lower --learning_rate or --warmup_steps, and compare the runs' "
+    "training_health; until then the model is no better than the frozen CLIP (see strongest_baseline)."
+)
+ADVICE_WITH_VISUAL_PROMPT = (
+    "The pixel-space visual prompt derailed every such run measured: train again with --use_visual_prompt false "
+    "(the hesp-hf recipe's default), or keep it with --visual_prompt_lr_scale 0.1 and compare the runs' "
+    "training_health; until then the model is no better than the frozen CLIP (see strongest_baseline)."
+)
+
+
+def visual_prompt_max_change(model: torch.nn.Module | None) -> float | None:
+    """The visual prompt's largest change to a [0, 1] pixel, or None when the model trains none."""
+    prompt = getattr(model, "visual_prompt", None)
+    if prompt is None or not getattr(model.config, "use_visual_prompt", False):
+        return None
+    with torch.no_grad():
+        return float(prompt.pixel_delta().abs().max())
+
+
+def log_training_health(health: TrainingHealth) -> None:
+    if health.derailed:
+        logger.warning("Training derailed: %s. %s", health.reason, health.advice)
+    elif health.training_accuracy is not None:
+        logger.info(
+            "Training health: no sign of derailing (last epoch: training accuracy %.3f, loss %.4f).",
+            health.training_accuracy,
+            health.loss,
+        )
