@@ -71,6 +71,21 @@ HESP_ROWS = {
     "HESP, paper recipe: its reciprocal branch alone": ({"recipe": "paper"}, "reciprocal", False),
     "ablation: plain shuffle instead of class-stratified batches": ({"train_sampling": "random"}, None, True),
     "ablation: with the paper's visual prompt": ({"use_visual_prompt": True}, None, True),
+    "ablation: with the visual prompt bounded to 0.1": (
+        {"use_visual_prompt": True, "visual_prompt_bound": 0.1},
+        None,
+        True,
+    ),
+    "ablation: with the visual prompt at 0.1x the learning rate": (
+        {"use_visual_prompt": True, "visual_prompt_lr_scale": 0.1},
+        None,
+        True,
+    ),
+    "ablation: with the visual prompt at 0.01x the learning rate": (
+        {"use_visual_prompt": True, "visual_prompt_lr_scale": 0.01},
+        None,
+        True,
+    ),
     "ablation: without reciprocal points (two loss terms)": ({"use_reciprocal_points": False}, None, True),
 }
 

@@ -560,7 +560,18 @@ def test_a_run_made_to_derail_says_so(tiny_data, tmp_path):
     output = tmp_path / "derailed"
     done = run(
         train_command(
-            tiny_data, output, "--per_device_train_batch_size", "4", "--learning_rate", "5000", "--save_strategy", "no"
+            tiny_data,
+            output,
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "5000",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
         )
     )
     health = metrics_of(output)["training_health"]

@@ -78,6 +78,16 @@ def test_health_verdicts():
     worse = trajectory_of([0.5, 0.7, 0.74]).assess({"trained": 0.65, "frozen": 0.91}, margin=0.05)
     assert worse.derailed and "leave-one-out accuracy 0.650 against 0.910" in worse.reason
     assert not trajectory_of([0.5, 0.7]).assess({"trained": 0.88, "frozen": 0.91}, margin=0.05).derailed
+    # Near chance at the end (1.5 x 1/3 = 0.5 with three classes), although nothing fell.
+    stuck = trajectory_of([0.3, 0.34])
+    stuck.num_classes = 3
+    verdict = stuck.assess()
+    assert verdict.derailed and "stayed near chance (0.340 in the last epoch, chance 0.333 with 3 classes)" in (
+        verdict.reason
+    )
+    learned = trajectory_of([0.3, 0.55])
+    learned.num_classes = 3
+    assert not learned.assess().derailed
     # A non-finite loss, seen as the batches pass.
     broken = TrainingTrajectory()
     broken.observe(torch.tensor(float("nan")), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))

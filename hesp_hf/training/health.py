@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 # A run whose last epoch's training accuracy lies this far below its best epoch's lost what it had learned.
 ACCURACY_DROP = 0.15
+# A run whose last epoch's training accuracy is below this multiple of chance (1 / classes) learned nothing.
+NEAR_CHANCE = 1.5
 
 
 @dataclass
@@ -59,9 +61,11 @@ class TrainingTrajectory(TrainerCallback):
         self._correct = 0
         self._clips = 0
         self._non_finite_epoch: int | None = None
+        self.num_classes: int | None = None
 
     def observe(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         clips = int(labels.shape[0])
+        self.num_classes = int(logits.shape[-1])
         value = float(loss.detach())
         if not math.isfinite(value) and self._non_finite_epoch is None:
             self._non_finite_epoch = len(self.epochs) + 1
@@ -85,8 +89,8 @@ class TrainingTrajectory(TrainerCallback):
     def assess(
         self, leave_one_out: dict[str, float] | None = None, margin: float = 0.05, visual_prompt: bool = False
     ) -> TrainingHealth:
-        """The verdict: derailed when the loss became non-finite, when the last epoch's training accuracy fell more
-        than `ACCURACY_DROP` below the best epoch's, or (with the prototype head's check, `leave_one_out`: the
+        """The verdict: derailed when the loss became non-finite, when the last epoch's training accuracy stayed
+        below `NEAR_CHANCE` times chance or fell more than `ACCURACY_DROP` below the best epoch's, or (with the prototype head's check, `leave_one_out`: the
         leave-one-out accuracy of each space on the known training clips) when the trained embedding classifies
         those clips worse than the frozen CLIP by more than `margin`. The advice names the visual prompt first when
         the run trained one (`visual_prompt`): it is what derailed the runs measured."""
@@ -94,6 +98,11 @@ class TrainingTrajectory(TrainerCallback):
         reasons = []
         if self._non_finite_epoch is not None:
             reasons.append(f"the training loss became non-finite in epoch {self._non_finite_epoch}")
+        if last is not None and self.num_classes and last.training_accuracy < NEAR_CHANCE / self.num_classes:
+            reasons.append(
+                f"the training clips' accuracy stayed near chance ({last.training_accuracy:.3f} in the last epoch, "
+                f"chance {1 / self.num_classes:.3f} with {self.num_classes} classes)"
+            )
         if last is not None:
             best = max(self.epochs, key=lambda record: record.training_accuracy)
             if best.training_accuracy - last.training_accuracy > ACCURACY_DROP:
