@@ -238,6 +238,9 @@ class HESPPatchEmbedding(nn.Conv2d):
             device="meta",
         )
         layer.weight, layer.bias = convolution.weight, convolution.bias
+        # Initialised exactly when the convolution was (by the tower's own `post_init`), so that the model's
+        # initialisation does not draw this weight again on one construction path and not on the other.
+        layer._is_hf_initialized = getattr(convolution, "_is_hf_initialized", False)
         return layer
 
 
@@ -396,10 +399,10 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     # (they load and keep their own head).
     _keys_to_ignore_on_load_missing = [
         r"^class_prototypes$",
-        r"^prompt_learner\.",
-        r"^visual_prompt\.",
-        r"^temporal_pooling\.",
-        r"^reciprocal_points\.",
+        r"^prompt_learner\.ctx$",
+        r"^visual_prompt\.delta$",
+        r"^temporal_pooling\.(query|text_guidance)$",
+        r"^reciprocal_points\.(images|radius)$",
     ]
 
     def __init__(self, config: HESPConfig):
