@@ -371,6 +371,9 @@ class HESPPreTrainedModel(CLIPPreTrainedModel):
             init.normal_(module.visual_projection.weight, std=config.vision_config.hidden_size**-0.5 * factor)
             init.constant_(module.logit_scale, config.logit_scale_init_value)
             init.zeros_(module.class_prototypes)
+            if config.inference_only:  # persistent buffers: garbage after an empty-state-dict load otherwise
+                init.zeros_(module.inference_class_text_embeds)
+                init.zeros_(module.inference_negative_visual_embeds)
         elif isinstance(module, HESPPromptLearner):
             init.normal_(module.ctx, std=config.prompt_init_std)
             ids, lengths = HESPPromptLearner.token_id_tensors(config)
