@@ -663,7 +663,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         """
         if text_embeds is None:
             text_embeds = self.class_text_embeds()
-        outputs = self.vision_model(pixel_values=frames.to(self.visual_projection.weight.dtype))
+        outputs = self.vision_model(pixel_values=frames.to(self.visual_projection.weight.dtype), return_dict=True)
         patch_tokens = self.vision_model.post_layernorm(outputs.last_hidden_state[:, 1:])  # (N, P, W)
         patches = F.normalize(self.visual_projection(patch_tokens), dim=-1)  # (N, P, D)
         image = F.normalize(self.visual_projection(outputs.pooler_output), dim=-1)  # (N, D)
