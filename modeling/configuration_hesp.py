@@ -1,3 +1,16 @@
+# Copyright 2026 The hesp-hf Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """HESP configuration: a CLIP configuration plus every number of the prompts, the temporal module and the loss.
 
 Paper: "Open-Set Video-based Facial Expression Recognition with Human Expression-sensitive Prompting" (ACM MM 2024).
@@ -161,9 +174,9 @@ class HESPConfig(CLIPConfig):
         "frame_weights",
         "text_embeds",
         "negative_visual_embeds",
-        "vision_hidden_states",
-        "vision_attentions",
         "loss_terms",
+        "hidden_states",
+        "attentions",
     ]
 
     num_frames: int = 8

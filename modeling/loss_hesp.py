@@ -1,3 +1,16 @@
+# Copyright 2026 The hesp-hf Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """HESP's open-set multi-task loss (paper Sec. 3, "Open-set Multi-task Learning Scheme").
 
 Five config-weighted terms; the model owns every learnable tensor (the reciprocal radius included) and hands them in,

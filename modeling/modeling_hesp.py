@@ -1,3 +1,16 @@
+# Copyright 2026 The hesp-hf Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """HESP: a frozen CLIP made expression-sensitive by learned prompts, for open-set video facial expression recognition.
 
 Paper: "Open-Set Video-based Facial Expression Recognition with Human Expression-sensitive Prompting" (ACM MM 2024).
@@ -8,6 +21,7 @@ This file travels inside every checkpoint (remote code): only single-dot relativ
 
 import copy
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +34,8 @@ from transformers import initialization as init
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ModelOutput
 from transformers.models.clip.modeling_clip import CLIPPreTrainedModel
-from transformers.utils import VIDEO_PROCESSOR_NAME, logging
+from transformers.processing_utils import Unpack
+from transformers.utils import VIDEO_PROCESSOR_NAME, TransformersKwargs, can_return_tuple, logging
 
 from .configuration_hesp import HESPConfig, check_saved_pair, saved_settings, shared_settings
 from .loss_hesp import HESPOpenSetLoss, ensemble_logits, reciprocal_logits
@@ -59,13 +74,17 @@ class HESPVideoClassifierOutput(ModelOutput):
         Features of the learned class prompts.
     negative_visual_embeds (`torch.FloatTensor` of shape `(K, D)`):
         Features of the negative visual prompts, the reciprocal points (`None` when they are switched off).
-    vision_hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_hidden_states=True`):
-        The vision tower's hidden states of every frame, the embeddings and then each layer, each `(B, T, P + 1, W)`
-        (`P` patches and the class token, width `W`).
-    vision_attentions (`tuple[torch.FloatTensor]`, *optional*, returned with `output_attentions=True`):
-        The vision tower's attention weights of every frame, per layer `(B, T, heads, P + 1, P + 1)`.
     loss_terms (`dict[str, torch.FloatTensor]`, *optional*, returned when `labels` is given):
         Unweighted value of each active loss term, for logging.
+    hidden_states (`tuple[torch.FloatTensor]`, *optional*, returned with `output_hidden_states=True`):
+        The vision tower's own hidden states (on the autograd graph), the embeddings and then each layer, each
+        `(B * T, P + 1, W)`: `P` patches and the class token of width `W`, the frames of clip `b` in rows
+        `b * T` to `(b + 1) * T - 1`, as X-CLIP's vision tower gives them.
+    attentions (`tuple[torch.FloatTensor]`, *optional*, returned with `output_attentions=True`):
+        The vision tower's attention weights, per layer `(B * T, heads, P + 1, P + 1)` (eager attention only).
+
+    `vision_hidden_states` / `vision_attentions`, the names before hesp-hf 0.2, still read (with a `FutureWarning`)
+    as those tensors per clip, `(B, T, ...)`, until 0.3.
     """
 
     loss: torch.FloatTensor | None = None
@@ -77,9 +96,40 @@ class HESPVideoClassifierOutput(ModelOutput):
     frame_weights: torch.FloatTensor | None = None
     text_embeds: torch.FloatTensor | None = None
     negative_visual_embeds: torch.FloatTensor | None = None
-    vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
-    vision_attentions: tuple[torch.FloatTensor, ...] | None = None
     loss_terms: dict[str, torch.FloatTensor] | None = None
+    # Last, as in the library's outputs: the tuple form ends with them.
+    hidden_states: tuple[torch.FloatTensor, ...] | None = None
+    attentions: tuple[torch.FloatTensor, ...] | None = None
+
+    # Renamed in hesp-hf 0.2 to the library's names; the old names stay readable until 0.3.
+    _RENAMED = {"vision_hidden_states": "hidden_states", "vision_attentions": "attentions"}
+
+    def _renamed(self, old: str) -> tuple[torch.FloatTensor, ...] | None:
+        new = self._RENAMED[old]
+        warnings.warn(
+            f"HESPVideoClassifierOutput.{old} is deprecated and will be removed in hesp-hf 0.3: read `{new}` "
+            f"(the vision tower's own tensors, (batch * frames, ...)); `{old}` gives them per clip (batch, frames, ...).",
+            FutureWarning,
+            stacklevel=3,
+        )
+        tensors = getattr(self, new)
+        if tensors is None or self.frame_weights is None:
+            return tensors
+        batch, frames = self.frame_weights.shape
+        return tuple(t.view(batch, frames, *t.shape[1:]) for t in tensors)
+
+    @property
+    def vision_hidden_states(self) -> tuple[torch.FloatTensor, ...] | None:
+        return self._renamed("vision_hidden_states")
+
+    @property
+    def vision_attentions(self) -> tuple[torch.FloatTensor, ...] | None:
+        return self._renamed("vision_attentions")
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str) and key in self._RENAMED:
+            return self._renamed(key)
+        return super().__getitem__(key)
 
 
 class _StateCache:
@@ -188,6 +238,9 @@ class HESPPatchEmbedding(nn.Conv2d):
             device="meta",
         )
         layer.weight, layer.bias = convolution.weight, convolution.bias
+        # Initialised exactly when the convolution was (by the tower's own `post_init`), so that the model's
+        # initialisation does not draw this weight again on one construction path and not on the other.
+        layer._is_hf_initialized = getattr(convolution, "_is_hf_initialized", False)
         return layer
 
 
@@ -301,16 +354,32 @@ class HESPPreTrainedModel(CLIPPreTrainedModel):
     main_input_name = "pixel_values_videos"
     input_modalities = ("video",)
 
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: HESP initialises only through `transformers.initialization`, which never overwrites a loaded tensor.
+
+        For code outside the library transformers otherwise takes a shortcut meant for remote code that writes weights
+        in place: it marks as initialised every module without parameters of its own, so CLIP's attention and MLP
+        blocks (which initialise their child layers) were skipped when `from_pretrained` built the model, and its
+        towers started with std 0.02 instead of CLIP's scheme that `HESPForOpenSetVideoClassification(config)` gives.
+        """
+        return False
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # CLIP's own sub-modules
         config = self.config
-        factor = config.initializer_factor
         if isinstance(module, HESPForOpenSetVideoClassification):
+            # CLIP's projection scheme (`CLIPModel`); the layers themselves were initialised just before (children
+            # first), so this is their final value on every construction path.
+            factor = config.initializer_factor
             if not config.inference_only:
                 init.normal_(module.text_projection.weight, std=config.text_config.hidden_size**-0.5 * factor)
             init.normal_(module.visual_projection.weight, std=config.vision_config.hidden_size**-0.5 * factor)
             init.constant_(module.logit_scale, config.logit_scale_init_value)
             init.zeros_(module.class_prototypes)
+            if config.inference_only:  # persistent buffers: garbage after an empty-state-dict load otherwise
+                init.zeros_(module.inference_class_text_embeds)
+                init.zeros_(module.inference_negative_visual_embeds)
         elif isinstance(module, HESPPromptLearner):
             init.normal_(module.ctx, std=config.prompt_init_std)
             ids, lengths = HESPPromptLearner.token_id_tensors(config)
@@ -334,8 +403,16 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     """
 
     accepts_loss_kwargs = False  # the loss is a plain batch mean: Trainer must not rescale it
-    # Checkpoints written before the prototype head have no `class_prototypes`: they load, and keep their own head.
-    _keys_to_ignore_on_load_missing = [r"^class_prototypes$"]
+    # Weights that are expected to be missing, as the library declares them: HESP's own modules when the towers come
+    # from a CLIP checkpoint (`from_clip`), and `class_prototypes` in checkpoints written before the prototype head
+    # (they load and keep their own head).
+    _keys_to_ignore_on_load_missing = [
+        r"^class_prototypes$",
+        r"^prompt_learner\.ctx$",
+        r"^visual_prompt\.delta$",
+        r"^temporal_pooling\.(query|text_guidance)$",
+        r"^reciprocal_points\.(images|radius)$",
+    ]
 
     def __init__(self, config: HESPConfig):
         super().__init__(config)
@@ -378,14 +455,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
         """As `PreTrainedModel.from_pretrained`, then re-applies the tower freezing (loading replaces parameters,
-        which resets `requires_grad`). No per-tensor progress bar: HESP checkpoints load in well under a second."""
-        bars = logging.is_progress_bar_enabled()
-        logging.disable_progress_bar()
-        try:
-            loaded = super().from_pretrained(*args, **kwargs)
-        finally:
-            if bars:
-                logging.enable_progress_bar()
+        which resets `requires_grad`) and checks the checkpoint's prototype head and video processor."""
+        loaded = super().from_pretrained(*args, **kwargs)
         model = loaded[0] if isinstance(loaded, tuple) else loaded
         model.freeze_clip_towers()
         if model.config.inference_logits == "prototypes" and not bool(model.class_prototypes.any()):
@@ -423,17 +494,32 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         self.reciprocal_points.requires_grad_(self.config.use_reciprocal_points)
 
     # ----------------------------------------------------------------------------------------------- CLIP towers
-    def get_image_features(self, pixel_values: torch.Tensor, **kwargs: Any) -> BaseModelOutputWithPooling:
+    def get_input_embeddings(self) -> nn.Module:
+        """The vision tower's patch embedding, as `CLIPVisionModel` and VideoMAE give it: the layer frames enter by."""
+        return self.vision_model.embeddings.patch_embedding
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.vision_model.embeddings.patch_embedding = value
+
+    @can_return_tuple
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
         """As `CLIPModel.get_image_features`: the vision tower's output for normalised images `(N, C, H, W)`, with
-        `pooler_output` the projected CLIP image features `(N, D)`. `kwargs` go to the tower
-        (`output_hidden_states`, `output_attentions`)."""
-        outputs = self.vision_model(pixel_values=pixel_values, return_dict=True, **kwargs)
+        `pooler_output` the projected CLIP image features `(N, D)`; `kwargs` go to the tower
+        (`output_hidden_states`, `output_attentions`, ...)."""
+        outputs = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, return_dict=True, **kwargs
+        )
         outputs.pooler_output = self.visual_projection(outputs.pooler_output)
         return outputs
 
     def image_embeds(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """The projected CLIP image features `(N, D)` of normalised images `(N, C, H, W)`."""
-        return self.get_image_features(pixel_values).pooler_output
+        return self.get_image_features(pixel_values, return_dict=True).pooler_output
 
     def encode_text_embeds(self, inputs_embeds: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """CLIP text features `(N, D)` of token embeddings `(N, L, W)` pooled at position `lengths - 1` (EOS).
@@ -449,13 +535,21 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]  # (N, W)
         return self.text_projection(pooled)
 
-    def get_text_features(self, input_ids: torch.Tensor) -> BaseModelOutputWithPooling:
-        """As `CLIPModel.get_text_features`, `pooler_output` the projected CLIP text features `(N, D)` of token ids
-        `(N, L)`, each ending with its EOS and then padding (pooled at the EOS)."""
-        eos = self.config.text_config.eos_token_id
-        return BaseModelOutputWithPooling(
-            pooler_output=self.text_embeds_of_ids(input_ids, (input_ids == eos).int().argmax(dim=-1) + 1)
+    @can_return_tuple
+    def get_text_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> tuple | BaseModelOutputWithPooling:
+        """As `CLIPModel.get_text_features`: the text tower's output for token ids `(N, L)` (as CLIP's tokenizer gives
+        them), with `pooler_output` the projected CLIP text features `(N, D)`, pooled at each text's EOS."""
+        outputs = self.text_tower()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True, **kwargs
         )
+        outputs.pooler_output = self.text_projection(outputs.pooler_output)
+        return outputs
 
     # --------------------------------------------------------------------------------------- prompt features
     def class_text_embeds(self) -> torch.Tensor:
@@ -512,7 +606,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
     def candidate_logits(self, video_embeds: torch.Tensor, text_embeds: torch.Tensor) -> torch.Tensor:
         """`(B, N)`: CLIP's logit scale times the cosine of each clip's video embedding with each candidate text's."""
-        return self.logit_scale.exp() * F.normalize(video_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T
+        return self.scaled_cosine(video_embeds, text_embeds)
 
     def text_tower(self) -> CLIPTextModel:
         """The CLIP text tower; a clear error for an inference-only model, which has none."""
@@ -575,7 +669,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         """
         if text_embeds is None:
             text_embeds = self.class_text_embeds()
-        outputs = self.vision_model(pixel_values=frames.to(self.visual_projection.weight.dtype))
+        outputs = self.vision_model(pixel_values=frames.to(self.visual_projection.weight.dtype), return_dict=True)
         patch_tokens = self.vision_model.post_layernorm(outputs.last_hidden_state[:, 1:])  # (N, P, W)
         patches = F.normalize(self.visual_projection(patch_tokens), dim=-1)  # (N, P, D)
         image = F.normalize(self.visual_projection(outputs.pooler_output), dim=-1)  # (N, D)
@@ -628,9 +722,10 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     def encode_frames(
         self, pixel_values_videos: torch.Tensor, text_embeds: torch.Tensor, **tower_kwargs: Any
     ) -> BaseModelOutputWithPooling:
-        """The vision tower's output for normalised frames `(B, T, C, H, W)` with the visual prompt added, every
-        tensor with its frames unflattened: `pooler_output` the frame features `(B, T, D)`; `hidden_states` /
-        `attentions` (with `output_hidden_states` / `output_attentions` in `tower_kwargs`) `(B, T, ...)` per layer."""
+        """The vision tower's output for normalised frames `(B, T, C, H, W)` with the visual prompt added:
+        `pooler_output` the frame features `(B, T, D)`; `last_hidden_state`, `hidden_states` and `attentions` (with
+        `output_hidden_states` / `output_attentions` in `tower_kwargs`) the tower's own tensors over the `B * T`
+        frames, clip-major, so that they stay the ones the logits are computed from (a gradient reaches them)."""
         if pixel_values_videos.dim() != 5:
             raise ValueError(
                 f"pixel_values_videos must be (batch, frames, channels, height, width), got {tuple(pixel_values_videos.shape)}."
@@ -638,42 +733,46 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         batch, frames = pixel_values_videos.shape[:2]
         flat = pixel_values_videos.to(self.visual_projection.weight.dtype).flatten(0, 1)  # (B*T, C, H, W)
         prompted = self.add_visual_prompt(flat, text_embeds)
-        outputs = self.get_image_features(prompted, **tower_kwargs)
-
-        def per_clip(tensors: tuple[torch.Tensor, ...] | None) -> tuple[torch.Tensor, ...] | None:
-            return None if not tensors else tuple(t.view(batch, frames, *t.shape[1:]) for t in tensors)
-
-        return BaseModelOutputWithPooling(
-            pooler_output=outputs.pooler_output.view(batch, frames, -1),
-            hidden_states=per_clip(outputs.hidden_states),
-            attentions=per_clip(outputs.attentions),
-        )
+        outputs = self.get_image_features(prompted, return_dict=True, **tower_kwargs)
+        outputs.pooler_output = outputs.pooler_output.view(batch, frames, -1)
+        return outputs
 
     # -------------------------------------------------------------------------------------------------- forward
+    # Keyword arguments `forward` hands to the vision tower besides its named ones (attention-implementation
+    # arguments and the like); anything else is refused, so a misspelt option is not silently ignored.
+    _TOWER_KWARGS = frozenset(TransformersKwargs.__annotations__) - {"num_items_in_batch"}
+
+    @can_return_tuple
     def forward(
         self,
         pixel_values_videos: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
-        return_dict: bool | None = None,
         frame_embeds: torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> HESPVideoClassifierOutput | tuple:
+        interpolate_pos_encoding: bool = False,
+        **kwargs: Unpack[TransformersKwargs],
+    ) -> HESPVideoClassifierOutput:
         r"""
         pixel_values_videos (`torch.FloatTensor` of shape `(B, T, C, H, W)`):
             Normalised frames, as produced by [`HESPVideoProcessor`]; `T` may differ from `config.num_frames`.
         labels (`torch.LongTensor` of shape `(B,)`, *optional*):
             Known-class indices `0..K-1`; when given, the open-set loss is returned. `-1` marks an unknown clip, left
             out of the label terms (so a `Trainer` can evaluate on open-set data).
-        output_hidden_states (`bool`, *optional*):
-            Return the vision tower's hidden states of every frame, `vision_hidden_states`.
-        output_attentions (`bool`, *optional*):
-            Return the vision tower's attention maps of every frame, `vision_attentions` (needs eager attention:
+        output_hidden_states (`bool`, *optional*, defaults to `config.output_hidden_states`):
+            Return the vision tower's hidden states of every frame, `hidden_states`.
+        output_attentions (`bool`, *optional*, defaults to `config.output_attentions`):
+            Return the vision tower's attention maps of every frame, `attentions` (needs eager attention:
             `from_pretrained(..., attn_implementation="eager")`).
         frame_embeds (`torch.FloatTensor` of shape `(B, T, D)`, *optional*):
             Instead of `pixel_values_videos`: the frames' CLIP image features (`image_embeds`), e.g. cached
             once for training on a frozen vision tower. Only without the visual prompt, which acts on pixels.
+        interpolate_pos_encoding (`bool`, *optional*, defaults to `False`):
+            Let the vision tower read frames of another size than `config.vision_config.image_size`, as in CLIP.
+        return_dict (`bool`, *optional*, defaults to `config.return_dict`):
+            `False` gives `HESPVideoClassifierOutput.to_tuple()`: the outputs that are set, in field order.
+        kwargs:
+            Passed on to the vision tower (the library's `TransformersKwargs`).
 
         Example:
 
@@ -689,19 +788,28 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         >>> labels = [model.config.id2label[int(i)] for i in logits.argmax(-1)]  # known classes or "unknown"
         ```
         """
-        if kwargs:
+        kwargs.pop("num_items_in_batch", None)  # the loss is a plain batch mean (`accepts_loss_kwargs = False`)
+        unexpected = sorted(set(kwargs) - self._TOWER_KWARGS)
+        if unexpected:
             raise TypeError(
-                f"HESPForOpenSetVideoClassification.forward() got unexpected arguments {sorted(kwargs)}; it takes "
-                "pixel_values_videos or frame_embeds, labels, output_hidden_states, output_attentions, return_dict."
+                f"HESPForOpenSetVideoClassification.forward() got unexpected arguments {unexpected}; it takes "
+                "pixel_values_videos or frame_embeds, labels, output_hidden_states, output_attentions, "
+                "interpolate_pos_encoding, return_dict and the vision tower's keyword arguments."
             )
         if (pixel_values_videos is None) == (frame_embeds is None):
             raise ValueError("Pass exactly one of pixel_values_videos and frame_embeds.")
         text_embeds = self.class_text_embeds()  # (K, D)
         tower = None
         if frame_embeds is None:
-            tower_kwargs = {"output_hidden_states": output_hidden_states, "output_attentions": output_attentions}
             tower = self.encode_frames(
-                pixel_values_videos, text_embeds, **{k: v for k, v in tower_kwargs.items() if v is not None}
+                pixel_values_videos,
+                text_embeds,
+                output_hidden_states=(
+                    self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+                ),
+                output_attentions=self.config.output_attentions if output_attentions is None else output_attentions,
+                interpolate_pos_encoding=interpolate_pos_encoding,
+                **kwargs,
             )
             frame_embeds = tower.pooler_output
         elif output_hidden_states or output_attentions:
@@ -711,23 +819,33 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 "frame_embeds skip the pixels, so they cannot carry the visual prompt: use pixel_values_videos, or a "
                 "config with use_visual_prompt=False."
             )
-        elif frame_embeds.dim() != 3 or frame_embeds.shape[-1] != self.config.projection_dim:
+        else:
+            self._check_frame_embeds(frame_embeds)
+        frozen_video_embeds = self._frozen_video_embeds(frame_embeds, pixel_values_videos=pixel_values_videos)
+        return self._classify(frame_embeds, text_embeds, frozen_video_embeds, labels, tower)
+
+    def _check_frame_embeds(self, frame_embeds: torch.Tensor) -> None:
+        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != self.config.projection_dim:
             raise ValueError(
                 f"frame_embeds must be (batch, frames, {self.config.projection_dim}), got {tuple(frame_embeds.shape)}."
             )
-        frozen_video_embeds = None
-        if self.config.inference_logits == "prototypes" and self.config.prototype_space == "frozen":
-            unprompted = not self.config.use_visual_prompt or pixel_values_videos is None
-            frozen_video_embeds = (
-                frozen_frame_mean(frame_embeds) if unprompted else self.frozen_video_embeds(pixel_values_videos)
-            )
-        output = self._classify(frame_embeds, text_embeds, frozen_video_embeds, labels, tower)
-        return_dict = return_dict if return_dict is not None else self.config.return_dict
-        if return_dict:
-            return output
-        # As transformers' models: the set outputs in field order, hidden states and attentions as tuples of tensors
-        # (`loss_terms`, a dict for logging, is left out).
-        return tuple(value for value in output.to_tuple() if torch.is_tensor(value) or isinstance(value, tuple))
+
+    def _frozen_video_embeds(
+        self,
+        frame_embeds: torch.Tensor,
+        pixel_values_videos: torch.Tensor | None = None,
+        frozen_frame_embeds: torch.Tensor | None = None,
+    ) -> torch.Tensor | None:
+        """The frozen CLIP's clip features `(B, D)` that the prototype head reads in its frozen space (None for every
+        other head): from the frozen frame features when given, from the pixels when the frames carry the visual
+        prompt, else from `frame_embeds` `(B, T, D)` themselves (without the prompt they are the frozen ones)."""
+        if not (self.config.inference_logits == "prototypes" and self.config.prototype_space == "frozen"):
+            return None
+        if frozen_frame_embeds is not None:
+            return frozen_frame_mean(frozen_frame_embeds.to(self.visual_projection.weight.dtype))
+        if self.config.use_visual_prompt and pixel_values_videos is not None:
+            return self.frozen_video_embeds(pixel_values_videos)
+        return frozen_frame_mean(frame_embeds.to(self.visual_projection.weight.dtype))
 
     def _classify(
         self,
@@ -745,7 +863,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         video_embeds, frame_weights = self.temporal_pooling(frame_embeds, text_embeds)  # (B, D), (B, T)
 
         logit_scale = self.logit_scale.exp()
-        clip_logits = logit_scale * F.normalize(video_embeds, dim=-1) @ F.normalize(text_embeds, dim=-1).T  # (B, K)
+        clip_logits = self.scaled_cosine(video_embeds, text_embeds)  # (B, K)
         negative_visual, recip_logits, known_logits = None, None, clip_logits
         if self.config.use_reciprocal_points:
             negative_visual = self.negative_visual_embeds()  # (K, D)
@@ -791,9 +909,10 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             frame_weights=frame_weights,
             text_embeds=text_embeds,
             negative_visual_embeds=negative_visual,
-            vision_hidden_states=tower.hidden_states if tower is not None else None,
-            vision_attentions=tower.attentions if tower is not None else None,
             loss_terms=loss_terms,
+            # The tower's own tuples (an attention implementation without weights gives an empty one: None).
+            hidden_states=(tower.hidden_states or None) if tower is not None else None,
+            attentions=(tower.attentions or None) if tower is not None else None,
         )
 
     # ------------------------------------------------------------------------------- long recordings: shared frames
@@ -827,18 +946,10 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     ) -> HESPVideoClassifierOutput:
         """The model's output for windows `(B, T, D)` of `frame_features` rows (`frozen_frame_embeds` likewise,
         needed when `needs_frozen_frames()`): the same as `forward` on those frames' pixels."""
-        if frame_embeds.dim() != 3 or frame_embeds.shape[-1] != self.config.projection_dim:
-            raise ValueError(
-                f"frame_embeds must be (batch, frames, {self.config.projection_dim}), got {tuple(frame_embeds.shape)}."
-            )
-        frozen_video_embeds = None
-        if self.config.inference_logits == "prototypes" and self.config.prototype_space == "frozen":
-            if self.needs_frozen_frames() and frozen_frame_embeds is None:
-                raise ValueError(
-                    "This model's prototype head reads the frozen frame features: pass frozen_frame_embeds."
-                )
-            frozen = frame_embeds if frozen_frame_embeds is None else frozen_frame_embeds
-            frozen_video_embeds = frozen_frame_mean(frozen.to(self.visual_projection.weight.dtype))
+        self._check_frame_embeds(frame_embeds)
+        if self.needs_frozen_frames() and frozen_frame_embeds is None:
+            raise ValueError("This model's prototype head reads the frozen frame features: pass frozen_frame_embeds.")
+        frozen_video_embeds = self._frozen_video_embeds(frame_embeds, frozen_frame_embeds=frozen_frame_embeds)
         return self._classify(frame_embeds, self.class_text_embeds(), frozen_video_embeds)
 
     def frozen_video_embeds(self, pixel_values_videos: torch.Tensor) -> torch.Tensor:
@@ -851,8 +962,13 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
     def prototype_logits(self, video_embeds: torch.Tensor) -> torch.Tensor:
         """`(B, K)`: the cosine of each clip's video embedding with each class prototype, times CLIP's logit scale;
         the nearest prototype is the predicted class and its similarity the known-ness (with `max_logit`)."""
-        prototypes = F.normalize(self.class_prototypes.to(video_embeds.dtype), dim=-1)
-        return self.logit_scale.exp() * F.normalize(video_embeds, dim=-1) @ prototypes.T
+        return self.scaled_cosine(video_embeds, self.class_prototypes)
+
+    def scaled_cosine(self, embeds: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        """`(B, N)`: CLIP's logit scale times the cosine of each of `embeds` `(B, D)` with each of `references`
+        `(N, D)`; the one form of the head's logits (class prompts, prototypes, candidate texts)."""
+        references = F.normalize(references.to(embeds.dtype), dim=-1)
+        return self.logit_scale.exp() * F.normalize(embeds, dim=-1) @ references.T
 
     @torch.no_grad()
     def set_class_prototypes(self, video_embeds: torch.Tensor, labels: torch.Tensor) -> None:
@@ -934,20 +1050,14 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         if tokenizer is None:
             tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path)
         config = HESPConfig.from_clip_config(clip_config, list(labels), tokenizer, **config_overrides)
-        # transformers reports HESP's own modules as MISSING weights in a table, with a progress bar, every time:
-        # they are expected to be new, so the load is quiet and the check below says what matters.
-        verbosity = logging.get_verbosity()
-        logging.set_verbosity_error()
-        try:
-            model, info = cls.from_pretrained(
-                pretrained_model_name_or_path, config=config, dtype=dtype, output_loading_info=True
-            )
-        finally:
-            logging.set_verbosity(verbosity)
-        new_prefixes = ("prompt_learner.", "visual_prompt.", "temporal_pooling.", "reciprocal_points.")
+        # HESP's own modules are declared expected-missing (`_keys_to_ignore_on_load_missing`): what is still missing
+        # or unexpected here is a CLIP weight that does not fit.
+        model, info = cls.from_pretrained(
+            pretrained_model_name_or_path, config=config, dtype=dtype, output_loading_info=True
+        )
         logger.info("HESP on the CLIP of %s: its prompts and modules start fresh.", pretrained_model_name_or_path)
-        missing = [key for key in info["missing_keys"] if not key.startswith(new_prefixes)]
-        unexpected = [key for key in info["unexpected_keys"] if not key.endswith("position_ids")]
+        missing = sorted(info["missing_keys"])
+        unexpected = sorted(key for key in info["unexpected_keys"] if not key.endswith("position_ids"))
         if missing or unexpected:
             raise ValueError(
                 f"{pretrained_model_name_or_path} is not a CLIP checkpoint HESP can load 1:1: missing CLIP weights "

@@ -1,3 +1,16 @@
+# Copyright 2026 The hesp-hf Authors. All rights reserved.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 """HESP video processor: segment sampling, PyAV decoding of files (`video_decoding_hesp`), CLIP resize / crop /
 normalisation.
 
@@ -6,6 +19,7 @@ the centre of each at inference, a random point inside each for training -- in p
 travels inside every checkpoint (remote code).
 """
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +38,7 @@ from .video_decoding_hesp import VideoDecodeError, decode_video, segment_indices
 logger = logging.get_logger(__name__)
 
 
-class HESPVideosKwargs(VideosKwargs, total=False):
+class HESPVideoProcessorKwargs(VideosKwargs, total=False):
     """`random_sampling`: draw a random frame inside each segment (training) instead of its centre (inference).
     `face_crop`: crop every clip to its face first (raw footage; see `face_cropping_hesp`); `face_margin`: the
     margin around the face box, as a share of its longer side; `face_min_score`: the detector score a face needs."""
@@ -69,26 +83,29 @@ class HESPVideoProcessor(BaseVideoProcessor):
     face_crop = False
     face_margin = DEFAULT_MARGIN
     face_min_score = DEFAULT_MIN_SCORE
-    valid_kwargs = HESPVideosKwargs
+    valid_kwargs = HESPVideoProcessorKwargs
     model_input_names = ["pixel_values_videos"]
 
-    def __init__(self, **kwargs: Unpack[HESPVideosKwargs]) -> None:
+    def __init__(self, **kwargs: Unpack[HESPVideoProcessorKwargs]) -> None:
         super().__init__(**kwargs)
 
-    def preprocess(self, videos: Any, **kwargs: Unpack[HESPVideosKwargs]) -> Any:
+    def preprocess(self, videos: Any, **kwargs: Unpack[HESPVideoProcessorKwargs]) -> Any:
         """As `BaseVideoProcessor.preprocess`; with `face_crop` (this call's, else the saved setting) each clip is
         first cropped to one face followed through its sampled frames, then resized and normalised as usual. A clip
         where no frame shows a face is used whole, with a warning naming it."""
         face_crop = kwargs.pop("face_crop", None)
         margin = kwargs.pop("face_margin", None)
         min_score = kwargs.pop("face_min_score", None)
+        self._one_frame_count(kwargs)
         if not (self.face_crop if face_crop is None else face_crop):
             return super().preprocess(videos, **kwargs)
         from functools import partial
 
         do_sample = kwargs.pop("do_sample_frames", None)
         do_sample = self.do_sample_frames if do_sample is None else do_sample
-        sampling = {key: kwargs[key] for key in ("num_frames", "random_sampling") if kwargs.get(key) is not None}
+        sampling = {
+            key: kwargs[key] for key in ("num_frames", "fps", "random_sampling") if kwargs.get(key) is not None
+        }
         names = (
             [str(v) for v in videos]
             if isinstance(videos, (list, tuple)) and all(isinstance(v, (str, Path)) for v in videos)
@@ -111,7 +128,18 @@ class HESPVideoProcessor(BaseVideoProcessor):
                 logger.warning("No face found in any sampled frame of %s: the whole frame is used.", name)
             cropped.append(self.crop_to_face(frames, track))
         kwargs.pop("num_frames", None)
+        kwargs.pop("fps", None)
         return super().preprocess(cropped, do_sample_frames=False, **kwargs)
+
+    def _one_frame_count(self, kwargs: dict[str, Any]) -> None:
+        """`num_frames` and `fps` are exclusive (as in the base processor); this call's choice wins over the saved
+        defaults, so `fps=...` alone samples by rate although the processor has a `num_frames`."""
+        if kwargs.get("fps") is not None and kwargs.get("num_frames") is None:
+            kwargs["num_frames"] = None  # not the saved num_frames: the rate decides
+        elif kwargs.get("num_frames") is not None and kwargs.get("fps") is None:
+            kwargs["fps"] = None
+        elif kwargs.get("num_frames") is None and self.fps is not None:
+            kwargs["num_frames"] = None  # a processor saved with a rate samples by rate
 
     def track_face(
         self,
@@ -139,12 +167,38 @@ class HESPVideoProcessor(BaseVideoProcessor):
         self,
         metadata: VideoMetadata,
         num_frames: int | None = None,
+        fps: float | None = None,
         random_sampling: bool | None = None,
         **kwargs: Any,
     ) -> np.ndarray:
+        """Indices of the frames to keep: `num_frames` equal segments (this processor's by default), or, with `fps`
+        and the video's `metadata` (its frame rate), as many frames as `fps` frames per second of the clip gives
+        (as the base processor counts them; the model reads any number of frames); `num_frames` and `fps` are
+        exclusive. One frame per segment: its centre, or a random point inside it with `random_sampling`.
+
+        The difference from the base processor: a clip with fewer frames than asked for repeats frames (each segment
+        still takes the frame on screen there) instead of raising, so short clips are usable."""
+        if num_frames is not None and fps is not None:
+            raise ValueError(
+                f"sample_frames takes num_frames or fps, not both: got num_frames={num_frames}, fps={fps}."
+            )
+        if fps is not None:
+            num_frames = self.frames_at_rate(metadata, fps)
         num_frames = num_frames if num_frames is not None else self.num_frames
         random_sampling = random_sampling if random_sampling is not None else self.random_sampling
         return segment_indices(int(metadata.total_num_frames), int(num_frames), bool(random_sampling))
+
+    @staticmethod
+    def frames_at_rate(metadata: VideoMetadata | None, fps: float) -> int:
+        """How many frames `fps` frames per second of the clip described by `metadata` gives (at least one)."""
+        if not fps > 0:
+            raise ValueError(f"fps must be a positive number of frames per second, got {fps}.")
+        if metadata is None or not metadata.fps or not metadata.total_num_frames:
+            raise ValueError(
+                f"Sampling at fps={fps} needs the video's frame rate and frame count in its metadata "
+                f"(video_metadata=...), got {metadata}; or pass num_frames."
+            )
+        return max(1, int(metadata.total_num_frames / metadata.fps * fps))
 
     def fetch_videos(self, video_url_or_urls: Any, sample_indices_fn: Any = None) -> Any:
         """Decode paths with PyAV (the stock path needs torchcodec and FFmpeg libraries, often missing), sampled in
@@ -152,17 +206,25 @@ class HESPVideoProcessor(BaseVideoProcessor):
 
         `sample_indices_fn` is the `partial(self.sample_frames, **call_kwargs)` that `preprocess` builds; a file is
         sampled by time rather than by index, so only its `num_frames` / `random_sampling` are used (None: every
-        frame)."""
+        frame); with `fps` every frame is decoded and `sample_frames` picks from them with the file's frame rate."""
         if isinstance(video_url_or_urls, (list, tuple)):
             decoded = [self.fetch_videos(item, sample_indices_fn=sample_indices_fn) for item in video_url_or_urls]
             return [video for video, _ in decoded], [metadata for _, metadata in decoded]
         path = str(video_url_or_urls)
         if path.startswith(("http://", "https://")):
             raise ValueError(f"HESPVideoProcessor reads local files only; download {path} first.")
+        call_kwargs = getattr(sample_indices_fn, "keywords", {})
+        if sample_indices_fn is not None and call_kwargs.get("fps") is not None:
+            decoded = decode_video(path)
+            if decoded.truncated:
+                logger.warning(decoded.truncation_message(path))
+            metadata = dataclasses.replace(decoded.metadata, total_num_frames=len(decoded.frames))
+            indices = sample_indices_fn(metadata=metadata)
+            metadata.frames_indices = indices
+            return decoded.frames[indices], metadata
         if sample_indices_fn is None:
             decoded = decode_video(path)
         else:
-            call_kwargs = getattr(sample_indices_fn, "keywords", {})
             num_frames = call_kwargs.get("num_frames") or self.num_frames
             random_sampling = call_kwargs.get("random_sampling")
             random_sampling = self.random_sampling if random_sampling is None else random_sampling
@@ -221,5 +283,8 @@ def _as_rgb_uint8(video: Any) -> np.ndarray:
         array = np.clip(array, 0, 255).astype(np.uint8)
     return np.repeat(array, 3, axis=-1) if array.shape[-1] == 1 else array
 
+
+# The name before hesp-hf 0.2 (the library names these `<Processor>Kwargs`).
+HESPVideosKwargs = HESPVideoProcessorKwargs
 
 __all__ = ["HESPVideoProcessor", "VideoDecodeError", "segment_indices"]

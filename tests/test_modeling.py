@@ -434,38 +434,59 @@ def test_configs_saved_before_reciprocal_distance_load_as_arpl(make_model, tmp_p
 
 
 def test_from_clip_does_not_report_its_new_modules_as_missing_weights(tiny_clip_dir, capfd):
-    """HESP's own modules are new by design: no MISSING-weights table and no progress bar for them."""
-    HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=LABELS)
-    captured = capfd.readouterr()
-    assert "MISSING" not in captured.out + captured.err and "Loading weights" not in captured.out + captured.err
+    """HESP's own modules are new by design, declared expected-missing as the library declares them: no MISSING
+    table, and none of them in the loading report; the library's logging settings are left as they were."""
     from transformers.utils import logging as transformers_logging
 
-    assert transformers_logging.is_progress_bar_enabled()  # the global settings are put back
-
-
-def test_saved_checkpoints_load_without_a_progress_bar(make_model, tmp_path, capfd):
-    make_model().save_pretrained(tmp_path)
-    capfd.readouterr()
-    AutoModel.from_pretrained(tmp_path)
+    verbosity = transformers_logging.get_verbosity()
+    HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=LABELS)
     captured = capfd.readouterr()
-    assert "Loading weights" not in captured.out + captured.err
+    assert "MISSING" not in captured.out + captured.err
+    assert transformers_logging.get_verbosity() == verbosity
 
 
-def test_return_dict_false_is_a_plain_tuple_of_the_same_tensors(make_model):
+@pytest.mark.parametrize("bars", [True, False])
+def test_loading_leaves_the_progress_bar_setting_to_the_user(make_model, tmp_path, capfd, bars, monkeypatch):
+    """No global switch flipped around a load (another thread loading a model at the same time would see it): the
+    library's bar shows exactly when the user's setting says so."""
+    from transformers.utils import logging as transformers_logging
+
+    make_model().save_pretrained(tmp_path)
+    switch = transformers_logging.enable_progress_bar if bars else transformers_logging.disable_progress_bar
+    switch()
+    try:
+        for name in ("enable_progress_bar", "disable_progress_bar", "set_verbosity", "set_verbosity_error"):
+            monkeypatch.setattr(transformers_logging, name, lambda *a, _n=name: pytest.fail(f"{_n} was called"))
+        capfd.readouterr()
+        AutoModel.from_pretrained(tmp_path)
+        captured = capfd.readouterr()
+    finally:
+        monkeypatch.undo()
+        transformers_logging.enable_progress_bar()
+    assert ("Loading weights" in captured.out + captured.err) == bars
+
+
+def test_return_dict_false_is_the_outputs_to_tuple(make_model):
+    """As the library's models (`can_return_tuple`): the tuple form is `to_tuple()` of the same output."""
     model = make_model().eval()
     clips, labels = videos(), torch.tensor([0, 1])
     with torch.no_grad():
         named = model(pixel_values_videos=clips, labels=labels)
         plain = model(pixel_values_videos=clips, labels=labels, return_dict=False)
-    assert all(torch.is_tensor(value) for value in plain)
-    expected = [value for value in named.to_tuple() if torch.is_tensor(value)]
-    assert len(plain) == len(expected) and all(torch.equal(a, b) for a, b in zip(plain, expected, strict=True))
+    expected = named.to_tuple()
+    assert isinstance(plain, tuple) and len(plain) == len(expected)
+    for got, want in zip(plain, expected, strict=True):
+        if isinstance(want, dict):
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+        else:
+            assert torch.equal(got, want)
     assert torch.equal(plain[0], named.loss) and torch.equal(plain[1], named.logits)
 
 
 def test_hidden_states_and_attentions_of_every_frame(make_model, tiny_clip_dir, tmp_path):
-    """As transformers' models: `output_hidden_states` / `output_attentions` return the vision tower's, per frame;
-    the tuple form keeps them; attentions need eager attention, chosen at loading."""
+    """As transformers' video models: `output_hidden_states` / `output_attentions` give the vision tower's own
+    tensors under `hidden_states` / `attentions` (frames clip-major); the tuple form ends with them; attentions need
+    eager attention, chosen at loading."""
     model = make_model()
     model.save_pretrained(tmp_path)
     model = HESPForOpenSetVideoClassification.from_pretrained(tmp_path, attn_implementation="eager").eval()
@@ -475,22 +496,57 @@ def test_hidden_states_and_attentions_of_every_frame(make_model, tiny_clip_dir, 
     tokens = (vision.image_size // vision.patch_size) ** 2 + 1
     with torch.no_grad():
         output = model(pixel_values_videos=clips, output_hidden_states=True, output_attentions=True)
-        plain = model(pixel_values_videos=clips, output_hidden_states=True, return_dict=False)
+        plain = model(pixel_values_videos=clips, output_hidden_states=True, output_attentions=True, return_dict=False)
         frame_alone = model.get_image_features(clips[1, 2:3], output_hidden_states=True)
-    assert len(output.vision_hidden_states) == vision.num_hidden_layers + 1
-    assert all(h.shape == (B, T, tokens, vision.hidden_size) for h in output.vision_hidden_states)
-    assert len(output.vision_attentions) == vision.num_hidden_layers
-    assert all(a.shape == (B, T, vision.num_attention_heads, tokens, tokens) for a in output.vision_attentions)
-    # Frame 2 of clip 1 is that frame's own hidden state (the visual prompt is zero at initialisation).
-    torch.testing.assert_close(output.vision_hidden_states[-1][1, 2], frame_alone.hidden_states[-1][0])
-    assert isinstance(plain[-1], tuple) and torch.equal(plain[-1][-1], output.vision_hidden_states[-1])
-    assert model(pixel_values_videos=clips).vision_hidden_states is None
+    assert len(output.hidden_states) == vision.num_hidden_layers + 1
+    assert all(h.shape == (B * T, tokens, vision.hidden_size) for h in output.hidden_states)
+    assert len(output.attentions) == vision.num_hidden_layers
+    assert all(a.shape == (B * T, vision.num_attention_heads, tokens, tokens) for a in output.attentions)
+    # Row 1 * T + 2 is frame 2 of clip 1: that frame's own hidden state (the visual prompt is zero at initialisation).
+    torch.testing.assert_close(output.hidden_states[-1][1 * T + 2], frame_alone.hidden_states[-1][0])
+    assert plain[-1] is not None and torch.equal(plain[-1][-1], output.attentions[-1])
+    assert torch.equal(plain[-2][-1], output.hidden_states[-1])
+    without = model(pixel_values_videos=clips)
+    assert without.hidden_states is None and without.attentions is None
+
+
+def test_old_output_names_still_read_with_a_deprecation_warning(make_model):
+    """`vision_hidden_states` / `vision_attentions` (before 0.2) read for one minor version: the same tensors per
+    clip `(B, T, ...)`, as they were, with a FutureWarning naming the new field."""
+    model = make_model().eval()
+    model.set_attn_implementation("eager")  # attention weights need eager attention
+    clips = videos()
+    B, T = clips.shape[:2]
+    with torch.no_grad():
+        output = model(pixel_values_videos=clips, output_hidden_states=True, output_attentions=True)
+    with pytest.warns(FutureWarning, match=r"vision_hidden_states is deprecated .* read `hidden_states`"):
+        old = output.vision_hidden_states
+    assert len(old) == len(output.hidden_states)
+    assert all(torch.equal(o, n.view(B, T, *n.shape[1:])) for o, n in zip(old, output.hidden_states, strict=True))
+    with pytest.warns(FutureWarning, match="read `attentions`"):
+        old_attentions = output["vision_attentions"]
+    assert torch.equal(old_attentions[0][1, 3], output.attentions[0][1 * T + 3])
+    assert "vision_hidden_states" not in output.keys()  # not a field: the tuple form has each tensor once
 
 
 def test_unknown_arguments_are_refused(make_model):
     model = make_model()
     with pytest.raises(TypeError, match=r"unexpected arguments \['output_hidden_state'\]"):
         model(pixel_values_videos=videos(), output_hidden_state=True)
+
+
+def test_tower_arguments_pass_through(make_model):
+    """Keyword arguments the vision tower takes reach it: `interpolate_pos_encoding` reads frames of another size
+    (refused without it, as CLIP refuses them), and the Trainer's `num_items_in_batch` is accepted."""
+    model = make_model(use_visual_prompt=False).eval()
+    larger = torch.nn.functional.interpolate(videos().flatten(0, 1), size=48).unflatten(0, (B, T))
+    with torch.no_grad():
+        with pytest.raises(ValueError, match="doesn't match model"):
+            model(pixel_values_videos=larger)
+        output = model(pixel_values_videos=larger, interpolate_pos_encoding=True, num_items_in_batch=torch.tensor(2))
+        expected = model.get_image_features(larger.flatten(0, 1), interpolate_pos_encoding=True).pooler_output
+    assert output.logits.shape == (B, K + 1)
+    torch.testing.assert_close(output.video_embeds, expected.view(B, T, -1).mean(dim=1))
 
 
 def test_config_json_round_trip(make_model, tmp_path):

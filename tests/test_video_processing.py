@@ -169,3 +169,38 @@ def test_model_and_processor_are_built_and_checked_as_a_pair(tiny_clip_dir, tmp_
     other = HESPForOpenSetVideoClassification.from_clip(str(clip), ["a", "b"], num_frames=5)
     with pytest.raises(ValueError, match=r"num_frames: the model's config says 5.*processor 3.*image_std"):
         check_pair(other.config, processor)
+
+
+def test_sample_frames_with_fps_takes_the_rate_of_the_clip(processor):
+    """`fps` with the video's metadata: as many frames as that rate gives over the clip (8 frames at 4 fps last 2 s:
+    3 fps gives 6), by segment sampling; `num_frames` and `fps` are exclusive."""
+    from transformers.video_utils import VideoMetadata
+
+    metadata = VideoMetadata(total_num_frames=8, fps=4, duration=2.0)
+    assert processor.sample_frames(metadata, fps=3).tolist() == segment_indices(8, 6).tolist()
+    assert len(processor.sample_frames(metadata, fps=0.1)) == 1  # a short clip still gives a frame
+    with pytest.raises(ValueError, match=r"num_frames or fps, not both: got num_frames=3, fps=3"):
+        processor.sample_frames(metadata, num_frames=3, fps=3)
+    with pytest.raises(ValueError, match=r"fps=3 needs the video's frame rate"):
+        processor.sample_frames(VideoMetadata(total_num_frames=8), fps=3)
+    with pytest.raises(ValueError, match=r"fps must be a positive number .* got -1"):
+        processor.sample_frames(metadata, fps=-1)
+
+
+def test_processor_call_with_fps_overrides_its_saved_num_frames(processor, sample_clip):
+    """`fps` in the call samples by rate although the processor saves `num_frames=4`; for arrays the rate comes from
+    `video_metadata`, for files from the file itself (6 frames at 25 fps: 50 fps asks for 12, repeating frames)."""
+    video = random_video(frames=8)
+    metadata = [{"total_num_frames": 8, "fps": 4, "duration": 2.0}]
+    out = processor(video, fps=3, video_metadata=metadata, return_tensors="pt")["pixel_values_videos"]
+    assert out.shape[1] == 6
+    assert processor(video, return_tensors="pt")["pixel_values_videos"].shape[1] == 4  # the saved count otherwise
+    with pytest.raises(ValueError, match="not both"):
+        processor(video, num_frames=3, fps=3, video_metadata=metadata, return_tensors="pt")
+    from_file = processor(str(sample_clip), fps=50, return_tensors="pt")["pixel_values_videos"]
+    assert from_file.shape[1] == 12
+    every = processor(str(sample_clip), fps=25, return_tensors="pt")["pixel_values_videos"]
+    assert every.shape[1] == 6
+    torch.testing.assert_close(
+        every[0], processor(str(sample_clip), num_frames=6, return_tensors="pt")["pixel_values_videos"][0]
+    )
