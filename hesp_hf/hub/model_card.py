@@ -106,6 +106,7 @@ def render_model_card(
     known_ness: str,
     license: str = "apache-2.0",
     hub_dataset: "HubDataset | None" = None,
+    calibration: str = "",
 ) -> ModelCard:
     """The card of a trained checkpoint. The YAML names only what the Hub can resolve: `base_model` when the CLIP's
     Hub id is known, `datasets` and the results' dataset only when the data came from a Hub dataset (`hub_dataset`:
@@ -156,6 +157,7 @@ def render_model_card(
         threshold="not calibrated" if threshold is None else f"{threshold:.4f}",
         keep_share=f"{keep_share:.0%}",
         known_ness=known_ness,
+        calibration=calibration,
     )
 
 
