@@ -237,14 +237,14 @@ def has_guarantee(config: Any) -> bool:
     return bool(getattr(config, "calibration_scores", None)) and getattr(config, "known_acceptance", None) is not None
 
 
-def redecide(config: Any, acceptance: float, source: str = "the checkpoint") -> None:
+def redecide(config: Any, acceptance: float, source: str = "the checkpoint", name: str = "known_acceptance") -> None:
     """Move `config`'s threshold to `acceptance` from its saved calibration scores (no retraining): the same
     threshold calibrating at that level gives. One-line errors for a bad level or a checkpoint without scores."""
-    check_level(acceptance)
+    check_level(acceptance, name=name)
     scores = getattr(config, "calibration_scores", None)
     if not scores:
-        raise ValueError(f"known_acceptance {acceptance}: {source} {NO_GUARANTEE}.")
-    check_level(acceptance, len(scores))
+        raise ValueError(f"{name} {acceptance}: {source} {NO_GUARANTEE}.")
+    check_level(acceptance, len(scores), name=name)
     config.unknown_threshold = conformal_threshold(scores, acceptance)
     config.known_acceptance = float(acceptance)
     logger.info("Re-decided at known_acceptance %s: threshold %.6f (n=%d)", acceptance, config.unknown_threshold, len(scores))
