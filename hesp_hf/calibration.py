@@ -43,7 +43,9 @@ def check_level(acceptance: float, n: int | None = None, name: str = "known_acce
     """Raise one line naming the level (and `n`) when `acceptance` is outside (0, 1) or, with `n` calibration
     scores, beyond what split conformal can reach (`n < 1 / alpha - 1`)."""
     if not (isinstance(acceptance, (int, float)) and 0 < acceptance < 1):
-        raise ValueError(f"{name} must lie strictly between 0 and 1 (a share of known clips to accept), got {acceptance}.")
+        raise ValueError(
+            f"{name} must lie strictly between 0 and 1 (a share of known clips to accept), got {acceptance}."
+        )
     if n is not None and conformal_rank(n, acceptance) == 0:
         raise ValueError(
             f"{name} {acceptance} cannot be reached with n={n} calibration scores: split conformal needs "
@@ -91,7 +93,9 @@ def conformal_threshold(scores: Sequence[float] | np.ndarray, acceptance: float,
     return float(ordered[k - 1])
 
 
-def known_p_values(calibration_scores: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray) -> np.ndarray:
+def known_p_values(
+    calibration_scores: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> np.ndarray:
     """Conformal p-values `(1 + #{i: s_i <= s}) / (n + 1)` of `scores` against the calibration scores: small when a
     clip looks less known than almost every known calibration clip."""
     ordered = np.sort(np.asarray(calibration_scores, dtype=np.float64))
@@ -147,7 +151,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     softmax(`logits` / T), searched on log T in [1/100, 100]."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
-        raise ValueError(f"Temperature fitting needs (N, K) logits with N >= 1 labels, got {logits.shape} and {labels.shape}.")
+        raise ValueError(
+            f"Temperature fitting needs (N, K) logits with N >= 1 labels, got {logits.shape} and {labels.shape}."
+        )
     result = optimize.minimize_scalar(
         lambda log_t: negative_log_likelihood(logits, labels, math.exp(log_t)),
         bounds=(math.log(0.01), math.log(100.0)),
@@ -247,7 +253,9 @@ def redecide(config: Any, acceptance: float, source: str = "the checkpoint", nam
     check_level(acceptance, len(scores), name=name)
     config.unknown_threshold = conformal_threshold(scores, acceptance)
     config.known_acceptance = float(acceptance)
-    logger.info("Re-decided at known_acceptance %s: threshold %.6f (n=%d)", acceptance, config.unknown_threshold, len(scores))
+    logger.info(
+        "Re-decided at known_acceptance %s: threshold %.6f (n=%d)", acceptance, config.unknown_threshold, len(scores)
+    )
 
 
 def known_p_value(config: Any, score: float) -> float | None:

@@ -31,7 +31,7 @@ from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.inference.prediction import decisions, predict_clips
 from hesp_hf.modeling.configuration_hesp import HESPConfig
 
-from .conftest import LABELS, random_video
+from .conftest import random_video
 
 
 def config_with(scores=None, acceptance=None, threshold=None, temperature=1.0):
@@ -120,9 +120,13 @@ def test_temperature_scaling_lowers_nll_on_an_overconfident_case():
     temperature = fit_temperature(logits, labels)
     assert temperature == pytest.approx(10 / math.log(3), rel=1e-4)
     assert negative_log_likelihood(logits, labels, temperature) < negative_log_likelihood(logits, labels, 1.0)
-    records = calibration_records(config_with(temperature=temperature), np.c_[logits, np.zeros(n)], logits[:, 0], labels)
+    records = calibration_records(
+        config_with(temperature=temperature), np.c_[logits, np.zeros(n)], logits[:, 0], labels
+    )
     scaling = records["calibration"]
-    assert scaling["ece_after"] == pytest.approx(0.0, abs=1e-4) and scaling["ece_before"] == pytest.approx(0.25, abs=1e-4)
+    assert scaling["ece_after"] == pytest.approx(0.0, abs=1e-4) and scaling["ece_before"] == pytest.approx(
+        0.25, abs=1e-4
+    )
     assert scaling["brier_after"] < scaling["brier_before"] and scaling["bins"] == 15
     assert records["conformal"]["guarantee"] is False  # no saved scores in this config
 
@@ -204,7 +208,10 @@ def test_predict_command_refuses_bad_levels_in_one_line(old_checkpoint, tmp_path
 
     clip = str(write_video(tmp_path / "c.mp4", random_video(6, 40, 48)))
     base = ["hesp-predict", "--checkpoint", str(old_checkpoint), "--output", str(tmp_path / "o.jsonl"), clip]
-    for level, expected in (("1.5", "--known_acceptance must lie strictly between 0 and 1"), ("0.9", "carries no saved calibration scores")):
+    for level, expected in (
+        ("1.5", "--known_acceptance must lie strictly between 0 and 1"),
+        ("0.9", "carries no saved calibration scores"),
+    ):
         monkeypatch.setattr(sys, "argv", [*base, "--known_acceptance", level, "--num_workers", "0", "--no_progress"])
         with pytest.raises(SystemExit) as exited:
             cli()

@@ -15,10 +15,6 @@ from typing import Any
 from transformers import AutoTokenizer, set_seed
 
 from ..atomic_files import write_text_atomic
-from ..data import OpenSetSplit, clip_dataset, collate_clips
-from ..data.manifest import read_manifest
-from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics, dataset_features
-from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
 from ..calibration import (
     calibrate,
     calibration_records,
@@ -26,6 +22,10 @@ from ..calibration import (
     conformal_rank,
     minimum_calibration_size,
 )
+from ..data import OpenSetSplit, clip_dataset, collate_clips
+from ..data.manifest import read_manifest
+from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics, dataset_features
+from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
 from ..hub.model_card import (
     HubDataset,
     describe_backbone,
@@ -243,7 +243,9 @@ def write_run_outputs(
     extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
     if measured.get("baselines"):
         extra.update(baseline_report(measured["baselines"]))
-    extra.update(calibration_records(config, predictions.logits, predictions.scores, predictions.labels))  # the conformal guarantee and the probabilities' calibration
+    extra.update(
+        calibration_records(config, predictions.logits, predictions.scores, predictions.labels)
+    )  # the conformal guarantee and the probabilities' calibration
     if measured.get("prototype_leave_one_out_accuracy"):  # which space the prototype head chose, and why
         extra["prototype_space"] = config.prototype_space
         extra["prototype_leave_one_out_accuracy"] = measured["prototype_leave_one_out_accuracy"]
