@@ -4,6 +4,7 @@ scaling, ECE / Brier by hand, old checkpoints without saved scores, and one-line
 import json
 import math
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -219,3 +220,16 @@ def test_predict_command_refuses_bad_levels_in_one_line(old_checkpoint, tmp_path
         assert exited.value.code == 2 and expected in error and level in error
         assert error.splitlines()[0].startswith("hesp-predict: error: --known_acceptance") and "Traceback" not in error
     assert not (tmp_path / "o.jsonl").exists()  # refused before any row was written
+
+
+def test_split_check_script_matches_the_beta_binomial_on_exchangeable_scores():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from conformal_check import split_check
+
+    pool = np.random.default_rng(5).normal(size=240)
+    results = split_check(pool, [0.9, 0.95, 0.99], splits=300, calibration_size=120, seed=0)
+    assert [r["k"] for r in results] == [12, 6, 1]  # floor(alpha * 121)
+    for r in results:
+        assert r["within"], r
+        assert r["mean_acceptance"] == pytest.approx(1 - r["k"] / 121, abs=0.01)
+    assert split_check(pool, [0.99], splits=10, calibration_size=50, seed=0)[0]["reachable"] is False
