@@ -329,11 +329,12 @@ def card_text(metrics: dict[str, Any]) -> str:
         spread = conformal["expected_spread"]
         lines.append(
             f"Given these calibration clips, the acceptance rate on new known clips has mean {spread['rate_mean']:.3f} "
-            f"and lies in [{spread['rate_low']:.3f}, {spread['rate_high']:.3f}] with probability {spread['interval']:.0%}"
+            f"and lies in [{spread['rate_low']:.3f}, {spread['rate_high']:.3f}] with probability "
+            f"{spread['interval']:.0%} (Beta)"
             + (
                 f"; on a test set of {spread['test_size']} known clips the accepted share lies in "
-                f"[{spread['share_low']:.3f}, {spread['share_high']:.3f}] (90 %), and the test set here reached "
-                f"{conformal['test_acceptance']:.3f}."
+                f"[{spread['share_low']:.3f}, {spread['share_high']:.3f}] (beta-binomial, same probability), and the "
+                f"test set here reached {conformal['test_acceptance']:.3f}."
                 if spread.get("test_size")
                 else "."
             )

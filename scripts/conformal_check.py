@@ -58,6 +58,7 @@ def split_check(pool: np.ndarray, levels: list[float], splits: int, calibration_
                 "below_observed": below,
                 "below_predicted": predicted,
                 "band": band,
+                # the share below target within 3 sigma of the beta-binomial's, and the mean at the guarantee
                 "within": abs(below - predicted) <= band + 1e-12
                 and accepted.mean() >= guaranteed_acceptance(n, level) - 3 * accepted.std() / math.sqrt(splits),
             }
@@ -77,7 +78,8 @@ def table(results: list[dict], splits: int) -> str:
             continue
         lines.append(
             f"| {r['level']} | {r['n']} | {r['m']} | {r['k']} | {r['guaranteed']:.4f} | {r['mean_acceptance']:.4f} | "
-            f"{r['below_observed']:.3f} | {r['below_predicted']:.3f} ± {r['band']:.3f} | {'yes' if r['within'] else 'NO'} |"
+            f"{r['below_observed']:.3f} | {r['below_predicted']:.3f} ± {r['band']:.3f} | "
+            + ("yes |" if r["within"] else "NO |")
         )
     return "\n".join(lines)
 
@@ -110,8 +112,9 @@ def main() -> None:
         scaling = json.loads(metrics.read_text()).get("calibration")
         if scaling:
             print(
-                f"temperature {scaling['temperature']:.3f}: ECE {scaling['ece_before']:.4f} -> {scaling['ece_after']:.4f}, "
-                f"Brier {scaling['brier_before']:.4f} -> {scaling['brier_after']:.4f} ({scaling['clips']} known test clips)"
+                f"temperature {scaling['temperature']:.3f}: ECE {scaling['ece_before']:.4f} -> "
+                f"{scaling['ece_after']:.4f}, Brier {scaling['brier_before']:.4f} -> {scaling['brier_after']:.4f} "
+                f"({scaling['clips']} known test clips)"
             )
 
 
