@@ -73,5 +73,5 @@ def draw_reliability(axis: Any, scaling: dict[str, Any]) -> None:
         )
     axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top known-class probability)", ylabel="accuracy")
     axis.set_title(f"Reliability, {scaling['clips']} known clips, T = {scaling['temperature']:.2f}")
-    axis.legend(loc="upper left")
+    axis.legend(loc="lower right")
     axis.grid(alpha=0.3)
