@@ -243,9 +243,8 @@ def write_run_outputs(
     extra.update(clip_report_summary(output_dir / CLIP_LOG_NAME, ("train", "validation", "test"), face_crop))
     if measured.get("baselines"):
         extra.update(baseline_report(measured["baselines"]))
-    extra.update(
-        calibration_records(config, predictions.logits, predictions.scores, predictions.labels)
-    )  # the conformal guarantee and the probabilities' calibration
+    # The conformal guarantee and the probabilities' calibration, measured on the test set (hesp_hf.calibration).
+    extra.update(calibration_records(config, predictions.logits, predictions.scores, predictions.labels))
     if measured.get("prototype_leave_one_out_accuracy"):  # which space the prototype head chose, and why
         extra["prototype_space"] = config.prototype_space
         extra["prototype_leave_one_out_accuracy"] = measured["prototype_leave_one_out_accuracy"]
@@ -290,7 +289,7 @@ def write_run_outputs(
     return metrics
 
 
-# ------------------------------------------------------------------------------------------- calibration (issue 39)
+# ------------------------------------------------------------------------------- calibrated decisions (the threshold)
 def warn_on_calibration_size(n: int, acceptance: float) -> None:
     """Before training: say when the known validation clips are too few for the level asked (`n < 1/alpha - 1`)."""
     if n and conformal_rank(n, acceptance) == 0:
