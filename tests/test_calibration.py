@@ -233,3 +233,17 @@ def test_split_check_script_matches_the_beta_binomial_on_exchangeable_scores():
         assert r["within"], r
         assert r["mean_acceptance"] == pytest.approx(1 - r["k"] / 121, abs=0.01)
     assert split_check(pool, [0.99], splits=10, calibration_size=50, seed=0)[0]["reachable"] is False
+
+
+def test_the_app_states_the_p_value_and_the_guarantee():
+    pytest.importorskip("gradio")
+    from hesp_hf.app.analysis import Analysis
+    from hesp_hf.app.page import decision_text
+    from hesp_hf.inference.timeline import TimelineWindow
+
+    window = TimelineWindow(0.0, 2.0, label="unknown", known=False, score=0.3, threshold=0.5, known_p_value=0.04)
+    result = Analysis(name="c.mp4", duration=2.0, decision=window, crops=[])
+    assert "p-value 0.040" in decision_text(result) and result.to_json()["known_p_value"] == 0.04
+    scored = config_with(scores=[1.0, 2.0, 3.0], acceptance=0.5, threshold=2.0)
+    assert "probability >= 0.5000" in guarantee_statement(scored)  # k = floor(0.5 * 4) = 2: 1 - 2 / 4
+    assert "Nothing bounds how many unknown expressions are caught" in guarantee_statement(scored)
