@@ -144,8 +144,8 @@ def test_decisions_use_saved_scores_for_p_values_and_the_temperature():
     config = HESPConfig(id2label={0: "a", 1: "b", 2: "unknown"}, calibration_scores=[1.0, 2.0, 3.0, 4.0])
     config.known_acceptance, config.unknown_threshold, config.probability_temperature = 0.8, 1.0, 2.0
     outputs = SimpleNamespace(
-        logits=torch.tensor([[3.0, 1.0, 1.0], [0.5, 0.2, 1.0]]), open_set_score=torch.tensor([2.5, 0.5])
-    )
+        logits=torch.tensor([[3.0, 1.0, 9.0], [0.5, 0.2, -9.0]]), open_set_score=torch.tensor([2.5, 0.5])
+    )  # "unknown" columns as an export baked them at another threshold: the config's threshold decides
     first, second = decisions(outputs, config)
     assert first["label"] == "a" and first["known"] and first["known_p_value"] == pytest.approx(3 / 5)
     assert second["label"] == "unknown" and not second["known"] and second["known_p_value"] == pytest.approx(1 / 5)
