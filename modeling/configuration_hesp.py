@@ -117,6 +117,16 @@ class HESPConfig(CLIPConfig):
             Threshold on the known-ness score (`open_set_score` of the `inference_logits`), calibrated on validation
             data. `None` (not calibrated): the `"unknown"` column is the lowest finite value, so it is never the top
             label.
+        known_acceptance (`float`, *optional*):
+            The level the threshold was calibrated at by split conformal prediction: a new clip of a known class from
+            the calibration clips' distribution is accepted with probability at least this. `None`: no guarantee
+            (a checkpoint calibrated before hesp-hf saved its calibration scores).
+        calibration_scores (`list[float]`, *optional*):
+            The known-ness scores of the known calibration clips (sorted; a few hundred floats at most), from which
+            `hesp_hf` computes each clip's conformal p-value and re-decides at another level without retraining.
+        probability_temperature (`float`, *optional*, defaults to 1.0):
+            Temperature dividing the known-class logits before their softmax wherever probabilities are reported
+            (fitted on the known validation clips); it changes neither the top class nor the known-ness score.
         open_set_score (`str`, *optional*, defaults to `"max_logit"`):
             Known-ness score: `"max_logit"`, the maximum logit (as published HESP results, on the ensemble), or
             `"max_softmax"`, the maximum softmax probability over the known classes (shift-invariant, so it ignores
@@ -198,6 +208,10 @@ class HESPConfig(CLIPConfig):
     freeze_text_tower: bool = True
     unknown_label: str = "unknown"
     unknown_threshold: float | None = None
+    # Conformal calibration and calibrated probabilities (hesp_hf.calibration); absent from older configs.
+    known_acceptance: float | None = None
+    calibration_scores: list[float] | None = None
+    probability_temperature: float = 1.0
     open_set_score: Literal["max_logit", "max_softmax"] = "max_logit"
     inference_logits: Literal["ensemble", "clip", "prototypes"] = "ensemble"
     prototype_space: Literal["trained", "frozen"] = "trained"
@@ -274,6 +288,10 @@ class HESPConfig(CLIPConfig):
                 f"HESPConfig.unknown_threshold must be a probability in (0, 1] with open_set_score='max_softmax', "
                 f"got {self.unknown_threshold}."
             )
+        if self.known_acceptance is not None and not 0 < self.known_acceptance < 1:
+            raise ValueError(f"HESPConfig.known_acceptance must lie in (0, 1), got {self.known_acceptance}.")
+        if not self.probability_temperature > 0:
+            raise ValueError(f"HESPConfig.probability_temperature must be > 0, got {self.probability_temperature}.")
         if len(self.image_std) != self.vision_config.num_channels or min(self.image_std) <= 0:
             raise ValueError(
                 f"HESPConfig.image_std must hold {self.vision_config.num_channels} positive values, got {self.image_std}."

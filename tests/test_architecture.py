@@ -15,7 +15,19 @@ from hesp_hf.legacy_imports import MOVED
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "hesp_hf"
-CORE = ("pairing", "atomic_files", "data", "metrics", "training", "evaluation", "inference", "hub", "run", "app")
+CORE = (
+    "pairing",
+    "atomic_files",
+    "calibration",
+    "data",
+    "metrics",
+    "training",
+    "evaluation",
+    "inference",
+    "hub",
+    "run",
+    "app",
+)
 
 
 def imported_modules(path: Path, package: str) -> set[str]:

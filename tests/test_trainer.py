@@ -93,13 +93,15 @@ def test_python_callers_get_the_command_lines_choice_checks():
     assert DataArguments(dataset="mafw").dataset == "mafw"
 
 
-def test_keep_share_is_checked_before_training():
+def test_known_acceptance_is_checked_before_training():
     from hesp_hf.run.arguments import ModelArguments
 
-    for bad in (0.0, 1.5, -0.1):
-        with pytest.raises(ValueError, match=r"--keep_share must lie in \(0, 1\]"):
-            ModelArguments(clip_model="x", keep_share=bad)
-    assert ModelArguments(clip_model="x", keep_share=1.0).keep_share == 1.0
+    for bad in (0.0, 1.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match=r"--known_acceptance must lie strictly between 0 and 1"):
+            ModelArguments(clip_model="x", known_acceptance=bad)
+    assert ModelArguments(clip_model="x").known_acceptance == 0.95
+    with pytest.warns(FutureWarning, match="--keep_share is deprecated"):  # the older name still sets the level
+        assert ModelArguments(clip_model="x", keep_share=0.9).known_acceptance == 0.9
 
 
 def test_milestones_and_loss_weights_are_typed_lists_from_every_source():

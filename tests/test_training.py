@@ -84,6 +84,15 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run, tiny_data):
     config = json.loads((reference_run / "config.json").read_text())
     assert config["auto_map"]["AutoModel"] == "modeling_hesp.HESPForOpenSetVideoClassification"
     assert config["unknown_threshold"] == pytest.approx(metrics["unknown_threshold"])
+    # Conformal calibration: the known validation clips' scores saved with the level; too few for 0.95 here, so the
+    # threshold is the lowest of them and the guarantee stated is n / (n + 1) (docs/calibration.md).
+    scores, conformal = config["calibration_scores"], metrics["conformal"]
+    assert config["known_acceptance"] == 0.95 and scores == sorted(scores) and config["unknown_threshold"] == scores[0]
+    assert conformal["calibration_clips"] == len(scores) and conformal["target_acceptance"] == 0.95
+    assert conformal["guaranteed_acceptance"] == pytest.approx(len(scores) / (len(scores) + 1))
+    assert conformal["test_known_clips"] == 9 and 0 <= conformal["test_acceptance"] <= 1
+    assert metrics["calibration"]["temperature"] == pytest.approx(config["probability_temperature"])
+    assert {"ece_before", "ece_after", "brier_before", "brier_after"} <= set(metrics["calibration"])
     assert [config["id2label"][str(i)] for i in range(4)] == ["calm", "smile", "frown", "unknown"]
     confusion = (reference_run / "confusion.csv").read_text().splitlines()
     assert confusion[0] == "true \\ predicted,calm,smile,frown,unknown" and len(confusion) == 5
@@ -117,6 +126,7 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run, tiny_data):
     assert "Known-ness score: the similarity to the nearest class prototype" in card.text
     assert f"strongest training-free baseline on the same frozen CLIP ({best['name']})" in card.text
     assert "Model selection saw" in card.text and "clips of the unknown classes" in card.text
+    assert "What the decisions guarantee" in card.text and "out of reach" in card.text
 
     state = json.loads(sorted(reference_run.glob("checkpoint-*"))[-1].joinpath("trainer_state.json").read_text())
     logged = [entry for entry in state["log_history"] if "loss_known_ce" in entry]

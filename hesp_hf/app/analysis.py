@@ -62,6 +62,7 @@ class Analysis:
             "known": self.decision.known,
             "score": self.decision.score,
             "threshold": self.decision.threshold,
+            "known_p_value": self.decision.known_p_value,
             "probabilities": self.decision.probabilities,
             "face_crop": self.face_found is not None,
         }

@@ -22,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..calibration import guarantee_statement
 from .analysis import Analysis, RequestProblem, analyse_video
 
 
@@ -267,7 +268,7 @@ def _introduction(known: list[str], config: Any, settings: PageSettings) -> str:
     return (
         f"# {TITLE}\n"
         f"The model knows {len(known)} expressions: {', '.join(known)}; {unknown}. Videos longer than "
-        f"{settings.window_s:g} s also get a timeline.{source}"
+        f"{settings.window_s:g} s also get a timeline.{source}\n\n{guarantee_statement(config)}"
     )
 
 
@@ -307,6 +308,8 @@ def decision_text(result: Analysis) -> str:
         reason = f"known-ness {score} ≥ threshold {decision.threshold:.3f}: one of the model's expressions"
     else:
         reason = f"known-ness {score} < threshold {decision.threshold:.3f}: none of the model's expressions"
+    if decision.known_p_value is not None:  # how the clip ranks among the known calibration clips
+        reason += f"; p-value {decision.known_p_value:.3f} (the share of known calibration clips scoring this low)"
     text = f"## {decision.label}\n{reason}"
     if result.timeline is not None:  # the clip's decision sums up a recording that may hold several expressions
         frames = len(result.crops)

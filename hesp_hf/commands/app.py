@@ -48,6 +48,13 @@ def main(argv: list[str] | None = None, block: bool = True) -> object:
     parser.add_argument(
         "--no_describe_unknown", action="store_true", help="do not name the closest description of unknown clips"
     )
+    parser.add_argument(
+        "--known_acceptance",
+        type=float,
+        default=None,
+        help="re-decide at this split conformal level from the checkpoint's saved calibration scores (default: the "
+        "level it was trained at)",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -75,10 +82,11 @@ def main(argv: list[str] | None = None, block: bool = True) -> object:
 
     import torch
 
-    from hesp_hf.commands.predict import unknown_describer
+    from hesp_hf.commands.predict import state_guarantee, unknown_describer
     from hesp_hf.inference.deployment import load_for_prediction
 
     model, processor = load_for_prediction(checkpoint)
+    state_guarantee(model.config, checkpoint, args.known_acceptance)  # --known_acceptance moves the threshold
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
         model = model.to("cuda")
     describer = None if args.no_describe_unknown else unknown_describer(model, checkpoint)

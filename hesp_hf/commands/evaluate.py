@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from transformers import TrainingArguments
 
+from hesp_hf.calibration import calibration_records
 from hesp_hf.commands.cli import DataclassArgumentParser, run_command
 from hesp_hf.data import clip_dataset, collate_clips
 from hesp_hf.evaluation.baselines import baseline_report, checkpoint_baseline_metrics
@@ -131,6 +132,8 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
             "test_clips": len(split.test),
             **clip_report_summary(clip_log, ("test",), processor.face_crop),
             **baselines,
+            # the saved guarantee and temperature, checked on this test set (hesp_hf.calibration)
+            **calibration_records(model.config, predictions.logits, predictions.scores, predictions.labels),
         },
         score=model.config.open_set_score,
         branch_logits=predictions.branch_logits,

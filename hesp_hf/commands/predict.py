@@ -57,6 +57,13 @@ def main() -> None:
         action="store_true",
         help="drop the text side after loading (hesp_hf.export): less memory, the same rows",
     )
+    parser.add_argument(
+        "--known_acceptance",
+        type=float,
+        default=None,
+        help="re-decide at this split conformal level from the checkpoint's saved calibration scores, without "
+        "retraining: a known clip is accepted with at least this probability (default: the level it was trained at)",
+    )
     parser.add_argument("--no_resume", action="store_true", help="predict again the clips already in --output")
     parser.add_argument(
         "--no_describe_unknown",
@@ -74,6 +81,10 @@ def main() -> None:
         parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     if not args.output.lower().endswith((".jsonl", ".csv")):
         parser.error(f"--output must end in .jsonl or .csv, got {args.output}")
+    if args.known_acceptance is not None:  # the level itself, before anything loads; n is checked with the model
+        from hesp_hf.calibration import check_level
+
+        check_level(args.known_acceptance, name="--known_acceptance")
 
     from accelerate import PartialState
 
@@ -110,6 +121,7 @@ def main() -> None:
         threads=model_threads(args.num_workers, state.num_processes),
         spinning=False,  # decoding shares the CPU cores: idle model threads must not busy-wait on them
     )
+    state_guarantee(model.config, args.checkpoint, args.known_acceptance)
     describer = None if args.no_describe_unknown else unknown_describer(model, args.checkpoint)
     if args.face_crop:
         processor.face_crop = True
@@ -130,6 +142,17 @@ def main() -> None:
             f"none of the {len(rows)} clips could be read (rows with their errors in {args.output}); the first, "
             f"{rows[0]['file']}: {rows[0]['error']}"
         )
+
+
+def state_guarantee(config: Any, checkpoint: str, acceptance: float | None) -> None:
+    """Move the threshold to `--known_acceptance` when given (one-line error when the saved scores cannot), then
+    say in the log what the decisions guarantee, or that this checkpoint carries no guarantee."""
+    from hesp_hf.calibration import guarantee_statement, has_guarantee, redecide
+
+    if acceptance is not None:
+        redecide(config, acceptance, source=checkpoint, name="--known_acceptance")
+    say = logging.info if has_guarantee(config) else logging.warning
+    say("%s", guarantee_statement(config, source=checkpoint))
 
 
 def unknown_describer(model: Any, checkpoint: str) -> Any:

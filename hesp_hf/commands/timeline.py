@@ -58,6 +58,12 @@ def main() -> None:
         help="bf16: the image tower's weights in bfloat16, the head in float32 (as hesp-predict --precision)",
     )
     parser.add_argument("--no_resume", action="store_true", help="make again the timelines already in --output")
+    parser.add_argument(
+        "--known_acceptance",
+        type=float,
+        default=None,
+        help="re-decide at this split conformal level from the checkpoint's saved calibration scores",
+    )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
@@ -70,12 +76,14 @@ def main() -> None:
 
     import torch
 
+    from hesp_hf.commands.predict import state_guarantee
     from hesp_hf.inference.timeline import timeline
     from hesp_hf.inference.timeline_outputs import finished, write_timeline
 
     if is_onnx_export(args.checkpoint) and args.precision != "fp32":
         parser.error("--precision applies to PyTorch checkpoints; an export's precision is its graph's")
     model, processor = load_for_prediction(args.checkpoint, precision=args.precision)
+    state_guarantee(model.config, args.checkpoint, args.known_acceptance)
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
         model = model.to("cuda")
     output = Path(args.output)

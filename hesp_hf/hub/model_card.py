@@ -107,6 +107,7 @@ def render_model_card(
     license: str = "apache-2.0",
     use_visual_prompt: bool = True,
     hub_dataset: "HubDataset | None" = None,
+    calibration: str = "",
 ) -> ModelCard:
     """The card of a trained checkpoint. The YAML names only what the Hub can resolve: `base_model` when the CLIP's
     Hub id is known, `datasets` and the results' dataset only when the data came from a Hub dataset (`hub_dataset`:
@@ -158,6 +159,7 @@ def render_model_card(
         keep_share=f"{keep_share:.0%}",
         known_ness=known_ness,
         use_visual_prompt=use_visual_prompt,
+        calibration=calibration,
     )
 
 

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..atomic_files import atomic_output
+from ..calibration import known_p_value
 from ..data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ..data.dataset import ClipTransform
 from ..data.decoding import sample_clip
@@ -225,21 +226,29 @@ class PredictionSummary:
 
 def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
     """Per row of a model output: the top `label` (a known class or the unknown label), `known`, the known-ness
-    `score`, the `threshold` it is compared with, and the `probabilities` over the known classes (softmax of their
-    logits). One reading of the output for the predictor's rows, the timeline's windows and the app."""
+    `score`, the `threshold` it is compared with, the clip's conformal `known_p_value` (None for a checkpoint without
+    saved calibration scores) and the `probabilities` over the known classes (softmax of their logits divided by
+    `config.probability_temperature`). One reading of the output for the predictor's rows, the timeline's windows
+    and the app."""
     known = config.known_labels
     logits = outputs.logits.float()
-    probabilities = logits[:, : len(known)].softmax(dim=-1)
-    top = logits.argmax(dim=-1)
+    temperature = getattr(config, "probability_temperature", 1.0)
+    probabilities = (logits[:, : len(known)] / temperature).softmax(dim=-1)
+    top = logits[:, : len(known)].argmax(dim=-1)
+    threshold = config.unknown_threshold
     found = []
     for row in range(len(logits)):
-        label = config.id2label[int(top[row])]
+        score = float(outputs.open_set_score[row].float())
+        # Decided from the config's threshold, not the output's "unknown" column: an export's graph holds the
+        # threshold it was exported with, and `--known_acceptance` may have moved it since (hesp_hf.calibration).
+        is_known = threshold is None or score >= threshold
         found.append(
             {
-                "label": label,
-                "known": label != config.unknown_label,
-                "score": float(outputs.open_set_score[row].float()),
-                "threshold": config.unknown_threshold,
+                "label": known[int(top[row])] if is_known else config.unknown_label,
+                "known": is_known,
+                "score": score,
+                "threshold": threshold,
+                "known_p_value": known_p_value(config, score),
                 "probabilities": dict(zip(known, probabilities[row].tolist(), strict=True)),
             }
         )
@@ -262,6 +271,7 @@ def _rows_of(
                 "known": decision["known"],
                 "score": decision["score"],
                 "threshold": decision["threshold"],
+                "known_p_value": decision["known_p_value"],
                 "truncated": item["truncated"],
                 **({"face_found": item["face_found"]} if "face_found" in item else {}),
                 "error": "",
@@ -283,6 +293,7 @@ def _failed_row(clip: str, item: dict[str, Any]) -> dict[str, Any]:
         "known": None,
         "score": None,
         "threshold": None,
+        "known_p_value": None,
         "truncated": None,
         "error": item["error"],
         "probabilities": {},
@@ -302,7 +313,7 @@ def _write_rows(handle: Any, rows: list[dict[str, Any]], form: str, labels: Sequ
 
 def _csv_fields(labels: Sequence[str]) -> list[str]:
     return (
-        ["file", "label", "known", "score", "threshold", "truncated", "face_found", "error"]
+        ["file", "label", "known", "score", "threshold", "known_p_value", "truncated", "face_found", "error"]
         + [
             "closest_expression",
             "closest_description",
@@ -350,6 +361,7 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
         "known": flag(row.get("known", "")),
         "score": number(row.get("score", "")),
         "threshold": number(row.get("threshold", "")),
+        "known_p_value": number(row.get("known_p_value", "")),
         "truncated": flag(row.get("truncated", "")),
     }
     if row.get("face_found", ""):

@@ -42,7 +42,7 @@ NO_FACE = "no_face"
 @dataclass
 class TimelineWindow:
     """One window `[start, end)` in seconds. `status` is "ok" (decided: `label`, `known`, `score` against
-    `threshold`, `probabilities` over the known classes) or `UNREADABLE` / `NO_FACE` (no decision). `face_box`:
+    `threshold`, `known_p_value`, `probabilities` over the known classes) or `UNREADABLE` / `NO_FACE` (no decision). `face_box`:
     with face cropping, the crop square of the window's middle frame (`x0, y0, x1, y1`, frame pixels)."""
 
     start: float
@@ -54,6 +54,7 @@ class TimelineWindow:
     threshold: float | None = None
     probabilities: dict[str, float] = field(default_factory=dict)
     face_box: list[float] | None = None
+    known_p_value: float | None = None  # conformal p-value of `score` (hesp_hf.calibration); None: no saved scores
 
     @property
     def decision(self) -> str:
@@ -353,6 +354,7 @@ def fill_decisions(windows: Sequence[TimelineWindow], output: Any, config: Any) 
         window.status = "ok"
         window.label, window.known = decision["label"], decision["known"]
         window.score, window.threshold = decision["score"], decision["threshold"]
+        window.known_p_value = decision["known_p_value"]
         window.probabilities = {name: round(p, 6) for name, p in decision["probabilities"].items()}
 
 

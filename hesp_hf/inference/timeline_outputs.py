@@ -138,7 +138,7 @@ def plot_timeline(result: Timeline) -> Any:
 
 
 def _window_fields(labels: Sequence[str]) -> list[str]:
-    base = ["start", "end", "status", "label", "known", "score", "threshold", "face_box"]
+    base = ["start", "end", "status", "label", "known", "score", "threshold", "known_p_value", "face_box"]
     return base + [f"p_{label}" for label in labels]
 
 

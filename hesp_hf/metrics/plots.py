@@ -32,8 +32,11 @@ def draw_open_set_curves(
     # A bare `Figure` draws to a file without pyplot, so the caller's backend (a notebook's) is left as it is.
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(10, 4.6))
-    roc_axis, oscr_axis = figure.subplots(1, 2)
+    scaling = metrics.get("calibration")  # with it, a third panel: the reliability diagram (hesp_hf.calibration)
+    figure = Figure(figsize=(15, 4.6) if scaling else (10, 4.6))
+    roc_axis, oscr_axis, *more = figure.subplots(1, 3 if scaling else 2)
+    if scaling:
+        draw_reliability(more[0], scaling)
     roc_axis.plot(curves.roc_fpr, curves.roc_tpr, color="tab:blue", lw=2)
     roc_axis.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
     roc_axis.set(xlabel="FPR (unknown clips accepted)", ylabel="TPR (known clips accepted)")
@@ -52,3 +55,23 @@ def draw_open_set_curves(
     with atomic_output(path) as temporary:
         figure.savefig(temporary, dpi=120)
     return Path(path)
+
+
+def draw_reliability(axis: Any, scaling: dict[str, Any]) -> None:
+    """Accuracy against mean confidence per confidence bin of the known clips, before and after temperature
+    scaling (`metrics.json`'s `calibration` block); the diagonal is perfect calibration."""
+    axis.plot([0, 1], [0, 1], color="grey", ls="--", lw=1)
+    for key, name, color in (("before", "softmax", "tab:orange"), ("after", "temperature-scaled", "tab:green")):
+        table = scaling[f"reliability_{key}"]
+        shown = [i for i, count in enumerate(table["count"]) if count]
+        axis.plot(
+            [table["confidence"][i] for i in shown],
+            [table["accuracy"][i] for i in shown],
+            marker="o",
+            color=color,
+            label=f"{name}: ECE {scaling[f'ece_{key}']:.3f}",
+        )
+    axis.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence (top known-class probability)", ylabel="accuracy")
+    axis.set_title(f"Reliability, {scaling['clips']} known clips, T = {scaling['temperature']:.2f}")
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)

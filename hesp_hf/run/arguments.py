@@ -1,5 +1,6 @@
 """Command-line arguments of the training and evaluation scripts, as `HfArgumentParser` dataclasses."""
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from types import UnionType
@@ -8,6 +9,7 @@ from typing import Literal, Union, get_args, get_origin, get_type_hints
 import torch
 from transformers import TrainingArguments
 
+from ..calibration import check_level
 from ..data.dataset import BadClipPolicy, TruncatedClipPolicy
 from ..data.presets import PRESETS
 from ..modeling.configuration_hesp import HESPConfig
@@ -16,7 +18,9 @@ from ..training.sampler import TrainSampling
 
 # The HESPConfig fields of the loss that `--loss_weights` may set: the term weights, the margin and the temperatures.
 LOSS_SETTINGS = tuple(
-    name for name in HESPConfig.__annotations__ if name.endswith(("_weight", "_margin", "_temperature"))
+    name
+    for name in HESPConfig.__annotations__
+    if name.endswith(("_weight", "_margin", "_temperature")) and name != "probability_temperature"  # fitted, not set
 )
 
 # The choices of the model settings are HESPConfig's own (one source: its annotations).
@@ -117,8 +121,15 @@ class ModelArguments:
             "CLIP and reciprocal branches averaged) or clip (the CLIP branch alone). Training is the same for all."
         },
     )
-    keep_share: float = field(
-        default=0.95, metadata={"help": "Share of known validation clips the calibrated unknown threshold accepts."}
+    known_acceptance: float = field(
+        default=0.95,
+        metadata={
+            "help": "Split conformal level of the unknown threshold: a new clip of a known expression (from the "
+            "validation clips' distribution) is accepted with at least this probability (docs/calibration.md)."
+        },
+    )
+    keep_share: float | None = field(
+        default=None, metadata={"help": "Deprecated name of --known_acceptance (kept for older command lines)."}
     )
     loss_weights: list[str] | None = field(
         default=None,
@@ -132,8 +143,10 @@ class ModelArguments:
         # Python callers may pass any sequence or a comma string (as `run_arguments.json` of earlier versions holds);
         # the fields hold lists whatever came in.
         self.milestones = number_list(self.milestones, int, "milestones")
-        if not 0 < self.keep_share <= 1:  # checked here, not when the threshold is calibrated after training
-            raise ValueError(f"--keep_share must lie in (0, 1], got {self.keep_share}.")
+        if self.keep_share is not None:  # the older name: it sets the level, as it did the share
+            warnings.warn("--keep_share is deprecated: pass --known_acceptance.", FutureWarning, stacklevel=2)
+            self.known_acceptance, self.keep_share = self.keep_share, None
+        check_level(self.known_acceptance, name="--known_acceptance")  # here, not after training
         self.loss_weights = [f"{name}={value!r}" for name, value in loss_settings(self.loss_weights).items()] or None
         check_choices(self)  # the recipe's name first: the fields it leaves unset are filled from it
         for name, value in RECIPES[self.recipe].items():

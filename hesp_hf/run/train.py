@@ -15,6 +15,13 @@ from typing import Any
 from transformers import AutoTokenizer, set_seed
 
 from ..atomic_files import write_text_atomic
+from ..calibration import (
+    calibrate,
+    calibration_records,
+    card_text,
+    conformal_rank,
+    minimum_calibration_size,
+)
 from ..data import OpenSetSplit, clip_dataset, collate_clips
 from ..data.manifest import read_manifest
 from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics, dataset_features
@@ -28,7 +35,7 @@ from ..hub.model_card import (
 )
 from ..hub.upload import check_hub_access, push_folder
 from ..metrics import trainer_compute_metrics
-from ..training import HESPTrainer, calibrate_threshold, fit_class_prototypes, log_training_health
+from ..training import HESPTrainer, fit_class_prototypes, log_training_health
 from ..training.prototypes import FALLBACK_MARGIN
 from .arguments import DataArguments, HESPTrainingArguments, ModelArguments, training_arguments
 from .outputs import (
@@ -108,6 +115,7 @@ def run_training(
     split = load_split(data_args, training_args.seed)  # logs the split's summary
     warn_on_milestones(model_args.milestones, training_args.num_train_epochs)
     model, processor = build_model_and_processor(model_args, data_args, split.known_labels)
+    warn_on_calibration_size(sum(r.label >= 0 for r in split.validation), model_args.known_acceptance)
 
     crop = (processor.crop_size.height, processor.crop_size.width)
     fresh_clip_log(output_dir / CLIP_LOG_NAME, training_args, resuming=resume is not None)
@@ -162,8 +170,7 @@ def run_training(
     # Calibrate on the known validation clips (never the test list), then evaluate the test set once.
     validation_known = clip_dataset([r for r in split.validation if r.label >= 0], eval_transform)
     if len(validation_known):
-        validation_predictions = predict_open_set(trainer, validation_known)
-        model.config.unknown_threshold = calibrate_threshold(validation_predictions.scores, model_args.keep_share)
+        calibrate_on_validation(model.config, predict_open_set(trainer, validation_known), model_args.known_acceptance)
     else:
         logger.warning("No known validation clips: unknown_threshold stays uncalibrated.")
     test_set = clip_dataset(split.test, eval_transform.for_split("test"))
@@ -247,6 +254,8 @@ def write_run_outputs(
         extra.update(baseline_report(measured["baselines"]))
     if measured.get("training_health"):
         extra["training_health"] = measured["training_health"]
+    # The conformal guarantee and the probabilities' calibration, measured on the test set (hesp_hf.calibration).
+    extra.update(calibration_records(config, predictions.logits, predictions.scores, predictions.labels))
     if measured.get("prototype_leave_one_out_accuracy"):  # which space the prototype head chose, and why
         extra["prototype_space"] = config.prototype_space
         extra["prototype_leave_one_out_accuracy"] = measured["prototype_leave_one_out_accuracy"]
@@ -281,7 +290,8 @@ def write_run_outputs(
         training_summary=training_summary(model_args, training_args, split),
         temporal_pooling=config.temporal_pooling,
         threshold=config.unknown_threshold,
-        keep_share=model_args.keep_share,
+        keep_share=model_args.known_acceptance,
+        calibration=card_text(metrics),
         known_ness=known_ness_description(config),
         use_visual_prompt=config.use_visual_prompt,
         hub_dataset=hub_dataset,
@@ -289,3 +299,25 @@ def write_run_outputs(
     write_model_card(card, output_dir)
     write_text_atomic(output_dir / "run_arguments.json", json.dumps(run_arguments(model_args, data_args), indent=2))
     return metrics
+
+
+# ------------------------------------------------------------------------------- calibrated decisions (the threshold)
+def warn_on_calibration_size(n: int, acceptance: float) -> None:
+    """Before training: say when the known validation clips are too few for the level asked (`n < 1/alpha - 1`)."""
+    if n and conformal_rank(n, acceptance) == 0:
+        logger.warning(
+            "--known_acceptance %s cannot be guaranteed with n=%d known validation clips (split conformal needs "
+            "n >= %d): the threshold will be the lowest validation score, which guarantees only %.4f. Hold out more "
+            "validation clips (--validation_fraction) or ask a lower level.",
+            acceptance,
+            n,
+            minimum_calibration_size(acceptance),
+            n / (n + 1),
+        )
+
+
+def calibrate_on_validation(config: Any, validation: OpenSetPredictions, acceptance: float) -> None:
+    """The conformal threshold from the known validation clips' known-ness scores, and the temperature of the
+    known-class probabilities from their logits and labels (hesp_hf.calibration)."""
+    num_known = config.num_known_labels
+    calibrate(config, validation.scores, acceptance, validation.logits[:, :num_known], validation.labels)

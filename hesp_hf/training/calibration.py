@@ -13,7 +13,8 @@ logger = logging.getLogger(__name__)
 
 def calibrate_threshold(scores: np.ndarray, keep_share: float = 0.95) -> float:
     """The highest threshold on known-ness scores of *known* validation clips that still accepts at least
-    `keep_share` of them (a clip is accepted when its score >= the threshold)."""
+    `keep_share` of them (a clip is accepted when its score >= the threshold): the empirical quantile, with no
+    guarantee on new clips. Training now calibrates by split conformal prediction (`hesp_hf.calibration`)."""
     scores = np.sort(np.asarray(scores, dtype=np.float64))
     if scores.size == 0:
         raise ValueError("Threshold calibration needs at least one known validation clip.")
