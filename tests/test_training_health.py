@@ -90,7 +90,7 @@ def test_health_verdicts():
     assert not learned.assess().derailed
     # A non-finite loss, seen as the batches pass.
     broken = TrainingTrajectory()
-    broken.observe(torch.tensor(float("nan")), torch.tensor([[1.0, 0.0]]), torch.tensor([0]))
+    broken.observe(torch.tensor(float("nan")), torch.tensor([[1.0, 0.0, 0.0]]), torch.tensor([0]))
     verdict = broken.assess()
     assert verdict.derailed and "non-finite in epoch 1" in verdict.reason
     json.dumps(verdict.to_dict())  # metrics.json takes it as it is
@@ -98,9 +98,11 @@ def test_health_verdicts():
 
 def test_observe_counts_clips_and_correct_predictions():
     trajectory = TrainingTrajectory()
-    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0]])
+    # Two known classes and the "unknown" column, which the arg-max over the known classes never reads.
+    logits = torch.tensor([[2.0, 0.0, 9.0], [0.0, 1.0, 9.0], [3.0, 1.0, 9.0]])
     trajectory.observe(torch.tensor(2.0), logits, torch.tensor([0, 0, 0]))  # 2 of 3 right
     trajectory.observe(torch.tensor(4.0), logits[:1], torch.tensor([1]))  # 0 of 1 right
+    assert trajectory.num_classes == 2
     trajectory.on_epoch_end(None, None, None, model=None)
     (record,) = trajectory.epochs
     assert record.training_accuracy == pytest.approx(2 / 4)

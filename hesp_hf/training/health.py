@@ -64,13 +64,16 @@ class TrainingTrajectory(TrainerCallback):
         self.num_classes: int | None = None
 
     def observe(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """One training step: its loss, the model's logits `(B, K + 1)` (the last column "unknown", never a
+        training label) and the labels `(B,)`."""
         clips = int(labels.shape[0])
-        self.num_classes = int(logits.shape[-1])
+        known = logits.detach()[:, :-1]
+        self.num_classes = int(known.shape[-1])
         value = float(loss.detach())
         if not math.isfinite(value) and self._non_finite_epoch is None:
             self._non_finite_epoch = len(self.epochs) + 1
         self._loss_sum += value * clips
-        self._correct += int((logits.detach().argmax(dim=-1) == labels).sum())
+        self._correct += int((known.argmax(dim=-1) == labels).sum())
         self._clips += clips
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
