@@ -71,6 +71,60 @@ def test_metrics_take_only_the_unknown_label_id_from_the_model():
         )
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def package_files() -> dict[Path, str]:
+    """Every module of the package (`modeling/` as the `hesp_hf.modeling` it is installed as) with its package."""
+    files = {}
+    for folder, package in ((PACKAGE, "hesp_hf"), (REPO / "modeling", "hesp_hf.modeling")):
+        for path in folder.rglob("*.py"):
+            if path.is_relative_to(PACKAGE / "modeling"):
+                continue  # a link to modeling/ some checkouts keep; walked as modeling/
+            files[path] = ".".join((package, *path.parent.relative_to(folder).parts))
+    return files
+
+
+def test_no_module_imports_another_modules_private_name():
+    # What several modules share gets a public name in a module of its own (docs/architecture.md, "Import rules").
+    for path, package in package_files().items():
+        found = set()
+        for name in imported_modules(path, package):
+            if any(_private(part) for part in name.split(".")):
+                found.add(name)
+        assert not found, f"{path.relative_to(REPO)} imports private names {sorted(found)}"
+
+
+def room_of(name: str) -> str | None:
+    """`hesp_hf.<room>` for a module inside the package: its subpackage, or a flat module (its own room)."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "hesp_hf" and len(parts) > 1 else None
+
+
+def test_no_two_rooms_import_each_other():
+    uses: dict[str, set[str]] = {}
+    for path, package in package_files().items():
+        room = room_of(package) if package != "hesp_hf" else path.stem
+        for name in imported_modules(path, package):
+            other = room_of(name)
+            if other is not None and other != room:
+                uses.setdefault(room, set()).add(other)
+    both_ways = sorted(
+        f"{room} <-> {other}" for room, others in uses.items() for other in others if room in uses.get(other, ())
+    )
+    assert not both_ways, both_ways
+
+
+def test_the_rules_see_a_private_import_and_a_cycle(tmp_path):
+    # The two walks above find what they look for, on a module written to break both rules.
+    module = tmp_path / "bad.py"
+    module.write_text("from .prediction import _decoded_in_background\nfrom ..training.trainer import HESPTrainer\n")
+    names = imported_modules(module, "hesp_hf.evaluation")
+    assert "hesp_hf.evaluation.prediction._decoded_in_background" in names
+    assert room_of("hesp_hf.training.trainer.HESPTrainer") == "training"
+
+
 def test_at_most_14_modules_sit_flat_in_the_package():
     flat = sorted(path.name for path in PACKAGE.glob("*.py"))
     assert len(flat) <= 14, flat

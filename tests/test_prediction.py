@@ -11,7 +11,8 @@ import torch
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.embedded.video_writer import write_video
-from hesp_hf.inference.prediction import list_clips, predict_clips, read_rows
+from hesp_hf.inference.clips import list_clips
+from hesp_hf.inference.prediction import predict_clips, read_rows
 
 from .conftest import LABELS, random_video
 
@@ -77,15 +78,15 @@ def test_background_decoding_keeps_order_raises_errors_and_stops_when_left():
     import threading
     import time
 
-    from hesp_hf.inference.prediction import _decoded_in_background
+    from hesp_hf.inference.background import decoded_in_background
 
-    assert list(_decoded_in_background(iter(range(10)), depth=2)) == list(range(10))
+    assert list(decoded_in_background(iter(range(10)), depth=2)) == list(range(10))
 
     def failing():
         yield 1
         raise ValueError("clip 2 unreadable")
 
-    stream = _decoded_in_background(failing())
+    stream = decoded_in_background(failing())
     assert next(stream) == 1
     with pytest.raises(ValueError, match="clip 2 unreadable"):
         next(stream)
@@ -98,7 +99,7 @@ def test_background_decoding_keeps_order_raises_errors_and_stops_when_left():
             time.sleep(0.001)
             yield produced[-1]
 
-    stream = _decoded_in_background(endless(), depth=2)
+    stream = decoded_in_background(endless(), depth=2)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
     stream.close()  # as predict_clips does when a batch fails
     assert not any(t.name == "hesp-decode" and t.is_alive() for t in threading.enumerate())

@@ -29,7 +29,8 @@ from ..data.dataset import ClipTransform
 from ..data.decoding import sample_clip
 from ..data.frame_stream import FrameStream, Gap, StreamedFrame
 from ..modeling.video_processing_hesp import HESPVideoProcessor
-from .prediction import _decoded_in_background, decisions
+from .background import decoded_in_background
+from .decisions import decisions
 
 
 logger = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def timeline(
     batches = _processed_batches(stream, processor, batch_size, face_crop)
     windows: list[TimelineWindow] = []
     seen = 0
-    for batch in _decoded_in_background(batches):
+    for batch in decoded_in_background(batches):
         windows += scorer.add(batch)
         seen += len(batch.times)
         if progress is not None and batch.times:
