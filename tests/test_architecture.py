@@ -1,16 +1,13 @@
-"""The house rules of the package layout (docs/architecture.md), checked on every module's imports with `ast`, and
-the old module paths that keep working for one release."""
+"""The house rules of the package layout (docs/architecture.md), checked on every module's imports with `ast`."""
 
 import ast
 import importlib
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
 import hesp_hf
-from hesp_hf.legacy_imports import MOVED
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -130,32 +127,16 @@ def test_at_most_14_modules_sit_flat_in_the_package():
     assert len(flat) <= 14, flat
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_an_old_module_path_still_imports_with_a_future_warning(old):
+@pytest.mark.parametrize("old", ["hesp_hf.recipe", "hesp_hf.synthetic", "hesp_hf.prediction"])
+def test_pre_restructure_paths_are_gone_without_an_import_hook(old):
+    # The package has had no release: no shim keeps old paths alive (CHANGELOG.md lists where each went).
     sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert any(issubclass(w.category, FutureWarning) and MOVED[old][0] in str(w.message) for w in caught)
-    new = importlib.import_module(MOVED[old][0])
-    public = [name for name in dir(new) if not name.startswith("_") and getattr(new, name).__class__ is not type(sys)]
-    assert public, new
-    for name in public:  # the old path hands out the very objects of the new one
-        assert getattr(module, name) is getattr(new, name)
-    with pytest.raises(AttributeError, match="no 'not_a_name'"):
-        _ = module.not_a_name
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+    assert not [finder for finder in sys.meta_path if type(finder).__module__.startswith("hesp_hf")]
 
 
-def test_the_old_names_users_hold_resolve_to_the_new_homes():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from hesp_hf.recipe import options_argv, train, train_from_argv  # the demo's and scripts' old imports
-        from hesp_hf.synthetic import CLASSES
+def test_the_top_level_train_is_the_run_library_call():
+    from hesp_hf.run.train import train as run_train
 
-    from hesp_hf.commands.train import options_argv as new_options_argv
-    from hesp_hf.embedded.synthetic import CLASSES as NEW_CLASSES
-    from hesp_hf.run.train import train as new_train
-
-    assert train is new_train and options_argv is new_options_argv and CLASSES is NEW_CLASSES
-    assert callable(train_from_argv)
-    assert hesp_hf.train.__module__ == "hesp_hf"  # the top-level entry point is unchanged
+    assert hesp_hf.train.__module__ == "hesp_hf" and callable(run_train)  # the top-level entry point is unchanged
