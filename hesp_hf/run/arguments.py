@@ -118,7 +118,10 @@ class ModelArguments:
         self.milestones = number_list(self.milestones, int, "milestones")
         if not 0 < self.keep_share <= 1:  # checked here, not when the threshold is calibrated after training
             raise ValueError(f"--keep_share must lie in (0, 1], got {self.keep_share}.")
-        self.loss_weights = [f"{name}={value!r}" for name, value in loss_settings(self.loss_weights).items()] or None
+        # Parsed once: the settings are kept, and the field holds their canonical `name=value` items (what
+        # run_arguments.json records and a resumed run reads back).
+        self._loss_settings = loss_settings(self.loss_weights)
+        self.loss_weights = [f"{name}={value!r}" for name, value in self._loss_settings.items()] or None
         check_choices(self)  # the recipe's name first: the fields it leaves unset are filled from it
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
@@ -126,8 +129,8 @@ class ModelArguments:
         check_choices(self)
 
     def loss_overrides(self) -> dict[str, float]:
-        """`loss_weights` as the HESPConfig fields and values it sets."""
-        return loss_settings(self.loss_weights)
+        """`loss_weights` as the HESPConfig fields and values it sets (parsed when the options were made)."""
+        return dict(self._loss_settings)
 
     def config_fields(self) -> dict[str, object]:
         """The HESPConfig fields these options set, loss settings included (`num_frames` aside: the model and its
