@@ -15,6 +15,7 @@ from typing import Any
 
 from .modeling.configuration_hesp import HESPConfig, check_saved_pair, shared_settings
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from .modeling.provenance_hesp import backbone_is_synthetic
 from .modeling.video_processing_hesp import HESPVideoProcessor
 
 
@@ -34,6 +35,8 @@ def model_and_processor_from_clip(
         image_std=[float(v) for v in processor.image_std],
         **config_overrides,
     )
+    if backbone_is_synthetic(clip_model):  # recorded in config.json: every later load, export and app can tell
+        model.config.synthetic_backbone = True
     check_pair(model.config, processor)
     return model, processor
 

@@ -329,3 +329,23 @@ def test_with_face_cropping_a_clip_without_a_face_is_decided_on_whole_frames(pai
     assert result.face_found is False  # noise: no face, so the frames go in whole, as hesp-predict does
     assert result.decision.label == predicted_row(model, processor, clips["short"])["label"]
     np.testing.assert_array_equal(np.stack(result.crops), sample_clip(clips["short"], 4).frames)
+
+
+def test_a_model_that_learned_drawn_faces_gets_a_notice_above_the_result(pair):
+    from hesp_hf.modeling.provenance_hesp import DRAWN_FACES_NOTICE
+
+    model, processor = pair
+
+    def shown(page) -> list[tuple[str, str]]:  # (elem_id, text) of the page's Markdown, in the order they are laid out
+        blocks = sorted(page.blocks.items())
+        return [(b.elem_id, str(b.value)) for _, b in blocks if isinstance(b, gr.Markdown) and b.elem_id]
+
+    assert "drawn-faces-notice" not in [elem for elem, _ in shown(build_page(model, processor))]
+    model.config.synthetic_backbone = True
+    try:
+        ids = shown(build_page(model, processor))
+    finally:
+        del model.config.synthetic_backbone
+    elems = [elem for elem, _ in ids]
+    assert elems.index("drawn-faces-notice") < elems.index("status") < elems.index("decision")
+    assert DRAWN_FACES_NOTICE in dict(ids)["drawn-faces-notice"]

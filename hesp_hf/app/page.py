@@ -22,6 +22,7 @@ from typing import Any
 
 import gradio as gr
 
+from ..modeling.provenance_hesp import DRAWN_FACES_NOTICE, learned_drawn_faces
 from .analysis import Analysis, RequestProblem, analyse_video
 
 
@@ -171,6 +172,8 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
                 )
                 button = gr.Button("Analyse", variant="primary")
             with gr.Column(scale=1):
+                if learned_drawn_faces(config, settings.checkpoint):  # the demo model: said above every result
+                    gr.Markdown(f"**Notice:** {DRAWN_FACES_NOTICE}", elem_id="drawn-faces-notice")
                 status = gr.Markdown("Upload a video or record one, then press **Analyse**.", elem_id="status")
                 decision = gr.Markdown(elem_id="decision")
                 probabilities = gr.Label(
