@@ -257,7 +257,7 @@ def test_without_a_checkpoint_the_command_says_in_one_line_how_to_make_one(tmp_p
     with pytest.raises(SystemExit) as caught:
         app_command.main([], block=False)
     message = str(caught.value.code)
-    assert "make demo" in message and "--checkpoint" in message and "\n" not in message
+    assert "`hesp-demo`" in message and "--checkpoint" in message and "\n" not in message
 
 
 def test_page_settings_refuse_values_that_cannot_work():
