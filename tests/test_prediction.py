@@ -199,11 +199,12 @@ def test_list_clips_reads_folders_globs_lists_and_csvs(tmp_path):
 
 
 def test_two_processes_give_the_single_process_rows(checkpoint, clips, tmp_path):
-    """`accelerate launch` with 2 CPU processes (gloo) splits the clips and merges one output: byte for byte the
-    output of one process (batch size 1, so both compute every clip alone; one thread per process in both runs, since
-    resizing and matrix products round differently on another thread count, by about 1e-7)."""
+    """`accelerate launch` with 2 CPU processes (gloo) splits the clips by batch and merges one output: byte for byte
+    the output of one process (batches of 3 over 8 clips, the broken one in the second: each process forms the very
+    batches one process forms; one thread per process in both runs, since resizing and matrix products round
+    differently on another thread count, by about 1e-7)."""
     (tmp_path / "clips.txt").write_text("\n".join(clips) + "\n")
-    common = ["--checkpoint", str(checkpoint), str(tmp_path / "clips.txt"), "--batch_size", "1", "--no_progress"]
+    common = ["--checkpoint", str(checkpoint), str(tmp_path / "clips.txt"), "--batch_size", "3", "--no_progress"]
     script = str(REPO / "scripts" / "predict.py")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     for command in (

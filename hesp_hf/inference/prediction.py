@@ -239,7 +239,7 @@ def predict_clips(
 ) -> tuple[list[dict[str, Any]], PredictionSummary]:
     """Predict every clip; returns its rows (in the order of `clips`) and a summary.
 
-    Under `accelerate launch --num_processes N` each process predicts every N-th clip on its own device, and the
+    Under `accelerate launch --num_processes N` each process predicts every N-th batch on its own device, and the
     first process writes the one merged `output` (needed then); every process returns the merged rows.
     `num_workers`: decoding worker processes (default: the cores left after the model, up to 8; 0: decoding in a
     thread of this process, the default with 2 cores or fewer). `bf16`: bfloat16 autocast for the forward pass
@@ -278,7 +278,10 @@ def predict_clips(
             for stale in stale_parts:  # their rows are in `earlier`; new rows must not be appended to old ones
                 stale.unlink(missing_ok=True)
         state.wait_for_everyone()
-    mine = todo[state.process_index :: state.num_processes]
+    # Every N-th batch, not every N-th clip: each process's batches are the very batches one process would form, so
+    # N processes compute what one computes (batched matrix products round differently on other batch mixes).
+    batches_todo = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    mine = [clip for batch in batches_todo[state.process_index :: state.num_processes] for clip in batch]
     if num_workers is None:
         num_workers = default_num_workers(state.num_processes)
 
