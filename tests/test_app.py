@@ -90,8 +90,11 @@ def test_a_clip_is_decided_as_hesp_predict_decides_it(pair, clips, tmp_path):
     assert result.decision.label == expected["label"] and result.decision.known == expected["known"]
     assert result.decision.score == pytest.approx(expected["score"], abs=1e-5)
     assert result.decision.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
-    # The frames shown are the frames the model saw: the clip's sampled frames (no face cropping here).
-    np.testing.assert_array_equal(np.stack(result.crops), sample_clip(clips["short"], 4).frames)
+    # The frames shown are the frames the model saw: the clip's sampled frames (no face cropping here), converted at
+    # the model's input size as hesp-predict converts them.
+    seen = sample_clip(clips["short"], 4, shortest_edge=processor.decode_edge()).frames
+    assert seen.shape[1:3] == (32, 38)  # 40x48 scaled to the shortest edge, 32
+    np.testing.assert_array_equal(np.stack(result.crops), seen)
     assert result.timeline is None and result.face_found is None
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["file"] == "my clip.mp4" and saved["label"] == expected["label"]

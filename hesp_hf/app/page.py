@@ -279,7 +279,9 @@ def _shown(result: Analysis, folder: Path) -> tuple[Any, ...]:
     status = f"Analysed **{result.name}** ({result.duration:.1f} s)."
     if result.face_found is False:
         status += " No face was found in the sampled frames: the whole frames were used."
-    gallery = [(crop, f"frame {i + 1}") for i, crop in enumerate(result.crops)]
+    gallery = [
+        (str(_frame_png(crop, folder / f"frame-{i + 1}.png")), f"frame {i + 1}") for i, crop in enumerate(result.crops)
+    ]
     if result.timeline is not None:
         image = _timeline_png(result, folder)
         rows = [
@@ -320,6 +322,16 @@ def decision_text(result: Analysis) -> str:
     if result.closest is not None:
         text += f"\n\nClosest description: **{result.closest[0]}**: {result.closest[1]}"
     return text
+
+
+def _frame_png(frame: Any, path: Path) -> Path:
+    """A frame as a PNG file of this request. Files, not arrays: Gradio caches an array by rewriting the file named
+    by its content in place, so a request showing the same frame as one being downloaded cut that download short
+    (seen under load); a file is copied into the cache under a temporary name and renamed."""
+    from PIL import Image
+
+    Image.fromarray(frame).save(path)
+    return path
 
 
 def _timeline_png(result: Analysis, folder: Path) -> Path:

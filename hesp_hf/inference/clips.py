@@ -103,7 +103,9 @@ class ClipReader(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item: dict[str, Any] = {"index": index, "pixel_values": None, "error": "", "truncated": False}
         try:
-            clip = sample_clip(self.clips[index], self.processor.num_frames)
+            # Converted at the size the next step needs (the model's input, or the face crop's): memory follows the
+            # model, not the footage, in every worker.
+            clip = sample_clip(self.clips[index], self.processor.num_frames, shortest_edge=self.transform.decode_edge)
             frames = clip.frames
             item["truncated"] = bool(clip.truncated)
             if self.processor.face_crop:

@@ -361,7 +361,8 @@ def _whole_clip_window(
     scorer: _WindowScorer, processor: HESPVideoProcessor, video: str | Path, duration: float, face_crop: bool
 ) -> TimelineWindow:
     """A recording shorter than one window: its `num_frames` frames sampled over all of it, decided as a clip."""
-    clip = sample_clip(video, scorer.num_frames)
+    # As the stream: at the model's input size, or whole frames with face cropping (face boxes are in frame pixels).
+    clip = sample_clip(video, scorer.num_frames, shortest_edge=None if face_crop else _shortest_edge(processor))
     window = TimelineWindow(start=0.0, end=duration)
     frames = clip.frames
     if face_crop:
