@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> None:
     if importlib.util.find_spec("cv2") is None:  # the face extra: a `make demo` checkout has it, a wheel may not
         logger.info('5/5 raw footage: skipped, face cropping needs the face extra (pip install "hesp-hf[face]")')
     else:
-        logger.info("5/5 raw footage: the same test faces in cluttered scenes, classified whole and with face_crop=True")
+        logger.info(
+            "5/5 raw footage: the same test faces in cluttered scenes, classified whole and with face_crop=True"
+        )
         scene_metrics = evaluate_in_scenes(args, spec, metrics)
         scene_clip = scene_metrics.pop("clip")
         cropping = HESPVideoProcessor.from_pretrained(args.output_dir, face_crop=True, **DEMO_FACE_SETTINGS)
