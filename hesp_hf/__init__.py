@@ -13,7 +13,6 @@ from transformers import (
 )
 
 from .inference.zero_shot import register_pipeline as _register_zero_shot_pipeline
-from .legacy_imports import install as _install_legacy_imports
 from .modeling.configuration_hesp import HESPConfig
 from .modeling.loss_hesp import HESPOpenSetLoss
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification, HESPVideoClassifierOutput
@@ -46,7 +45,6 @@ def load_oscr_metric(**kwargs):
     return load(**kwargs)
 
 
-_install_legacy_imports()
 _register_zero_shot_pipeline()
 AutoConfig.register(HESPConfig.model_type, HESPConfig, exist_ok=True)
 AutoModel.register(HESPConfig, HESPForOpenSetVideoClassification, exist_ok=True)

@@ -1,6 +1,8 @@
-"""Outputs written whole or not at all: into a temporary file beside the target, renamed into place on success."""
+"""Outputs written whole or not at all: into a temporary file (or folder) beside the target, renamed into place on
+success."""
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,3 +44,26 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_output(path) as temporary:
         temporary.write_text(text)
     return Path(path)
+
+
+def check_new_folder(folder: str | Path, what: str = "the export") -> None:
+    """Refuse a target folder that exists and is not empty (one clear line, before any work is done)."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise ValueError(f"{folder} exists and is not an empty folder: choose a new folder for {what}.")
+
+
+@contextmanager
+def atomic_folder(folder: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `folder` to fill; it is renamed to `folder` (which must not exist or be empty)
+    only if the block succeeds, and removed otherwise."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield staging
+        if folder.exists():
+            folder.rmdir()
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,17 +1,21 @@
-"""One owner per setting shared by a model and its processor: built together from a CLIP checkpoint, checked when
-loaded together.
+"""One owner per setting shared by a model and its processor (the model's config): built together from a CLIP
+checkpoint, checked when loaded together.
 
-- `num_frames` is the config's: the stock pipeline passes `model.config.num_frames` to the processor, so the
-  processor saved beside the model must sample the same number for training and evaluation to match.
-- `image_std` is the processor's: it normalises the pixels, and the visual prompt, which lives in [0, 1] pixel space,
-  is added as `prompt / std`, so the config must hold the processor's std, not CLIP's default.
+- `num_frames`: the stock pipeline passes `model.config.num_frames` to the processor, so the processor saved beside
+  the model must sample the same number for training and evaluation to match.
+- `image_std`: the processor normalises the pixels with it, and the visual prompt, which lives in [0, 1] pixel space,
+  is added as `prompt / std`; at build time both take the CLIP processor's std (not CLIP's default in the config).
+
+A pair that disagrees is refused with the message of `check_saved_pair` (`configuration_hesp.py`), the one every
+loading path gives: the config owns both values, the processor's file is the one to fix.
 """
 
 from collections.abc import Sequence
 from typing import Any
 
-from .modeling.configuration_hesp import HESPConfig, shared_settings
+from .modeling.configuration_hesp import HESPConfig, check_saved_pair, shared_settings
 from .modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from .modeling.provenance_hesp import backbone_is_synthetic
 from .modeling.video_processing_hesp import HESPVideoProcessor
 
 
@@ -31,6 +35,8 @@ def model_and_processor_from_clip(
         image_std=[float(v) for v in processor.image_std],
         **config_overrides,
     )
+    if backbone_is_synthetic(clip_model):  # recorded in config.json: every later load, export and app can tell
+        model.config.synthetic_backbone = True
     check_pair(model.config, processor)
     return model, processor
 
@@ -39,27 +45,11 @@ def load_pair(checkpoint: str, **model_kwargs: Any) -> tuple[HESPForOpenSetVideo
     """A saved HESP checkpoint's model (in eval mode) and processor (folder or Hub id), checked to agree."""
     model = HESPForOpenSetVideoClassification.from_pretrained(checkpoint, **model_kwargs).eval()
     processor = HESPVideoProcessor.from_pretrained(checkpoint)
-    check_pair(model.config, processor, f"The checkpoint {checkpoint}'s model and processor")
+    check_pair(model.config, processor, checkpoint)
     return model, processor
 
 
-def check_pair(config: HESPConfig, processor: HESPVideoProcessor, source: str = "the model and its processor") -> None:
-    """Raise when a model config and a processor disagree on a setting they share."""
-    model, other = shared_settings(config), shared_settings(processor)  # compared as the loaders compare them
-    problems = []
-    if model["num_frames"] != other["num_frames"]:
-        problems.append(
-            f"num_frames: the model's config says {config.num_frames} (the pipeline samples this many), the "
-            f"processor {processor.num_frames} (training and evaluation sample this many)"
-        )
-    if model["image_std"] != other["image_std"]:
-        problems.append(
-            f"image_std: the model's config says {list(config.image_std)} (it scales the visual prompt), the "
-            f"processor {other['image_std']} (it normalises the pixels)"
-        )
-    if problems:
-        raise ValueError(
-            f"{source} disagree -- " + "; ".join(problems) + ". Set the one in config.json or "
-            "preprocessor_config.json to the other's (a checkpoint written before hesp-hf paired them may hold "
-            "CLIP's default image_std in its config; setting it to the processor's changes the visual prompt's scale)."
-        )
+def check_pair(config: HESPConfig, processor: HESPVideoProcessor, source: str = "the pair passed") -> None:
+    """Raise when a model config and a processor disagree on a setting they share: the very message every loading
+    path gives (`check_saved_pair`), so a user reads one piece of advice, whichever path found it."""
+    check_saved_pair(source, shared_settings(config), shared_settings(processor))

@@ -39,6 +39,7 @@ from transformers.utils import VIDEO_PROCESSOR_NAME, TransformersKwargs, can_ret
 
 from .configuration_hesp import HESPConfig, check_saved_pair, saved_settings, shared_settings
 from .loss_hesp import HESPOpenSetLoss, ensemble_logits, reciprocal_logits
+from .provenance_hesp import tell_if_drawn_faces
 
 
 logger = logging.get_logger(__name__)
@@ -469,6 +470,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         if source is not None:  # a video processor saved beside the model must share the config's settings
             processor = saved_settings(source, VIDEO_PROCESSOR_NAME, **kwargs)
             check_saved_pair(source, shared_settings(model.config), processor)
+        tell_if_drawn_faces(model.config, source)  # the demo model on real footage answers nonsense: say so
         return loaded
 
     def _init_weights(self, module: nn.Module) -> None:

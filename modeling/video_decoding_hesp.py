@@ -13,6 +13,8 @@ One implementation for the processor (so the stock pipeline and remote-code chec
 - Truncation: the span that can actually be read is checked against the span the container declares; a shortfall
   is reported in `DecodedVideo.shortfall_seconds` and the clip is sampled over what exists.
 - Any bytes give frames or one `VideoDecodeError` naming the file and what is wrong with it.
+- Memory bounded by the model's input: with `shortest_edge`, each sampled frame is converted to RGB straight at the
+  size the next step needs (area averaging), so a 4K frame never exists as a full-size RGB array.
 
 This file travels inside every checkpoint (remote code): it imports nothing beyond numpy, PyAV, transformers and the
 standard library.
@@ -120,14 +122,17 @@ def decode_video(
     num_frames: int | None = None,
     random_sampling: bool = False,
     generator: torch.Generator | None = None,
+    shortest_edge: int | None = None,
 ) -> DecodedVideo:
     """Sample `num_frames` frames of a video file by segment sampling in presentation time (every frame when
-    `num_frames` is None). Raises `VideoDecodeError` naming the file for anything that is not a readable video."""
+    `num_frames` is None). `shortest_edge`: frames whose shorter side is longer come out scaled to it (see
+    `rgb_frame`); None keeps the stored size. Raises `VideoDecodeError` naming the file for anything that is not a
+    readable video."""
     positions = None if num_frames is None else segment_positions(num_frames, random_sampling, generator)
-    return decode_video_at(path, positions)
+    return decode_video_at(path, positions, shortest_edge)
 
 
-def decode_video_at(path: str | Path, positions: np.ndarray | None) -> DecodedVideo:
+def decode_video_at(path: str | Path, positions: np.ndarray | None, shortest_edge: int | None = None) -> DecodedVideo:
     """The frames on screen at `positions` (fractions in [0, 1) of the readable span); every frame when None."""
     import av
 
@@ -139,7 +144,7 @@ def decode_video_at(path: str | Path, positions: np.ndarray | None) -> DecodedVi
         raise VideoDecodeError(_unreadable_reason(path, error)) from error
     try:
         with container:
-            return _decode(container, path, positions)
+            return _decode(container, path, positions, shortest_edge)
     except VideoDecodeError:
         raise
     except (av.error.FFmpegError, OSError, UnicodeDecodeError, ValueError, AttributeError, TypeError) as error:
@@ -214,7 +219,7 @@ class _Timeline:
         return float(ticks * self.time_base)
 
 
-def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedVideo:
+def _decode(container: Any, path: str, positions: np.ndarray | None, shortest_edge: int | None) -> DecodedVideo:
     """Check the streams, measure what reads against what is declared, then sample (see the module docstring)."""
     streams = container.streams
     if not streams.video:
@@ -262,7 +267,7 @@ def _decode(container: Any, path: str, positions: np.ndarray | None) -> DecodedV
             )
         raise VideoDecodeError(f"Video file {path} holds no decodable video frames.")
     rotation = frame_rotation(stream, frames[0][1])
-    arrays = [upright(frame.to_ndarray(format="rgb24"), rotation) for _, frame in frames]
+    arrays = [upright(rgb_frame(frame, shortest_edge), rotation) for _, frame in frames]
     timestamps = [
         timeline.seconds(key - timeline.start) if has_timestamps else key * timeline.seconds(timeline.frame_ticks)
         for key, _ in frames
@@ -552,6 +557,22 @@ def frame_rotation(stream: Any, frame: Any) -> int:
     return int(round(degrees / 90)) * 90 % 360
 
 
+def rgb_frame(frame: Any, shortest_edge: int | None = None) -> np.ndarray:
+    """A decoded frame as `(H, W, 3)` uint8 RGB; with `shortest_edge` smaller than its shorter side, converted straight
+    to that size (aspect kept) with area averaging, as a resize of the full frame would blend the pixels it drops.
+    Never enlarged: the processor's own resize does that, as before."""
+    width, height = frame.width, frame.height
+    if shortest_edge is None or min(width, height) <= shortest_edge:
+        return frame.to_ndarray(format="rgb24")
+    # The longer side as the processor's resize computes it (truncated), so that its resize is then the identity and
+    # its centre crop takes the same pixels as on a full-size frame.
+    if width <= height:
+        width, height = shortest_edge, int(shortest_edge * height / width)
+    else:
+        width, height = int(shortest_edge * width / height), shortest_edge
+    return frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+
+
 def upright(array: np.ndarray, rotation: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(array, k=rotation // 90)) if rotation else array
 
@@ -563,6 +584,7 @@ __all__ = [
     "decode_video_at",
     "frame_rotation",
     "positions_to_indices",
+    "rgb_frame",
     "segment_indices",
     "segment_positions",
     "upright",

@@ -37,6 +37,10 @@ from .video_decoding_hesp import VideoDecodeError, decode_video, segment_indices
 
 logger = logging.get_logger(__name__)
 
+# Face cropping decodes frames at this shorter side (not the model's): the detector looks at 640 px, and a face a third
+# of the frame's height still fills a 224-pixel crop without being enlarged.
+FACE_CROP_SHORTEST_EDGE = 720
+
 
 class HESPVideoProcessorKwargs(VideosKwargs, total=False):
     """`random_sampling`: draw a random frame inside each segment (training) instead of its centre (inference).
@@ -117,7 +121,10 @@ class HESPVideoProcessor(BaseVideoProcessor):
             videos,
             video_metadata=kwargs.pop("video_metadata", None),
             do_sample_frames=do_sample,
-            sample_indices_fn=partial(self.sample_frames, **sampling) if do_sample else None,
+            # the edge rides with the sampling settings: `fetch_videos` reads them from this partial
+            sample_indices_fn=partial(self.sample_frames, **sampling, decode_edge=self.decode_edge(face_crop=True))
+            if do_sample
+            else None,
         )
         cropped = []
         for index, video in enumerate(decoded):
@@ -162,6 +169,17 @@ class HESPVideoProcessor(BaseVideoProcessor):
 
         size = max(self.crop_size.height or 0, self.crop_size.width or 0) if self.crop_size else 224
         return crop_to_track(frames, track, size, times)
+
+    def decode_edge(self, face_crop: bool | None = None) -> int | None:
+        """The shorter side at which a file's sampled frames are converted to RGB: what the next step needs, so that
+        memory follows the model's input, not the footage (a 4K frame is 24 MB as RGB). The resize's shortest edge,
+        or `FACE_CROP_SHORTEST_EDGE` with face cropping (this call's `face_crop`, else the saved setting); None (the
+        stored size) when the processor does not resize to a shortest edge."""
+        if self.face_crop if face_crop is None else face_crop:
+            return FACE_CROP_SHORTEST_EDGE
+        size = self.size or {}
+        edge = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+        return int(edge) if self.do_resize and edge else None
 
     def sample_frames(
         self,
@@ -214,21 +232,23 @@ class HESPVideoProcessor(BaseVideoProcessor):
         if path.startswith(("http://", "https://")):
             raise ValueError(f"HESPVideoProcessor reads local files only; download {path} first.")
         call_kwargs = getattr(sample_indices_fn, "keywords", {})
+        # This call resizes without face cropping unless the face-crop path put its own edge in the partial.
+        edge = call_kwargs["decode_edge"] if "decode_edge" in call_kwargs else self.decode_edge(face_crop=False)
         if sample_indices_fn is not None and call_kwargs.get("fps") is not None:
-            decoded = decode_video(path)
+            decoded = decode_video(path, shortest_edge=edge)  # every frame, at the size the next step needs
             if decoded.truncated:
                 logger.warning(decoded.truncation_message(path))
             metadata = dataclasses.replace(decoded.metadata, total_num_frames=len(decoded.frames))
             indices = sample_indices_fn(metadata=metadata)
             metadata.frames_indices = indices
             return decoded.frames[indices], metadata
-        if sample_indices_fn is None:
+        if sample_indices_fn is None:  # every frame, at the stored size (whether this call crops faces is not known)
             decoded = decode_video(path)
         else:
             num_frames = call_kwargs.get("num_frames") or self.num_frames
             random_sampling = call_kwargs.get("random_sampling")
             random_sampling = self.random_sampling if random_sampling is None else random_sampling
-            decoded = decode_video(path, int(num_frames), bool(random_sampling))
+            decoded = decode_video(path, int(num_frames), bool(random_sampling), shortest_edge=edge)
         if decoded.truncated:
             logger.warning(decoded.truncation_message(path))
         return decoded.frames, decoded.metadata

@@ -3,7 +3,7 @@
     python scripts/benchmark.py [--quick] [--json FILE]
 
 Sections (one module each under `scripts/benchmarks/`, whose docstrings say what they measure): inference, train,
-memory, metric, decode, predict, export, deploy, datasets, timeline.
+memory, metric, decode, clip, predict, export, deploy, datasets, timeline.
 
 Absolute times are printed with the machine they came from; compare ratios, not seconds, across machines.
 """
@@ -11,7 +11,19 @@ Absolute times are printed with the machine they came from; compare ratios, not 
 import argparse
 from pathlib import Path
 
-from benchmarks import datasets_source, decode, deploy, export, inference, memory, metric, predict, timeline, train
+from benchmarks import (
+    clip_memory,
+    datasets_source,
+    decode,
+    deploy,
+    export,
+    inference,
+    memory,
+    metric,
+    predict,
+    timeline,
+    train,
+)
 from benchmarks.harness import Section, Settings, print_header, print_rows, write_ratios
 
 
@@ -21,6 +33,7 @@ SECTIONS: dict[str, Section] = {
     "memory": memory.run,
     "metric": metric.run,
     "decode": decode.run,
+    "clip": clip_memory.run,
     "predict": predict.run,
     "export": export.run,
     "deploy": deploy.run,
@@ -36,9 +49,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", choices=list(SECTIONS), help="run only these sections")
     parser.add_argument("--workdir", type=Path, default=Path("outputs/benchmark"), help="where test clips are cached")
     parser.add_argument("--memory_probe", type=int, choices=(0, 1), help=argparse.SUPPRESS)
+    parser.add_argument("--clip_probe", nargs=2, metavar=("PATH", "WAY"), help=argparse.SUPPRESS)
     parser.add_argument("--patch_size", type=int, default=32, help="vision patch: 32 (ViT-B/32) or 16 (ViT-B/16)")
     parser.add_argument(
-        "--trained_checkpoint", help="inference: also measure bf16 decision agreement of this trained HESP folder"
+        "--trained_checkpoint",
+        help="inference: also measure bf16 decision agreement of this trained HESP folder; clip: how far its logits move",
     )
     parser.add_argument(
         "--trained_clips",
@@ -47,6 +62,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.memory_probe is not None:  # the memory section's subprocess
         memory.memory_probe(bool(args.memory_probe), args.quick, args.patch_size)
+        return
+    if args.clip_probe is not None:  # the clip section's subprocess
+        clip_memory.clip_probe(*args.clip_probe)
         return
     settings = Settings(args.quick, args.workdir, args.patch_size, args.trained_checkpoint, args.trained_clips)
     settings.workdir.mkdir(parents=True, exist_ok=True)

@@ -25,12 +25,12 @@ from transformers import AutoTokenizer
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.data import ClipTransform, read_annotation
 from hesp_hf.data.descriptions import DESCRIPTIONS
+from hesp_hf.data.features import frozen_clip_features
 from hesp_hf.data.presets import get_preset
 from hesp_hf.embedded import embedded_clip_fingerprint, embedded_clip_path
 from hesp_hf.embedded.protocol import add_protocol_arguments, protocol_split
 from hesp_hf.embedded.synthetic import CLASSES, SyntheticSpec, write_synthetic_dataset
 from hesp_hf.evaluation import markdown_table, mean_std
-from hesp_hf.evaluation.baselines import frozen_clip_features
 from hesp_hf.inference.zero_shot import token_ids
 
 

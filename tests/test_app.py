@@ -90,8 +90,11 @@ def test_a_clip_is_decided_as_hesp_predict_decides_it(pair, clips, tmp_path):
     assert result.decision.label == expected["label"] and result.decision.known == expected["known"]
     assert result.decision.score == pytest.approx(expected["score"], abs=1e-5)
     assert result.decision.probabilities == pytest.approx(expected["probabilities"], abs=1e-5)
-    # The frames shown are the frames the model saw: the clip's sampled frames (no face cropping here).
-    np.testing.assert_array_equal(np.stack(result.crops), sample_clip(clips["short"], 4).frames)
+    # The frames shown are the frames the model saw: the clip's sampled frames (no face cropping here), converted at
+    # the model's input size as hesp-predict converts them.
+    seen = sample_clip(clips["short"], 4, shortest_edge=processor.decode_edge()).frames
+    assert seen.shape[1:3] == (32, 38)  # 40x48 scaled to the shortest edge, 32
+    np.testing.assert_array_equal(np.stack(result.crops), seen)
     assert result.timeline is None and result.face_found is None
     saved = json.loads((tmp_path / "out" / "result.json").read_text())
     assert saved["file"] == "my clip.mp4" and saved["label"] == expected["label"]
@@ -257,7 +260,7 @@ def test_without_a_checkpoint_the_command_says_in_one_line_how_to_make_one(tmp_p
     with pytest.raises(SystemExit) as caught:
         app_command.main([], block=False)
     message = str(caught.value.code)
-    assert "make demo" in message and "--checkpoint" in message and "\n" not in message
+    assert "`hesp-demo`" in message and "--checkpoint" in message and "\n" not in message
 
 
 def test_page_settings_refuse_values_that_cannot_work():
@@ -329,3 +332,23 @@ def test_with_face_cropping_a_clip_without_a_face_is_decided_on_whole_frames(pai
     assert result.face_found is False  # noise: no face, so the frames go in whole, as hesp-predict does
     assert result.decision.label == predicted_row(model, processor, clips["short"])["label"]
     np.testing.assert_array_equal(np.stack(result.crops), sample_clip(clips["short"], 4).frames)
+
+
+def test_a_model_that_learned_drawn_faces_gets_a_notice_above_the_result(pair):
+    from hesp_hf.modeling.provenance_hesp import DRAWN_FACES_NOTICE
+
+    model, processor = pair
+
+    def shown(page) -> list[tuple[str, str]]:  # (elem_id, text) of the page's Markdown, in the order they are laid out
+        blocks = sorted(page.blocks.items())
+        return [(b.elem_id, str(b.value)) for _, b in blocks if isinstance(b, gr.Markdown) and b.elem_id]
+
+    assert "drawn-faces-notice" not in [elem for elem, _ in shown(build_page(model, processor))]
+    model.config.synthetic_backbone = True
+    try:
+        ids = shown(build_page(model, processor))
+    finally:
+        del model.config.synthetic_backbone
+    elems = [elem for elem, _ in ids]
+    assert elems.index("drawn-faces-notice") < elems.index("status") < elems.index("decision")
+    assert DRAWN_FACES_NOTICE in dict(ids)["drawn-faces-notice"]

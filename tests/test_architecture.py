@@ -1,16 +1,13 @@
-"""The house rules of the package layout (docs/architecture.md), checked on every module's imports with `ast`, and
-the old module paths that keep working for one release."""
+"""The house rules of the package layout (docs/architecture.md), checked on every module's imports with `ast`."""
 
 import ast
 import importlib
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
 
 import hesp_hf
-from hesp_hf.legacy_imports import MOVED
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,37 +80,75 @@ def test_metrics_take_only_the_unknown_label_id_from_the_model():
         )
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def package_files() -> dict[Path, str]:
+    """Every module of the package (`modeling/` as the `hesp_hf.modeling` it is installed as) with its package."""
+    files = {}
+    for folder, package in ((PACKAGE, "hesp_hf"), (REPO / "modeling", "hesp_hf.modeling")):
+        for path in folder.rglob("*.py"):
+            if path.is_relative_to(PACKAGE / "modeling"):
+                continue  # a link to modeling/ some checkouts keep; walked as modeling/
+            files[path] = ".".join((package, *path.parent.relative_to(folder).parts))
+    return files
+
+
+def test_no_module_imports_another_modules_private_name():
+    # What several modules share gets a public name in a module of its own (docs/architecture.md, "Import rules").
+    for path, package in package_files().items():
+        found = set()
+        for name in imported_modules(path, package):
+            if any(_private(part) for part in name.split(".")):
+                found.add(name)
+        assert not found, f"{path.relative_to(REPO)} imports private names {sorted(found)}"
+
+
+def room_of(name: str) -> str | None:
+    """`hesp_hf.<room>` for a module inside the package: its subpackage, or a flat module (its own room)."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "hesp_hf" and len(parts) > 1 else None
+
+
+def test_no_two_rooms_import_each_other():
+    uses: dict[str, set[str]] = {}
+    for path, package in package_files().items():
+        room = room_of(package) if package != "hesp_hf" else path.stem
+        for name in imported_modules(path, package):
+            other = room_of(name)
+            if other is not None and other != room:
+                uses.setdefault(room, set()).add(other)
+    both_ways = sorted(
+        f"{room} <-> {other}" for room, others in uses.items() for other in others if room in uses.get(other, ())
+    )
+    assert not both_ways, both_ways
+
+
+def test_the_rules_see_a_private_import_and_a_cycle(tmp_path):
+    # The two walks above find what they look for, on a module written to break both rules.
+    module = tmp_path / "bad.py"
+    module.write_text("from .prediction import _decoded_in_background\nfrom ..training.trainer import HESPTrainer\n")
+    names = imported_modules(module, "hesp_hf.evaluation")
+    assert "hesp_hf.evaluation.prediction._decoded_in_background" in names
+    assert room_of("hesp_hf.training.trainer.HESPTrainer") == "training"
+
+
 def test_at_most_14_modules_sit_flat_in_the_package():
     flat = sorted(path.name for path in PACKAGE.glob("*.py"))
     assert len(flat) <= 14, flat
 
 
-@pytest.mark.parametrize("old", sorted(MOVED))
-def test_an_old_module_path_still_imports_with_a_future_warning(old):
+@pytest.mark.parametrize("old", ["hesp_hf.recipe", "hesp_hf.synthetic", "hesp_hf.prediction"])
+def test_pre_restructure_paths_are_gone_without_an_import_hook(old):
+    # The package has had no release: no shim keeps old paths alive (CHANGELOG.md lists where each went).
     sys.modules.pop(old, None)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        module = importlib.import_module(old)
-    assert any(issubclass(w.category, FutureWarning) and MOVED[old][0] in str(w.message) for w in caught)
-    new = importlib.import_module(MOVED[old][0])
-    public = [name for name in dir(new) if not name.startswith("_") and getattr(new, name).__class__ is not type(sys)]
-    assert public, new
-    for name in public:  # the old path hands out the very objects of the new one
-        assert getattr(module, name) is getattr(new, name)
-    with pytest.raises(AttributeError, match="no 'not_a_name'"):
-        _ = module.not_a_name
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module(old)
+    assert not [finder for finder in sys.meta_path if type(finder).__module__.startswith("hesp_hf")]
 
 
-def test_the_old_names_users_hold_resolve_to_the_new_homes():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from hesp_hf.recipe import options_argv, train, train_from_argv  # the demo's and scripts' old imports
-        from hesp_hf.synthetic import CLASSES
+def test_the_top_level_train_is_the_run_library_call():
+    from hesp_hf.run.train import train as run_train
 
-    from hesp_hf.commands.train import options_argv as new_options_argv
-    from hesp_hf.embedded.synthetic import CLASSES as NEW_CLASSES
-    from hesp_hf.run.train import train as new_train
-
-    assert train is new_train and options_argv is new_options_argv and CLASSES is NEW_CLASSES
-    assert callable(train_from_argv)
-    assert hesp_hf.train.__module__ == "hesp_hf"  # the top-level entry point is unchanged
+    assert hesp_hf.train.__module__ == "hesp_hf" and callable(run_train)  # the top-level entry point is unchanged

@@ -102,7 +102,12 @@ def test_processor_crops_the_face_and_falls_back_to_the_whole_frame(tmp_path, ca
     with caplog.at_level(logging.WARNING):
         fallback = processor(str(empty), face_crop=True, return_tensors="pt")["pixel_values_videos"]
     assert f"No face found in any sampled frame of {empty}" in caplog.text
-    torch.testing.assert_close(fallback, processor(str(empty), return_tensors="pt")["pixel_values_videos"])
+    # the whole frames, as decoded for face cropping (the plain path decodes at the model's size: another resize)
+    from hesp_hf.modeling.video_decoding_hesp import decode_video
+
+    whole = decode_video(empty, 4, shortest_edge=processor.decode_edge(face_crop=True)).frames
+    expected = processor(torch.from_numpy(whole).permute(0, 3, 1, 2), do_sample_frames=False, return_tensors="pt")
+    torch.testing.assert_close(fallback, expected["pixel_values_videos"])
 
 
 def test_synthetic_faces_in_scenes_are_found():

@@ -1,5 +1,8 @@
 """Open-set metrics against references written here from the definitions, golden values and scikit-learn."""
 
+import json
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -234,3 +237,46 @@ def test_protocol_and_quality_tables_by_hand():
     markdown, _ = seed_table({"hesp": {0: [run(0.5, 0.6, 0.3), run(0.7, 0.8, 0.5)], 1: [run(0.9, 0.9, 0.9)]}}, [0, 1])
     # data seed 0: 0.700 ± 0.141 (min 0.600); seed 1: one run; then the mean over seeds of the per-seed means
     assert markdown.splitlines()[2] == "| hesp | 0.700 ± 0.141 (min 0.600) | 0.900 | 0.750 | 0.800 | 0.650 |"
+
+
+def test_the_oscr_folder_loads_offline_on_its_own_with_its_card(tmp_path):
+    """The folder is an `evaluate` module as a Space would hold it: copied away from the package, loaded with every
+    Hugging Face library offline, it computes what `open_set_metrics` computes; its card has evaluate's sections."""
+    import shutil
+    import subprocess
+    import sys
+
+    from hesp_hf.metrics import OSCR_METRIC_PATH
+
+    folder = tmp_path / "oscr"
+    shutil.copytree(OSCR_METRIC_PATH, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    assert {"oscr.py", "README.md", "requirements.txt"} <= {p.name for p in folder.iterdir()}
+    script = (
+        "import evaluate, json\n"
+        f"metric = evaluate.load({str(folder)!r})\n"
+        "print(json.dumps(metric.compute(predictions=[[2.0, 0.1, 0.0], [0.2, 0.9, 0.0], [1.2, 0.3, 0.0]],"
+        " references=[0, 1, 7], unknown_label_id=7, has_unknown_column=True)))\n"
+    )
+    offline = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, **offline}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # By hand: the unknown clip (max logit 1.2) lies between the two known ones (2.0, 0.9), both classified right.
+    assert (result["accuracy"], result["auroc"], result["oscr"]) == (1.0, 0.5, 0.5)
+
+    card = (folder / "README.md").read_text()
+    sections = [line for line in card.splitlines() if line.startswith("#")]
+    for heading in (
+        "## Metric Description",
+        "## How to Use",
+        "### Inputs",
+        "### Output Values",
+        "### Examples",
+        "## Limitations and Bias",
+        "## Citation",
+    ):
+        assert heading in sections, heading
+    requirements = (folder / "requirements.txt").read_text().split()
+    assert {line.split(">")[0] for line in requirements} == {"evaluate", "datasets", "numpy", "scikit-learn"}

@@ -11,7 +11,8 @@ import torch
 
 from hesp_hf import HESPVideoProcessor
 from hesp_hf.embedded.video_writer import write_video
-from hesp_hf.inference.prediction import list_clips, predict_clips, read_rows
+from hesp_hf.inference.clips import list_clips
+from hesp_hf.inference.prediction import predict_clips, read_rows
 
 from .conftest import LABELS, random_video
 
@@ -77,15 +78,15 @@ def test_background_decoding_keeps_order_raises_errors_and_stops_when_left():
     import threading
     import time
 
-    from hesp_hf.inference.prediction import _decoded_in_background
+    from hesp_hf.inference.background import decoded_in_background
 
-    assert list(_decoded_in_background(iter(range(10)), depth=2)) == list(range(10))
+    assert list(decoded_in_background(iter(range(10)), depth=2)) == list(range(10))
 
     def failing():
         yield 1
         raise ValueError("clip 2 unreadable")
 
-    stream = _decoded_in_background(failing())
+    stream = decoded_in_background(failing())
     assert next(stream) == 1
     with pytest.raises(ValueError, match="clip 2 unreadable"):
         next(stream)
@@ -98,7 +99,7 @@ def test_background_decoding_keeps_order_raises_errors_and_stops_when_left():
             time.sleep(0.001)
             yield produced[-1]
 
-    stream = _decoded_in_background(endless(), depth=2)
+    stream = decoded_in_background(endless(), depth=2)
     assert [next(stream) for _ in range(3)] == [0, 1, 2]
     stream.close()  # as predict_clips does when a batch fails
     assert not any(t.name == "hesp-decode" and t.is_alive() for t in threading.enumerate())
@@ -198,11 +199,12 @@ def test_list_clips_reads_folders_globs_lists_and_csvs(tmp_path):
 
 
 def test_two_processes_give_the_single_process_rows(checkpoint, clips, tmp_path):
-    """`accelerate launch` with 2 CPU processes (gloo) splits the clips and merges one output: byte for byte the
-    output of one process (batch size 1, so both compute every clip alone; one thread per process in both runs, since
-    resizing and matrix products round differently on another thread count, by about 1e-7)."""
+    """`accelerate launch` with 2 CPU processes (gloo) splits the clips by batch and merges one output: byte for byte
+    the output of one process (batches of 3 over 8 clips, the broken one in the second: each process forms the very
+    batches one process forms; one thread per process in both runs, since resizing and matrix products round
+    differently on another thread count, by about 1e-7)."""
     (tmp_path / "clips.txt").write_text("\n".join(clips) + "\n")
-    common = ["--checkpoint", str(checkpoint), str(tmp_path / "clips.txt"), "--batch_size", "1", "--no_progress"]
+    common = ["--checkpoint", str(checkpoint), str(tmp_path / "clips.txt"), "--batch_size", "3", "--no_progress"]
     script = str(REPO / "scripts" / "predict.py")
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     for command in (

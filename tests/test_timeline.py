@@ -318,3 +318,12 @@ def test_a_stitched_recording_of_known_and_unknown_clips_is_timed_right(tmp_path
     score = timeline_accuracy(predicted, truth, (np.arange(128) + 0.5) / 8)
     assert score.frame_accuracy >= 0.85, predicted
     assert score.median_boundary_error <= 0.5, predicted
+
+
+def test_the_summary_line_counts_segments_in_words():
+    from hesp_hf.commands.timeline import _summary_line
+
+    one = {"duration": 3.0, "segments": 1, "seconds_per_decision": {"happy": 3.0}}
+    two = {"duration": 4.0, "segments": 2, "seconds_per_decision": {"happy": 3.0, "unknown": 1.0}}
+    assert _summary_line(one, Path("out")) == "3.0 s, 1 segment (happy 3.0 s) -> out"
+    assert _summary_line(two, Path("out")) == "4.0 s, 2 segments (happy 3.0 s, unknown 1.0 s) -> out"

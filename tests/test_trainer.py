@@ -104,6 +104,18 @@ def test_known_acceptance_is_checked_before_training():
         assert ModelArguments(clip_model="x", keep_share=0.9).known_acceptance == 0.9
 
 
+def test_loss_weights_are_parsed_once_per_set_of_options(monkeypatch):
+    import hesp_hf.run.arguments as arguments
+
+    calls = []
+    real = arguments.loss_settings
+    monkeypatch.setattr(arguments, "loss_settings", lambda value: calls.append(value) or real(value))
+    options = ModelArguments(clip_model="x", loss_weights=["negative_clip_weight=0.5"])
+    assert options.loss_overrides() == {"negative_clip_weight": 0.5}
+    assert options.config_fields()["negative_clip_weight"] == 0.5
+    assert len(calls) == 1  # the options, the overrides and the config fields read one parse
+
+
 def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
     parser = HfArgumentParser(ModelArguments)
     (parsed,) = parser.parse_args_into_dataclasses(

@@ -167,7 +167,11 @@ def test_model_and_processor_are_built_and_checked_as_a_pair(tiny_clip_dir, tmp_
     delta = model.visual_prompt.scaled_delta(torch.zeros(1)) * torch.tensor([0.25, 0.2, 0.3])[:, None, None]
     torch.testing.assert_close(delta, model.visual_prompt.delta.detach())  # prompt / std, the processor's std
     other = HESPForOpenSetVideoClassification.from_clip(str(clip), ["a", "b"], num_frames=5)
-    with pytest.raises(ValueError, match=r"num_frames: the model's config says 5.*processor 3.*image_std"):
+    expected = (
+        r"the pair passed: the model and its video processor disagree -- num_frames: config.json says 5, "
+        r"video_preprocessor_config.json says 3; image_std: .*The model's config owns them"
+    )
+    with pytest.raises(ValueError, match=expected):
         check_pair(other.config, processor)
 
 

@@ -100,7 +100,9 @@ def analyse_video(
     if path.stat().st_size == 0:
         raise RequestProblem(f"{name} is empty (0 bytes): choose a video file.")
     try:
-        clip = sample_clip(path, int(processor.num_frames))
+        clip = sample_clip(
+            path, int(processor.num_frames), shortest_edge=processor.decode_edge(face_crop)
+        )  # as hesp-predict
     except VideoDecodeError as error:
         raise RequestProblem(f"{name} cannot be analysed: {_named(error, path, name)}") from error
     frames = clip.frames

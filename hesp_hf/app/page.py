@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 
 from ..calibration import guarantee_statement
+from ..modeling.provenance_hesp import DRAWN_FACES_NOTICE, learned_drawn_faces
 from .analysis import Analysis, RequestProblem, analyse_video
 
 
@@ -172,6 +173,8 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
                 )
                 button = gr.Button("Analyse", variant="primary")
             with gr.Column(scale=1):
+                if learned_drawn_faces(config, settings.checkpoint):  # the demo model: said above every result
+                    gr.Markdown(f"**Notice:** {DRAWN_FACES_NOTICE}", elem_id="drawn-faces-notice")
                 status = gr.Markdown("Upload a video or record one, then press **Analyse**.", elem_id="status")
                 decision = gr.Markdown(elem_id="decision")
                 probabilities = gr.Label(
@@ -277,7 +280,9 @@ def _shown(result: Analysis, folder: Path) -> tuple[Any, ...]:
     status = f"Analysed **{result.name}** ({result.duration:.1f} s)."
     if result.face_found is False:
         status += " No face was found in the sampled frames: the whole frames were used."
-    gallery = [(crop, f"frame {i + 1}") for i, crop in enumerate(result.crops)]
+    gallery = [
+        (str(_frame_png(crop, folder / f"frame-{i + 1}.png")), f"frame {i + 1}") for i, crop in enumerate(result.crops)
+    ]
     if result.timeline is not None:
         image = _timeline_png(result, folder)
         rows = [
@@ -320,6 +325,16 @@ def decision_text(result: Analysis) -> str:
     if result.closest is not None:
         text += f"\n\nClosest description: **{result.closest[0]}**: {result.closest[1]}"
     return text
+
+
+def _frame_png(frame: Any, path: Path) -> Path:
+    """A frame as a PNG file of this request. Files, not arrays: Gradio caches an array by rewriting the file named
+    by its content in place, so a request showing the same frame as one being downloaded cut that download short
+    (seen under load); a file is copied into the cache under a temporary name and renamed."""
+    from PIL import Image
+
+    Image.fromarray(frame).save(path)
+    return path
 
 
 def _timeline_png(result: Analysis, folder: Path) -> Path:

@@ -2,7 +2,7 @@
 the model recognises (or "unknown"), the probabilities, the frames it saw and, for a longer video, the timeline.
 
     hesp-app --checkpoint runs/dfew-1              # then open http://127.0.0.1:7860
-    hesp-app                                       # the checkpoint `make demo` writes (outputs/demo)
+    hesp-app                                       # the checkpoint `hesp-demo` writes (outputs/demo)
     hesp-app --checkpoint org/hesp-dfew --host 0.0.0.0 --port 8080 --max_file_size 500mb
 
 The checkpoint is a trained HESP folder or Hub id, or an ONNX export folder; $HESP_CHECKPOINT gives it where no
@@ -20,10 +20,10 @@ from hesp_hf.commands.cli import ArgumentParser, run_command
 
 logger = logging.getLogger("hesp-app")
 
-DEMO_CHECKPOINT = Path("outputs/demo")  # where `make demo` (scripts/demo.py) writes its model
+DEMO_CHECKPOINT = Path("outputs/demo")  # where `hesp-demo` (`make demo` in a checkout) writes its model
 NO_CHECKPOINT = (
-    "hesp-app: no --checkpoint given and no demo model at outputs/demo: run `make demo` to make one "
-    "(under 3 minutes on 2 CPU cores), or pass --checkpoint FOLDER_OR_HUB_ID"
+    "hesp-app: no --checkpoint given and no demo model at outputs/demo: run `hesp-demo` here to make one "
+    "(`make demo` in a checkout; under 3 minutes on 2 CPU cores), or pass --checkpoint FOLDER_OR_HUB_ID"
 )
 
 

@@ -90,7 +90,9 @@ def main() -> None:
 
     state = PartialState(cpu=args.cpu)  # the process group and the device, before the model is loaded
 
-    from hesp_hf.inference.prediction import default_num_workers, list_clips, model_threads, predict_clips
+    from hesp_hf.inference.background import default_num_workers, model_threads
+    from hesp_hf.inference.clips import list_clips
+    from hesp_hf.inference.prediction import predict_clips
 
     if bool(args.inputs) == bool(args.dataset_name):
         parser.error("give the clips as inputs or with --dataset_name, one of the two")

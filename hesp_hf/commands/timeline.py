@@ -177,7 +177,8 @@ def run_settings(args: argparse.Namespace, video: str) -> dict[str, Any]:
 def _summary_line(summary: dict[str, Any], folder: Path) -> str:
     seconds = summary["seconds_per_decision"]
     shares = ", ".join(f"{name} {value:.1f} s" for name, value in sorted(seconds.items(), key=lambda x: -x[1]))
-    return f"{summary['duration']:.1f} s, {summary['segments']} segments ({shares}) -> {folder}"
+    count = summary["segments"]
+    return f"{summary['duration']:.1f} s, {count} segment{'' if count == 1 else 's'} ({shares}) -> {folder}"
 
 
 def _progress_bar(video: str, enabled: bool) -> Any:

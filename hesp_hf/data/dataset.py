@@ -11,6 +11,7 @@ import copy
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -76,6 +77,17 @@ class ClipTransform:
         self.split = split
         self.face_cache = Path(face_cache) if face_cache else None
 
+    @property
+    def decode_edge(self) -> int | None:
+        """The shorter side a file's sampled frames are converted at: the processor's (`decode_edge`: the model's
+        input, or what face cropping needs), enlarged for a training crop so that its smallest crop (a share
+        `scale[0]` of the area) still holds the model's input without being enlarged."""
+        edge = self.processor.decode_edge()
+        if edge is None or self.augmentation is None or self.processor.face_crop:
+            return edge
+        smallest = self.augmentation.scale[0]
+        return math.ceil(edge / math.sqrt(smallest)) if 0 < smallest < 1 else edge
+
     def for_split(self, split: str) -> "ClipTransform":
         """The same transform, reporting its clips under another split name."""
         other = copy.copy(self)
@@ -93,7 +105,8 @@ class ClipTransform:
         """The clip cropped to its face. The track found on a clip's first read is stored in `face_cache` (when
         given) and reused at the times later reads sample, so epochs do not detect again; a clip without a face is
         reported when its track is made."""
-        settings = (self.processor.face_margin, self.processor.face_min_score)
+        # The track's boxes are in the pixels of the decoded frames: the size they were decoded at is part of the key.
+        settings = (self.processor.face_margin, self.processor.face_min_score, self.decode_edge)
         cache = self.face_cache / f"{_clip_key(path, settings, data)}.json" if self.face_cache else None
         track = FaceTrack.from_json(json.loads(cache.read_text())) if cache is not None and cache.exists() else None
         times = np.asarray(clip.timestamps, dtype=float)
@@ -109,9 +122,17 @@ class ClipTransform:
         """`path` names the clip; `data`, when given, is the video itself (a `datasets` bytes column)."""
         try:
             if data is not None:
-                clip = sample_clip_bytes(data, path, self.processor.num_frames, random_sampling=self.training)
+                clip = sample_clip_bytes(
+                    data,
+                    path,
+                    self.processor.num_frames,
+                    random_sampling=self.training,
+                    shortest_edge=self.decode_edge,
+                )
             else:
-                clip = sample_clip(path, self.processor.num_frames, random_sampling=self.training)
+                clip = sample_clip(
+                    path, self.processor.num_frames, random_sampling=self.training, shortest_edge=self.decode_edge
+                )
         except VideoDecodeError as error:
             if self.on_bad_clip == "raise":
                 raise

@@ -16,17 +16,23 @@ from .annotations import IMAGE_SUFFIXES, frame_files
 
 
 def sample_clip(
-    path: str | Path, num_frames: int, random_sampling: bool = False, generator: torch.Generator | None = None
+    path: str | Path,
+    num_frames: int,
+    random_sampling: bool = False,
+    generator: torch.Generator | None = None,
+    shortest_edge: int | None = None,
 ) -> DecodedVideo:
     """`num_frames` RGB frames `(T, H, W, 3)` uint8 (`.frames`) by segment sampling: random inside each segment for
     training, centres for evaluation. Files are sampled in presentation time and report truncation (`.truncated`);
-    frame folders by index (one frame per image). Raises `VideoDecodeError` naming the clip when it cannot be read."""
+    frame folders by index (one frame per image). `shortest_edge`: a file's frames are converted straight to this
+    shorter side when larger (`HESPVideoProcessor.decode_edge`: what the next step needs); frame images are read as
+    stored. Raises `VideoDecodeError` naming the clip when it cannot be read."""
     path = Path(path)
     if path.is_dir():
         return _sample_folder(path, num_frames, random_sampling, generator)
     if not path.exists():
         raise VideoDecodeError(f"Clip {path} does not exist.")
-    return decode_video(path, num_frames, random_sampling, generator)
+    return decode_video(path, num_frames, random_sampling, generator, shortest_edge)
 
 
 def sample_clip_bytes(
@@ -35,6 +41,7 @@ def sample_clip_bytes(
     num_frames: int,
     random_sampling: bool = False,
     generator: torch.Generator | None = None,
+    shortest_edge: int | None = None,
 ) -> DecodedVideo:
     """`sample_clip` for a video held as bytes (a `datasets` column), reported as `name`. The bytes are written to a
     private temporary file and decoded there: the decoder's checks (empty, text, missing MP4 index, truncation) read
@@ -46,7 +53,7 @@ def sample_clip_bytes(
         with os.fdopen(handle, "wb") as file:
             file.write(data)
         try:
-            return decode_video(temporary, num_frames, random_sampling, generator)
+            return decode_video(temporary, num_frames, random_sampling, generator, shortest_edge)
         except VideoDecodeError as error:  # name the clip, not the temporary file
             raise VideoDecodeError(str(error).replace(temporary, name)) from error
     finally:

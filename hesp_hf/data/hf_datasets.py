@@ -54,7 +54,7 @@ class DatasetSource:
     @property
     def hub_id(self) -> str | None:
         """The Hub id the data came from; None for anything local (a folder, a builder over local files, an object)."""
-        if self.dataset is not None or self.name is None or self.name in _builders() or Path(self.name).exists():
+        if self.dataset is not None or self.name is None or self.is_builder or Path(self.name).exists():
             return None
         return self.name
 
@@ -64,10 +64,17 @@ class DatasetSource:
             return "a datasets object passed from Python"
         if self.hub_id:
             return f"{self.hub_id}" + (f" ({self.config_name})" if self.config_name else "")
-        if self.name in _builders():
+        if self.is_builder:
             where = self.data_dir or ", ".join(self.data_files or ()) or "?"
             return f"{self.name} over {where}"
         return f"the local dataset folder {self.name}"
+
+    @property
+    def is_builder(self) -> bool:
+        """Whether `name` is a builder (`videofolder`, `csv`, `parquet`, ...): a name without an owner that is no local
+        path (read without `datasets`' private registry of builders). Not supported: Hub datasets without an owner
+        (the few legacy canonical ids) are taken for builders here; name them `owner/name`."""
+        return bool(self.name) and "/" not in str(self.name) and not Path(str(self.name)).exists()
 
     @property
     def short_name(self) -> str:
@@ -79,12 +86,6 @@ class DatasetSource:
         if self.data_dir:
             return Path(self.data_dir).name
         return self.name or "dataset"
-
-
-def _builders() -> set[str]:
-    from datasets.packaged_modules import _PACKAGED_DATASETS_MODULES
-
-    return set(_PACKAGED_DATASETS_MODULES)
 
 
 def load_splits(source: DatasetSource) -> dict[str, Any]:

@@ -7,19 +7,16 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+from transformers import Trainer
 
 from ..atomic_files import write_text_atomic
 from ..metrics import open_set_analysis, open_set_metrics
+from ..metrics.plots import draw_open_set_curves
 from ..modeling.loss_hesp import ensemble_logits
 from ..modeling.modeling_hesp import HESPVideoClassifierOutput
-
-
-if TYPE_CHECKING:
-    from ..training.trainer import HESPTrainer
-from ..metrics.plots import draw_open_set_curves
 
 
 logger = logging.getLogger(__name__)
@@ -41,9 +38,9 @@ METRICS = ("accuracy", "auroc", "oscr")
 GATHERED_OUTPUTS = ("logits", "open_set_score", "clip_logits", "reciprocal_logits")
 
 
-def predict_open_set(trainer: "HESPTrainer", dataset: Any) -> OpenSetPredictions:
-    """Predictions of `trainer.model` on a dataset, gathered over every process (a `HESPTrainer`, whose predictions
-    are named, so a new output field cannot mislabel the branches)."""
+def predict_open_set(trainer: Trainer, dataset: Any) -> OpenSetPredictions:
+    """Predictions of `trainer.model` on a dataset, gathered over every process (a `HESPTrainer` from
+    `hesp_hf.training`, whose predictions are named, so a new output field cannot mislabel the branches)."""
     ignore = [name for name in HESPVideoClassifierOutput.__dataclass_fields__ if name not in GATHERED_OUTPUTS]
     output = trainer.predict(dataset, ignore_keys=ignore, metric_key_prefix="predict")
     predictions = output.predictions

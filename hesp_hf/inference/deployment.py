@@ -23,6 +23,7 @@ from typing import Any, Literal
 import torch
 
 from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
+from ..modeling.provenance_hesp import tell_if_drawn_faces
 from ..modeling.video_processing_hesp import HESPVideoProcessor
 from ..pairing import load_pair
 from .onnx_runtime import ONNXVideoClassifier, is_onnx_export
@@ -57,6 +58,7 @@ def load_for_prediction(
                 f"inference_only={inference_only} do not apply; pass the PyTorch checkpoint for those."
             )
         model = ONNXVideoClassifier(checkpoint, threads=threads, spinning=spinning)
+        tell_if_drawn_faces(model.config, checkpoint)  # a PyTorch checkpoint says it as it loads
         return model, HESPVideoProcessor.from_pretrained(checkpoint)
     model, processor = load_pair(checkpoint)
     if inference_only:

@@ -7,20 +7,19 @@
   against eager float32 before it is kept.
 """
 
-import importlib.util
 import io
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from pathlib import Path
 
 import torch
 
+from ..atomic_files import atomic_folder, check_new_folder
 from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from ..pairing import load_pair
-from .onnx_runtime import ONNX_FILE, ONNXVideoClassifier
+from .onnx_runtime import ONNX_FILE, ONNXVideoClassifier, require_onnx
 
 
 logger = logging.getLogger(__name__)
@@ -30,10 +29,10 @@ def export_inference_only(checkpoint: str, output_dir: str | Path) -> Path:
     """Write the inference-only form of `checkpoint` (folder or Hub id) and its processor to `output_dir`, whole or
     not at all (built in a temporary folder beside it, then renamed). `output_dir` must not exist or be empty."""
     output_dir = Path(output_dir)
-    _check_new_folder(output_dir)
+    check_new_folder(output_dir)
     model, processor = load_pair(checkpoint)
     lean = model.to_inference_only()
-    with _staging(output_dir) as staging:
+    with atomic_folder(output_dir) as staging:
         lean.save_pretrained(staging)
         processor.save_pretrained(staging)
         _copy_run_records(checkpoint, staging)
@@ -53,25 +52,6 @@ def _copy_run_records(checkpoint: str, folder: Path) -> None:
     for name in RUN_RECORDS:
         if (Path(checkpoint) / name).is_file():
             shutil.copy2(Path(checkpoint) / name, folder / name)
-
-
-def _check_new_folder(output_dir: Path) -> None:
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise ValueError(f"{output_dir} exists and is not an empty folder: choose a new folder for the export.")
-
-
-@contextmanager
-def _staging(output_dir: Path) -> Iterator[Path]:
-    """A temporary folder beside `output_dir`, renamed to it when the block succeeds and removed otherwise."""
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
-    try:
-        yield staging
-        if output_dir.exists():
-            output_dir.rmdir()
-        staging.rename(output_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _count(model) -> int:
@@ -103,9 +83,9 @@ def export_onnx(checkpoint: str, output_dir: str | Path, opset: int | None = Non
     The graph is the inference-only form (no text tower). The export is checked before it is kept: ONNX Runtime's
     logits on random clips must match eager float32 within `ONNX_TOLERANCE`. Written whole or not at all; needs the
     `onnx` extra (`pip install hesp-hf[onnx]`)."""
-    _require_onnx()
+    require_onnx()
     output_dir = Path(output_dir)
-    _check_new_folder(output_dir)
+    check_new_folder(output_dir)
     model, processor = load_pair(checkpoint)
     lean = model.to_inference_only()
     graph = _LogitsAndScore(lean).eval()
@@ -115,7 +95,7 @@ def export_onnx(checkpoint: str, output_dir: str | Path, opset: int | None = Non
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     batch = torch.export.Dim("batch", min=1, max=max_batch)
-    with _staging(output_dir) as staging:
+    with atomic_folder(output_dir) as staging:
         with torch.no_grad(), _quiet_exporter():
             torch.onnx.export(
                 graph,
@@ -143,14 +123,6 @@ def export_onnx(checkpoint: str, output_dir: str | Path, opset: int | None = Non
             )
     logger.info("ONNX export of %s in %s (max logit difference from eager %.1e).", checkpoint, output_dir, difference)
     return output_dir
-
-
-def _require_onnx() -> None:
-    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ImportError(
-            f"The ONNX export needs {', '.join(missing)}: install the extra with `pip install hesp-hf[onnx]`."
-        )
 
 
 @contextmanager

@@ -6,6 +6,7 @@ that the batch predictor and user code take it in place of the PyTorch model.
     output.logits, output.open_set_score  # torch tensors, as from HESPForOpenSetVideoClassification
 """
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ from ..modeling.modeling_hesp import HESPVideoClassifierOutput
 
 ONNX_FILE = "model.onnx"
 PRECISION_KEY = "hesp_precision"  # graph metadata: "int8" for `export_int8`'s graphs; absent (float32) otherwise
+
+
+def require_onnx() -> None:
+    """Raise one line naming the extra when the packages an ONNX export needs are missing."""
+    missing = [name for name in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ImportError(
+            f"The ONNX export needs {', '.join(missing)}: install the extra with `pip install hesp-hf[onnx]`."
+        )
 
 
 def is_onnx_export(folder: str | Path) -> bool:

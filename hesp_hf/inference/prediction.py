@@ -5,8 +5,10 @@ processes of `accelerate launch`.
 
     rows, summary = predict_clips(model, processor, list_clips("recordings/"), output="predictions.jsonl")
 
-Decoding workers start from a fork server (as with `spawn`, the default on macOS and Windows): a script that calls
-`predict_clips` with workers must keep its top-level code under `if __name__ == "__main__":` (the commands do).
+Finding and reading the clips is `clips.py` (decoding workers start from a fork server: a script that calls
+`predict_clips` with workers keeps its top-level code under `if __name__ == "__main__":`); how decoding and the model
+share the cores, `background.py`; the reading of a model output into a decision, `decisions.py`. This module keeps
+the rows (their formats, resuming, merging the parts of several processes) and the orchestration.
 
 Rows are appended to a per-process part file (`.<name>.part-<rank>-of-<n>.jsonl` beside the output) as each batch
 ends, so an interrupted run loses at most one batch; at the end the first process merges the earlier output and
@@ -19,173 +21,30 @@ import glob
 import json
 import logging
 import math
-import os
-import queue
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
 
 from ..atomic_files import atomic_output
-from ..calibration import known_p_value
-from ..data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from ..data.dataset import ClipTransform
-from ..data.decoding import sample_clip
 from ..modeling.face_cropping_hesp import shared_detector
 from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from ..modeling.video_processing_hesp import HESPVideoProcessor
+from .background import CPUThreads, decoded_in_background, default_num_workers
+from .clips import clip_loader, list_clips
+from .decisions import decisions
 
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["PredictionSummary", "list_clips", "predict_clips", "read_rows"]  # list_clips: the usual first step
+
 OUTPUT_FORMATS = (".jsonl", ".csv")
-LIST_SUFFIXES = (".txt", ".lst", ".list")
-
-
-# ------------------------------------------------------------------------------------------------------ inputs
-def list_clips(sources: str | Path | Sequence[str | Path], root: str | Path | None = None) -> list[str]:
-    """The clips named by `sources`, each one of: a video file; a folder (its video files and its folders of frame
-    images, recursively, sorted); a glob pattern; a list file (`.txt`/`.lst`/`.list`: the first field of each line,
-    as in DFEW/AFEW split lists; `#` starts a comment); a CSV annotation (its `video_path` column). Relative paths
-    in a list or CSV are resolved against `root` (default: the file's folder). Duplicates are kept once."""
-    if isinstance(sources, (str, Path)):
-        sources = [sources]
-    clips: list[str] = []
-    for source in sources:
-        clips.extend(_clips_of(Path(source), root))
-    unique = list(dict.fromkeys(clips))
-    if not unique:
-        raise FileNotFoundError(f"No clips found in {', '.join(map(str, sources))}.")
-    return unique
-
-
-def _clips_of(source: Path, root: str | Path | None) -> list[str]:
-    if source.is_dir():
-        if _holds_images(source):
-            return [str(source)]  # itself a clip: a folder of frames
-        found = [p for p in source.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file()]
-        found += [p for p in source.rglob("*") if p.is_dir() and _holds_images(p)]
-        if not found:
-            raise FileNotFoundError(
-                f"Folder {source} holds no video files ({', '.join(VIDEO_SUFFIXES)}) and no folders of frames."
-            )
-        return sorted(str(p) for p in found)
-    if source.is_file():
-        suffix = source.suffix.lower()
-        base = Path(root) if root is not None else source.parent
-        if suffix in LIST_SUFFIXES:
-            return [_resolve(line.split()[0], base) for line in _content_lines(source)]
-        if suffix == ".csv":
-            return [_resolve(path, base) for path in _csv_paths(source)]
-        return [str(source)]
-    if any(character in str(source) for character in "*?["):
-        matches = sorted(glob.glob(str(source), recursive=True))
-        if not matches:
-            raise FileNotFoundError(f"The pattern {source} matches no file.")
-        return [clip for match in matches for clip in _clips_of(Path(match), root)]
-    raise FileNotFoundError(f"{source} does not exist (expected a video, a folder, a glob, a list file or a CSV).")
-
-
-def _holds_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.iterdir())
-
-
-def _content_lines(path: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
-    return [line for line in lines if line]
-
-
-def _csv_paths(path: Path) -> list[str]:
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        column = CSV_COLUMNS[0]
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise ValueError(f"{path}: a CSV of clips needs a '{column}' column, found {reader.fieldnames}.")
-        return [row[column] for row in reader if row[column]]
-
-
-def _resolve(path: str, base: Path) -> str:
-    return path if Path(path).is_absolute() else str(base / path)
-
-
-# ------------------------------------------------------------------------------------------------------ reading
-class _ClipReader(Dataset):
-    """Clip `i` -> its model input `(T, C, H, W)`, or the error that kept it from being read (never raises: one bad
-    file must not stop an archive run). Runs in the DataLoader workers."""
-
-    def __init__(self, clips: Sequence[str], processor: HESPVideoProcessor):
-        self.clips = list(clips)
-        self.processor = processor
-        self.transform = ClipTransform(processor, training=False)  # the data path's frames -> model input
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"index": index, "pixel_values": None, "error": "", "truncated": False}
-        try:
-            clip = sample_clip(self.clips[index], self.processor.num_frames)
-            frames = clip.frames
-            item["truncated"] = bool(clip.truncated)
-            if self.processor.face_crop:
-                track = self.processor.track_face(frames)
-                item["face_found"] = track.found
-                frames = self.processor.crop_to_face(frames, track)
-            item["pixel_values"] = self.transform.process(frames)
-        except Exception as error:  # noqa: BLE001 -- recorded in the clip's row instead
-            item["error"] = f"{type(error).__name__}: {' '.join(str(error).split())}"
-        return item
-
-
-def clip_loader(
-    clips: Sequence[str], processor: HESPVideoProcessor, batch_size: int, num_workers: int, pin_memory: bool = False
-) -> DataLoader:
-    """Batches (lists) of items `{"index", "pixel_values" (or None), "error", "truncated"[, "face_found"]}` for
-    `clips`, in order, decoded by `num_workers` worker processes (0: in this process)."""
-    return DataLoader(
-        _ClipReader(clips, processor),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=_keep_items,
-        worker_init_fn=_single_threaded_worker if num_workers else None,
-        pin_memory=pin_memory,
-        # Not `fork`: a worker forked while another thread of this process holds a lock (an ONNX Runtime or OpenCV
-        # pool, the allocator's background thread) can wait on it forever (seen in the test suite). Workers start
-        # from a clean server process instead, a second or two once per run.
-        multiprocessing_context=_worker_context() if num_workers else None,
-    )
-
-
-def _worker_context() -> Any:
-    import multiprocessing
-
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    # The server imports the reader's module (torch, transformers, PyAV) once; each worker is a fork of it.
-    context.set_forkserver_preload([__name__])
-    return context
-
-
-def _keep_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return items
-
-
-def _single_threaded_worker(_: int) -> None:
-    """DataLoader workers decode one clip each: extra threads (OpenCV's, for the face detector) only contend."""
-    try:
-        import cv2
-
-        cv2.setNumThreads(1)
-    except ImportError:
-        pass
 
 
 # ------------------------------------------------------------------------------------------------------ rows
@@ -222,37 +81,6 @@ class PredictionSummary:
         if self.output is not None:
             lines.append(f"rows: {self.output}")
         return "\n".join(lines)
-
-
-def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
-    """Per row of a model output: the top `label` (a known class or the unknown label), `known`, the known-ness
-    `score`, the `threshold` it is compared with, the clip's conformal `known_p_value` (None for a checkpoint without
-    saved calibration scores) and the `probabilities` over the known classes (softmax of their logits divided by
-    `config.probability_temperature`). One reading of the output for the predictor's rows, the timeline's windows
-    and the app."""
-    known = config.known_labels
-    logits = outputs.logits.float()
-    temperature = getattr(config, "probability_temperature", 1.0)
-    probabilities = (logits[:, : len(known)] / temperature).softmax(dim=-1)
-    top = logits[:, : len(known)].argmax(dim=-1)
-    threshold = config.unknown_threshold
-    found = []
-    for row in range(len(logits)):
-        score = float(outputs.open_set_score[row].float())
-        # Decided from the config's threshold, not the output's "unknown" column: an export's graph holds the
-        # threshold it was exported with, and `--known_acceptance` may have moved it since (hesp_hf.calibration).
-        is_known = threshold is None or score >= threshold
-        found.append(
-            {
-                "label": known[int(top[row])] if is_known else config.unknown_label,
-                "known": is_known,
-                "score": score,
-                "threshold": threshold,
-                "known_p_value": known_p_value(config, score),
-                "probabilities": dict(zip(known, probabilities[row].tolist(), strict=True)),
-            }
-        )
-    return found
 
 
 def _rows_of(
@@ -399,109 +227,6 @@ def _part_paths(output: Path) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------------ running
-def _cores_per_process(processes: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, processes))
-
-
-def default_num_workers(processes: int = 1) -> int:
-    """Decoding workers per process: the cores this process may use, less one for the model, at most 8; none with 2
-    cores or fewer, where decoding runs in a thread of this process instead (`_decoded_in_background`): a worker
-    process starts in seconds and competes with the model for the same cores (measured on 2 cores, one run each,
-    fresh process: demo checkpoint 29 clips/s with decoding between batches, 11 with a worker; ViT-B/32 on 720p clips
-    1.15 against 0.80)."""
-    cores = _cores_per_process(processes)
-    return 0 if cores <= 2 else min(8, cores - 1)
-
-
-def _decoded_in_background(batches: Any, depth: int = 2) -> Iterator[Any]:
-    """The batches of `batches`, read up to `depth` ahead by a thread of this process, so decoding (PyAV, the
-    processor's resizing) overlaps the model's forward pass without a worker process: both release the GIL for
-    their heavy parts. Measured on 2 cores, demo checkpoint, 165 clips side by side: decoding alone 90.9 clips/s,
-    decoding between batches 59.3, in this thread 85.8. An error while reading is raised here; leaving the loop early
-    stops the thread."""
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    finished = object()
-
-    def put(item: tuple[Any, BaseException | None]) -> bool:
-        """Hand one item over; False once the consumer has stopped (then nobody takes it)."""
-        while not stop.is_set():
-            try:
-                ready.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        # Decoding's own torch work (resizing) on one core: the setting is this thread's (OpenMP's is per thread), so
-        # the model keeps its threads and the two stages do not oversubscribe the cores they share.
-        torch.set_num_threads(1)
-        try:
-            for batch in batches:
-                if not put((batch, None)):
-                    return
-            put((finished, None))
-        except BaseException as error:  # noqa: BLE001 -- handed to the consuming thread
-            put((finished, error))
-
-    reader = threading.Thread(target=read, name="hesp-decode", daemon=True)
-    reader.start()
-    try:
-        while True:
-            batch, error = ready.get()
-            if error is not None:
-                raise error
-            if batch is finished:
-                return
-            yield batch
-    finally:
-        stop.set()
-        reader.join()
-
-
-def model_threads(num_workers: int, processes: int = 1) -> int:
-    """CPU threads for the model while decoding is the slower stage: the cores its decoding workers leave."""
-    return max(1, _cores_per_process(processes) - num_workers)
-
-
-class _CPUThreads:
-    """The model's CPU threads, set by which stage is slower (restored at the end).
-
-    While the model waits for decoded clips it keeps to the cores the workers leave (`model_threads`): more threads
-    would only take cores from decoding (measured on 2 cores, tiny demo model: 49 clips/s with 1 thread, 38 with 2).
-    Once batches are always ready when the model asks (the model is the slower stage), it takes every core of the
-    process, and the workers get what it leaves (ViT-B/32 on 720p clips: 0.72 clips/s with 1 thread, 1.21 with 2).
-    """
-
-    def __init__(self, device: torch.device, num_workers: int, processes: int):
-        self.active = device.type == "cpu" and num_workers > 0
-        self.before = torch.get_num_threads()
-        self.low, self.high = model_threads(num_workers, processes), _cores_per_process(processes)
-        self.waited = self.computed = 0.0
-        self.batches = 0
-        if self.active:
-            torch.set_num_threads(self.low)
-
-    def observe(self, waited: float, computed: float) -> None:
-        """Seconds the model waited for this batch, and spent on it; decided over the last few batches (not the
-        first, which waits for the workers to start), with a margin each way so that it does not flip on noise."""
-        self.batches += 1
-        if not self.active or self.batches == 1:
-            return
-        self.waited, self.computed = 0.5 * self.waited + waited, 0.5 * self.computed + computed
-        current = torch.get_num_threads()
-        if current != self.high and self.waited < 0.05 * self.computed:
-            torch.set_num_threads(self.high)
-        elif current != self.low and self.waited > 0.25 * self.computed:
-            torch.set_num_threads(self.low)
-
-    def restore(self) -> None:
-        if self.active:
-            torch.set_num_threads(self.before)
-
-
 def predict_clips(
     model: HESPForOpenSetVideoClassification,
     processor: HESPVideoProcessor,
@@ -517,7 +242,7 @@ def predict_clips(
 ) -> tuple[list[dict[str, Any]], PredictionSummary]:
     """Predict every clip; returns its rows (in the order of `clips`) and a summary.
 
-    Under `accelerate launch --num_processes N` each process predicts every N-th clip on its own device, and the
+    Under `accelerate launch --num_processes N` each process predicts every N-th batch on its own device, and the
     first process writes the one merged `output` (needed then); every process returns the merged rows.
     `num_workers`: decoding worker processes (default: the cores left after the model, up to 8; 0: decoding in a
     thread of this process, the default with 2 cores or fewer). `bf16`: bfloat16 autocast for the forward pass
@@ -556,7 +281,10 @@ def predict_clips(
             for stale in stale_parts:  # their rows are in `earlier`; new rows must not be appended to old ones
                 stale.unlink(missing_ok=True)
         state.wait_for_everyone()
-    mine = todo[state.process_index :: state.num_processes]
+    # Every N-th batch, not every N-th clip: each process's batches are the very batches one process would form, so
+    # N processes compute what one computes (batched matrix products round differently on other batch mixes).
+    batches_todo = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
+    mine = [clip for batch in batches_todo[state.process_index :: state.num_processes] for clip in batch]
     if num_workers is None:
         num_workers = default_num_workers(state.num_processes)
 
@@ -570,8 +298,8 @@ def predict_clips(
     started = time.perf_counter()
     bar = _progress_bar(len(mine), progress and state.is_local_main_process)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
-    threads = _CPUThreads(device, num_workers, state.num_processes)
-    batches = iter(reader) if num_workers else _decoded_in_background(reader)
+    threads = CPUThreads(device, num_workers, state.num_processes)
+    batches = iter(reader) if num_workers else decoded_in_background(reader)
     with ExitStack() as cleanup:
         cleanup.callback(threads.restore)  # also when a batch fails
         if not num_workers:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from .export import ONNX_FILE, _check_new_folder, _require_onnx, _staging, export_onnx
-from .onnx_runtime import PRECISION_KEY, ONNXVideoClassifier, is_onnx_export
+from ..atomic_files import atomic_folder, check_new_folder
+from .export import export_onnx
+from .onnx_runtime import ONNX_FILE, PRECISION_KEY, ONNXVideoClassifier, is_onnx_export, require_onnx
 
 
 logger = logging.getLogger(__name__)
@@ -48,9 +49,9 @@ def export_int8(
     extra. Raises `ValueError` for a source it cannot quantize: an ONNX export (quantize from the PyTorch checkpoint
     it came from), a graph without tower Linears, or one whose int8 logits differ from float32 by more than
     `tolerance` (see `INT8_TOLERANCE`)."""
-    _require_onnx()
+    require_onnx()
     output_dir = Path(output_dir)
-    _check_new_folder(output_dir)
+    check_new_folder(output_dir)
     if is_onnx_export(checkpoint):
         raise ValueError(
             f"{checkpoint} holds an ONNX export ({ONNX_FILE}), not a PyTorch checkpoint: export int8 from the trained "
@@ -58,7 +59,7 @@ def export_int8(
         )
     with tempfile.TemporaryDirectory(dir=output_dir.parent if output_dir.parent.exists() else None) as scratch:
         fp32_folder = export_onnx(checkpoint, Path(scratch) / "fp32", opset=opset)
-        with _staging(output_dir) as staging:
+        with atomic_folder(output_dir) as staging:
             quantized = quantize_tower(fp32_folder / ONNX_FILE, staging / ONNX_FILE, Path(scratch))
             for path in fp32_folder.iterdir():  # config, processor, card, metrics: everything but the graph
                 if not path.name.startswith(ONNX_FILE):

@@ -29,7 +29,8 @@ from ..data.dataset import ClipTransform
 from ..data.decoding import sample_clip
 from ..data.frame_stream import FrameStream, Gap, StreamedFrame
 from ..modeling.video_processing_hesp import HESPVideoProcessor
-from .prediction import _decoded_in_background, decisions
+from .background import decoded_in_background
+from .decisions import decisions
 
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ def timeline(
     batches = _processed_batches(stream, processor, batch_size, face_crop)
     windows: list[TimelineWindow] = []
     seen = 0
-    for batch in _decoded_in_background(batches):
+    for batch in decoded_in_background(batches):
         windows += scorer.add(batch)
         seen += len(batch.times)
         if progress is not None and batch.times:
@@ -362,7 +363,8 @@ def _whole_clip_window(
     scorer: _WindowScorer, processor: HESPVideoProcessor, video: str | Path, duration: float, face_crop: bool
 ) -> TimelineWindow:
     """A recording shorter than one window: its `num_frames` frames sampled over all of it, decided as a clip."""
-    clip = sample_clip(video, scorer.num_frames)
+    # As the stream: at the model's input size, or whole frames with face cropping (face boxes are in frame pixels).
+    clip = sample_clip(video, scorer.num_frames, shortest_edge=None if face_crop else _shortest_edge(processor))
     window = TimelineWindow(start=0.0, end=duration)
     frames = clip.frames
     if face_crop:

@@ -147,7 +147,10 @@ class ModelArguments:
             warnings.warn("--keep_share is deprecated: pass --known_acceptance.", FutureWarning, stacklevel=2)
             self.known_acceptance, self.keep_share = self.keep_share, None
         check_level(self.known_acceptance, name="--known_acceptance")  # here, not after training
-        self.loss_weights = [f"{name}={value!r}" for name, value in loss_settings(self.loss_weights).items()] or None
+        # Parsed once: the settings are kept, and the field holds their canonical `name=value` items (what
+        # run_arguments.json records and a resumed run reads back).
+        self._loss_settings = loss_settings(self.loss_weights)
+        self.loss_weights = [f"{name}={value!r}" for name, value in self._loss_settings.items()] or None
         check_choices(self)  # the recipe's name first: the fields it leaves unset are filled from it
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
@@ -162,8 +165,8 @@ class ModelArguments:
             raise ValueError(f"--visual_prompt_lr_scale must be > 0, got {self.visual_prompt_lr_scale}.")
 
     def loss_overrides(self) -> dict[str, float]:
-        """`loss_weights` as the HESPConfig fields and values it sets."""
-        return loss_settings(self.loss_weights)
+        """`loss_weights` as the HESPConfig fields and values it sets (parsed when the options were made)."""
+        return dict(self._loss_settings)
 
     def config_fields(self) -> dict[str, object]:
         """The HESPConfig fields these options set, loss settings included (`num_frames` aside: the model and its

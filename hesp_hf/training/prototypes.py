@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.baselines import dataset_features
+from ..data.features import dataset_features
 from ..modeling.modeling_hesp import HESPVideoClassifierOutput
 from .trainer import HESPTrainer
 

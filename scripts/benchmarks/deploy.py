@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hesp_hf.inference.prediction import list_clips
+from hesp_hf.inference.clips import list_clips
 
 from .fixtures import demo_test_list, linked_720p_clips, vit_b32_models
 from .harness import Settings, best_time
@@ -295,7 +295,7 @@ def predictor_ceilings(settings: Settings, folder: Path) -> tuple[list[dict], di
     """Each setup x precision: decoding core-seconds and model core-seconds per clip, the ceiling they allow, and
     the predictor's clips/s against it."""
     from hesp_hf import HESPVideoProcessor
-    from hesp_hf.inference.prediction import default_num_workers
+    from hesp_hf.inference.background import default_num_workers
 
     quick, workdir = settings.quick, settings.workdir
     setups = []
@@ -340,7 +340,7 @@ def _decode_core_seconds(clips: list[str], processor) -> float:
     """Core-seconds per clip to decode and preprocess, on one core (in this process, no worker)."""
     import torch
 
-    from hesp_hf.inference.prediction import clip_loader
+    from hesp_hf.inference.clips import clip_loader
 
     def decode():
         for _ in clip_loader(clips, processor, 8, 0):
@@ -357,10 +357,12 @@ def _decode_core_seconds(clips: list[str], processor) -> float:
 def _against_ceiling(checkpoint, int8_folder, precision, processor, clips, decode_core_s, workers) -> dict:
     import torch
 
+    from hesp_hf.inference.background import cores_per_process
+    from hesp_hf.inference.clips import clip_loader
     from hesp_hf.inference.deployment import load_for_prediction
-    from hesp_hf.inference.prediction import _cores_per_process, clip_loader, predict_clips
+    from hesp_hf.inference.prediction import predict_clips
 
-    cores = _cores_per_process(1)
+    cores = cores_per_process(1)
     if precision == "int8":  # as hesp-predict loads it
         model, _ = load_for_prediction(str(int8_folder), threads=cores, spinning=False)
     else:

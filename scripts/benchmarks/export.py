@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hesp_hf.inference.prediction import list_clips
+from hesp_hf.inference.clips import list_clips
 
 from .fixtures import demo_test_list, vit_b32_models
 from .harness import Settings, best_time

@@ -2,7 +2,7 @@
 tower with mean pooling, on random-weight towers of ViT-B/32 size, 8 frames per clip, float32 and bfloat16
 autocast; bf16 agreement with fp32 (random towers, and a trained checkpoint with --trained_checkpoint)."""
 
-from hesp_hf.inference.prediction import list_clips
+from hesp_hf.inference.clips import list_clips
 
 from .fixtures import demo_test_list, vit_b32_models
 from .harness import Settings, bench_device, best_times_in_rotation

@@ -4,7 +4,7 @@ on the demo checkpoint and on ViT-B/32-size towers with 720p clips."""
 import time
 from pathlib import Path
 
-from hesp_hf.inference.prediction import list_clips
+from hesp_hf.inference.clips import list_clips
 
 from .fixtures import demo_test_list, linked_720p_clips, vit_b32_models
 from .harness import Settings, bench_device, best_time
@@ -17,7 +17,7 @@ def benchmark_predict(settings: Settings) -> tuple[list[dict], dict[str, float]]
     import torch
 
     from hesp_hf import HESPVideoProcessor
-    from hesp_hf.inference.prediction import default_num_workers
+    from hesp_hf.inference.background import default_num_workers
     from hesp_hf.pairing import load_pair
 
     quick, workdir = settings.quick, settings.workdir
@@ -91,7 +91,9 @@ def predictor_against_stages(
         if device == "cuda":
             torch.cuda.synchronize()
 
-    from hesp_hf.inference.prediction import clip_loader, model_threads, predict_clips
+    from hesp_hf.inference.background import model_threads
+    from hesp_hf.inference.clips import clip_loader
+    from hesp_hf.inference.prediction import predict_clips
 
     threads_before = torch.get_num_threads()
     threads = model_threads(workers)  # what the predictor gives the model

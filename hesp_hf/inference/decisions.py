@@ -1,0 +1,39 @@
+"""One reading of a model output into decisions: the top label (a known class or the unknown label), known-ness
+score against the calibrated threshold, the conformal p-value, and the temperature-scaled probabilities over the
+known classes. Shared by the predictor's rows (`prediction.py`), the timeline's windows (`timeline.py`) and the app,
+so the three cannot drift apart."""
+
+from typing import Any
+
+from ..calibration import known_p_value
+
+
+def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
+    """Per row of a model output: the top `label` (a known class or the unknown label), `known`, the known-ness
+    `score`, the `threshold` it is compared with, the clip's conformal `known_p_value` (None for a checkpoint without
+    saved calibration scores) and the `probabilities` over the known classes (softmax of their logits divided by
+    `config.probability_temperature`). One reading of the output for the predictor's rows, the timeline's windows
+    and the app."""
+    known = config.known_labels
+    logits = outputs.logits.float()
+    temperature = getattr(config, "probability_temperature", 1.0)
+    probabilities = (logits[:, : len(known)] / temperature).softmax(dim=-1)
+    top = logits[:, : len(known)].argmax(dim=-1)
+    threshold = config.unknown_threshold
+    found = []
+    for row in range(len(logits)):
+        score = float(outputs.open_set_score[row].float())
+        # Decided from the config's threshold, not the output's "unknown" column: an export's graph holds the
+        # threshold it was exported with, and `--known_acceptance` may have moved it since (hesp_hf.calibration).
+        is_known = threshold is None or score >= threshold
+        found.append(
+            {
+                "label": known[int(top[row])] if is_known else config.unknown_label,
+                "known": is_known,
+                "score": score,
+                "threshold": threshold,
+                "known_p_value": known_p_value(config, score),
+                "probabilities": dict(zip(known, probabilities[row].tolist(), strict=True)),
+            }
+        )
+    return found
