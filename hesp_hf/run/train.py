@@ -23,8 +23,9 @@ from ..calibration import (
     minimum_calibration_size,
 )
 from ..data import OpenSetSplit, clip_dataset, collate_clips
+from ..data.features import dataset_features
 from ..data.manifest import read_manifest
-from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics, dataset_features
+from ..evaluation.baselines import baseline_report, checkpoint_baseline_metrics
 from ..evaluation.report import OpenSetPredictions, predict_open_set, write_open_set_report
 from ..hub.model_card import (
     HubDataset,
