@@ -20,7 +20,7 @@ from .modeling.video_processing_hesp import HESPVideoProcessor, VideoDecodeError
 from .pairing import check_pair, model_and_processor_from_clip
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def train(**options):
