@@ -232,8 +232,9 @@ def test_protocol_and_quality_tables_by_hand():
     lines = markdown.splitlines()
     assert lines[0].startswith("| setting | known/unknown | splits |") and lines[1].startswith("| --- |")
     # ACC: mean 60.00, sample std of (50, 70) = 14.14
-    assert lines[2] == "| s | a,b | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 |"
-    assert table.splitlines()[0] == "split,setting,accuracy,auroc,oscr"
+    # Runs from before training health was recorded: counted as not recorded.
+    assert lines[2] == "| s | a,b | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 | 0 of 0 (2 not recorded) |"
+    assert table.splitlines()[0] == "split,setting,accuracy,auroc,oscr,derailed"
     markdown, _ = seed_table({"hesp": {0: [run(0.5, 0.6, 0.3), run(0.7, 0.8, 0.5)], 1: [run(0.9, 0.9, 0.9)]}}, [0, 1])
     # data seed 0: 0.700 ± 0.141 (min 0.600); seed 1: one run; then the mean over seeds of the per-seed means
     assert markdown.splitlines()[2] == "| hesp | 0.700 ± 0.141 (min 0.600) | 0.900 | 0.750 | 0.800 | 0.650 |"
