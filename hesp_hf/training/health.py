@@ -93,10 +93,11 @@ class TrainingTrajectory(TrainerCallback):
         self, leave_one_out: dict[str, float] | None = None, margin: float = 0.05, visual_prompt: bool = False
     ) -> TrainingHealth:
         """The verdict: derailed when the loss became non-finite, when the last epoch's training accuracy stayed
-        below `NEAR_CHANCE` times chance or fell more than `ACCURACY_DROP` below the best epoch's, or (with the prototype head's check, `leave_one_out`: the
-        leave-one-out accuracy of each space on the known training clips) when the trained embedding classifies
-        those clips worse than the frozen CLIP by more than `margin`. The advice names the visual prompt first when
-        the run trained one (`visual_prompt`): it is what derailed the runs measured."""
+        below `NEAR_CHANCE` times chance or fell more than `ACCURACY_DROP` below the best epoch's, or (with the
+        prototype head's check, `leave_one_out`: the leave-one-out accuracy of each space on the known training clips)
+        when the trained embedding classifies those clips worse than the frozen CLIP by more than `margin`. The advice
+        names the visual prompt first when the run trained one (`visual_prompt`): it is what derailed the runs
+        measured."""
         last = self.epochs[-1] if self.epochs else None
         reasons = []
         if self._non_finite_epoch is not None:
