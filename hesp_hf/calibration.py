@@ -148,12 +148,25 @@ def negative_log_likelihood(logits: np.ndarray, labels: np.ndarray, temperature:
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The `T > 0` minimising the negative log-likelihood of `labels` (known-class indices) under
-    softmax(`logits` / T), searched on log T in [1/100, 100]."""
+    softmax(`logits` / T), searched on log T in [1/100, 100]; 1.0 (no scaling) when every clip's arg-max is its label.
+
+    Why the exception: when all calibration clips are classified correctly the likelihood keeps rising as T falls, so
+    there is no optimum and the search ends at its bound, making every probability near 1. Measured on the synthetic
+    protocol (18 validation clips, all right): T 0.04 and 0.09 raised the test NLL from 0.07 to 1.09 and from 0.25 to
+    2.66 (docs/calibration.md)."""
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)
     if logits.ndim != 2 or len(logits) != len(labels) or len(labels) == 0:
         raise ValueError(
             f"Temperature fitting needs (N, K) logits with N >= 1 labels, got {logits.shape} and {labels.shape}."
         )
+    if np.all(logits.argmax(axis=1) == labels):
+        logger.warning(
+            "Every one of the %d calibration clips is classified correctly: the likelihood has no optimum in the "
+            "temperature, so the probabilities are left unscaled (temperature 1.0); more, harder calibration clips "
+            "allow a fit.",
+            len(labels),
+        )
+        return 1.0
     result = optimize.minimize_scalar(
         lambda log_t: negative_log_likelihood(logits, labels, math.exp(log_t)),
         bounds=(math.log(0.01), math.log(100.0)),

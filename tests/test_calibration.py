@@ -132,6 +132,22 @@ def test_temperature_scaling_lowers_nll_on_an_overconfident_case():
     assert records["conformal"]["guarantee"] is False  # no saved scores in this config
 
 
+def test_no_temperature_is_fitted_when_every_calibration_clip_is_right(caplog):
+    """Separable calibration clips: the NLL falls without end as T falls, so no temperature is fitted (1.0), with a
+    warning; one wrong clip gives the likelihood an optimum again."""
+    logits = np.array([[3.0, 0.0], [0.0, 2.0], [4.0, 1.0]])
+    labels = np.array([0, 1, 0])
+    assert negative_log_likelihood(logits, labels, 0.1) < negative_log_likelihood(logits, labels, 1.0)
+    with caplog.at_level("WARNING"):
+        assert fit_temperature(logits, labels) == 1.0
+    assert "classified correctly" in caplog.text
+    wrong = np.array([0, 1, 1])
+    fitted = fit_temperature(logits, wrong)
+    assert fitted != 1.0 and negative_log_likelihood(logits, wrong, fitted) < negative_log_likelihood(
+        logits, wrong, 1.0
+    )
+
+
 def test_ece_and_brier_by_hand():
     probs = np.array([[0.9, 0.1], [0.6, 0.4]])
     labels = np.array([0, 1])
