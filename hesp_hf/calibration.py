@@ -70,6 +70,16 @@ def guaranteed_acceptance(n: int, acceptance: float) -> float:
     return 1 - max(1, conformal_rank(n, acceptance)) / (n + 1)
 
 
+def out_of_reach(n: int, acceptance: float) -> str:
+    """What happens when `acceptance` needs more than `n` known calibration clips (`conformal_rank` 0): training falls
+    back to the lowest score, which guarantees only `n / (n + 1)`."""
+    return (
+        f"known_acceptance {acceptance} cannot be reached with n={n} known validation clips (split conformal needs "
+        f"n >= {minimum_calibration_size(acceptance)}): the threshold is the lowest validation score, which "
+        f"guarantees only {n / (n + 1):.4f}."
+    )
+
+
 def conformal_threshold(scores: Sequence[float] | np.ndarray, acceptance: float, strict: bool = True) -> float:
     """The `k`-th smallest of the calibration `scores`. `strict=False` falls back to the smallest score (`k = 1`)
     with a warning when the level is out of reach, instead of raising."""
@@ -81,14 +91,7 @@ def conformal_threshold(scores: Sequence[float] | np.ndarray, acceptance: float,
     if k == 0:
         if strict:
             check_level(acceptance, ordered.size)
-        logger.warning(
-            "known_acceptance %s cannot be reached with n=%d known validation clips (needs n >= %d): the threshold is "
-            "the lowest calibration score, which guarantees only %.4f.",
-            acceptance,
-            ordered.size,
-            minimum_calibration_size(acceptance),
-            ordered.size / (ordered.size + 1),
-        )
+        logger.warning("%s", out_of_reach(ordered.size, acceptance))
         k = 1
     return float(ordered[k - 1])
 
@@ -271,12 +274,13 @@ def redecide(config: Any, acceptance: float, source: str = "the checkpoint", nam
     )
 
 
-def known_p_value(config: Any, score: float) -> float | None:
-    """The clip's conformal p-value against `config.calibration_scores`; None without saved scores."""
-    scores = getattr(config, "calibration_scores", None)
-    if not scores:
-        return None
-    return float(known_p_values(scores, [score])[0])
+def config_p_values(config: Any, scores: Sequence[float]) -> list[float | None]:
+    """Each clip's conformal p-value against `config.calibration_scores` (one pass for a batch); None for every clip
+    without saved scores."""
+    calibration = getattr(config, "calibration_scores", None)
+    if not calibration:
+        return [None] * len(scores)
+    return known_p_values(calibration, scores).tolist()
 
 
 def guarantee_statement(config: Any, source: str = "This model") -> str:

@@ -864,7 +864,6 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         frame_embeds = frame_embeds.to(self.visual_projection.weight.dtype)
         video_embeds, frame_weights = self.temporal_pooling(frame_embeds, text_embeds)  # (B, D), (B, T)
 
-        logit_scale = self.logit_scale.exp()
         clip_logits = self.scaled_cosine(video_embeds, text_embeds)  # (B, K)
         negative_visual, recip_logits, known_logits = None, None, clip_logits
         if self.config.use_reciprocal_points:
@@ -897,7 +896,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 negative_text_embeds=self.negative_text_embeds()
                 if self.config.negative_clip_weight > 0 and self.config.use_reciprocal_points
                 else None,
-                logit_scale=logit_scale,
+                logit_scale=self.logit_scale.exp(),
                 radius=self.reciprocal_points.radius,
             )
 

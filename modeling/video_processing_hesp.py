@@ -234,16 +234,11 @@ class HESPVideoProcessor(BaseVideoProcessor):
         call_kwargs = getattr(sample_indices_fn, "keywords", {})
         # This call resizes without face cropping unless the face-crop path put its own edge in the partial.
         edge = call_kwargs["decode_edge"] if "decode_edge" in call_kwargs else self.decode_edge(face_crop=False)
-        if sample_indices_fn is not None and call_kwargs.get("fps") is not None:
-            decoded = decode_video(path, shortest_edge=edge)  # every frame, at the size the next step needs
-            if decoded.truncated:
-                logger.warning(decoded.truncation_message(path))
-            metadata = dataclasses.replace(decoded.metadata, total_num_frames=len(decoded.frames))
-            indices = sample_indices_fn(metadata=metadata)
-            metadata.frames_indices = indices
-            return decoded.frames[indices], metadata
+        by_rate = sample_indices_fn is not None and call_kwargs.get("fps") is not None
         if sample_indices_fn is None:  # every frame, at the stored size (whether this call crops faces is not known)
             decoded = decode_video(path)
+        elif by_rate:  # every frame, at the size the next step needs; `sample_frames` picks by the file's rate
+            decoded = decode_video(path, shortest_edge=edge)
         else:
             num_frames = call_kwargs.get("num_frames") or self.num_frames
             random_sampling = call_kwargs.get("random_sampling")
@@ -251,7 +246,11 @@ class HESPVideoProcessor(BaseVideoProcessor):
             decoded = decode_video(path, int(num_frames), bool(random_sampling), shortest_edge=edge)
         if decoded.truncated:
             logger.warning(decoded.truncation_message(path))
-        return decoded.frames, decoded.metadata
+        if not by_rate:
+            return decoded.frames, decoded.metadata
+        metadata = dataclasses.replace(decoded.metadata, total_num_frames=len(decoded.frames))
+        metadata.frames_indices = sample_indices_fn(metadata=metadata)
+        return decoded.frames[metadata.frames_indices], metadata
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any) -> Any:

@@ -1,4 +1,4 @@
-"""HESP behaves as a Transformers 5.x model where the library's own common tests look, in the library's tester style:
+"""HESP behaves as a Transformers 5.x model where the library's own common tests look, in the library's model_tester style:
 a `HESPModelTester` builds a tiny config and inputs; the checks are on output names and shapes, gradients through the
 returned hidden states, the tuple form, the feature methods' signatures against `CLIPModel`'s, the input embeddings
 under gradient checkpointing, and one initialisation for both construction paths."""
@@ -70,22 +70,27 @@ class HESPModelTester:
 
 
 @pytest.fixture
-def tester() -> HESPModelTester:
+def model_tester() -> HESPModelTester:
     return HESPModelTester()
 
 
-def test_hidden_states_and_attentions_are_the_towers_and_carry_gradients(tester):
+def test_hidden_states_and_attentions_are_the_towers_and_carry_gradients(model_tester):
     """`retain_grad()` on the returned hidden states and attentions gives them a gradient: they are the tensors the
     logits are computed from (as the library's `test_retain_grad_hidden_states_attentions` checks)."""
-    config, inputs = tester.prepare_config_and_inputs_for_common(freeze_vision_tower=False)
+    config, inputs = model_tester.prepare_config_and_inputs_for_common(freeze_vision_tower=False)
     model = HESPForOpenSetVideoClassification(config)
     model.set_attn_implementation("eager")
     output = model(**inputs, output_hidden_states=True, output_attentions=True)
-    frames = tester.batch_size * tester.num_frames
-    assert len(output.hidden_states) == tester.num_hidden_layers + 1
-    assert output.hidden_states[0].shape == (frames, tester.seq_length, tester.hidden_size)
-    assert len(output.attentions) == tester.num_hidden_layers
-    assert output.attentions[0].shape == (frames, tester.num_attention_heads, tester.seq_length, tester.seq_length)
+    frames = model_tester.batch_size * model_tester.num_frames
+    assert len(output.hidden_states) == model_tester.num_hidden_layers + 1
+    assert output.hidden_states[0].shape == (frames, model_tester.seq_length, model_tester.hidden_size)
+    assert len(output.attentions) == model_tester.num_hidden_layers
+    assert output.attentions[0].shape == (
+        frames,
+        model_tester.num_attention_heads,
+        model_tester.seq_length,
+        model_tester.seq_length,
+    )
     first_hidden, first_attention = output.hidden_states[0], output.attentions[0]
     first_hidden.retain_grad()
     first_attention.retain_grad()
@@ -95,8 +100,8 @@ def test_hidden_states_and_attentions_are_the_towers_and_carry_gradients(tester)
 
 
 @pytest.mark.parametrize("with_labels", [False, True])
-def test_return_dict_false_tuple_equals_the_dataclass(tester, with_labels):
-    config, inputs = tester.prepare_config_and_inputs_for_common()
+def test_return_dict_false_tuple_equals_the_dataclass(model_tester, with_labels):
+    config, inputs = model_tester.prepare_config_and_inputs_for_common()
     model = HESPForOpenSetVideoClassification(config).eval()
     if with_labels:
         inputs["labels"] = torch.tensor([0, 2])
@@ -129,16 +134,16 @@ def test_feature_methods_take_clip_models_arguments(method):
     assert [(p.name, p.kind, p.default) for p in ours.values()] == [(p.name, p.kind, p.default) for p in clip.values()]
 
 
-def test_feature_methods_return_what_clip_model_returns(tester):
+def test_feature_methods_return_what_clip_model_returns(model_tester):
     """The towers' outputs with the projected features as `pooler_output`: equal to a `CLIPModel` holding the same
     weights, with the mask and `return_dict=False` honoured."""
-    config, _ = tester.prepare_config_and_inputs_for_common()
+    config, _ = model_tester.prepare_config_and_inputs_for_common()
     model = HESPForOpenSetVideoClassification(config).eval()
     clip = CLIPModel(config).eval()
     clip.load_state_dict(model.state_dict(), strict=False)  # the CLIP part, under CLIP's own names
     input_ids = torch.tensor([[0, 12, 13, 1, 1], [0, 14, 1, 1, 1]])
     attention_mask = (torch.arange(5)[None] <= torch.tensor([[3], [2]])).long()
-    images = torch.randn(2, 3, tester.image_size, tester.image_size)
+    images = torch.randn(2, 3, model_tester.image_size, model_tester.image_size)
     with torch.no_grad():
         text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
         image = model.get_image_features(pixel_values=images, output_hidden_states=True)
@@ -146,19 +151,19 @@ def test_feature_methods_return_what_clip_model_returns(tester):
         expected_image = clip.get_image_features(pixel_values=images, output_hidden_states=True)
         plain = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask, return_dict=False)
     assert isinstance(text, BaseModelOutputWithPooling) and isinstance(image, BaseModelOutputWithPooling)
-    assert text.pooler_output.shape == (2, tester.projection_dim)
+    assert text.pooler_output.shape == (2, model_tester.projection_dim)
     torch.testing.assert_close(text.pooler_output, expected_text.pooler_output, rtol=0, atol=0)
     torch.testing.assert_close(text.last_hidden_state, expected_text.last_hidden_state, rtol=0, atol=0)
     torch.testing.assert_close(image.pooler_output, expected_image.pooler_output, rtol=0, atol=0)
-    assert len(image.hidden_states) == tester.num_hidden_layers + 1
+    assert len(image.hidden_states) == model_tester.num_hidden_layers + 1
     assert isinstance(plain, tuple) and torch.equal(plain[0], text.last_hidden_state)
     assert torch.equal(plain[1], text.pooler_output)
 
 
-def test_input_embeddings_are_the_patch_embedding_and_train_under_gradient_checkpointing(tester):
+def test_input_embeddings_are_the_patch_embedding_and_train_under_gradient_checkpointing(model_tester):
     """As `CLIPVisionModel`: `get_input_embeddings()` is the layer frames enter by; with every weight frozen (an
     adapter's setting) and gradient checkpointing on, `enable_input_require_grads` lets a gradient through it."""
-    config, inputs = tester.prepare_config_and_inputs_for_common(freeze_vision_tower=False)
+    config, inputs = model_tester.prepare_config_and_inputs_for_common(freeze_vision_tower=False)
     model = HESPForOpenSetVideoClassification(config)
     embedding = model.get_input_embeddings()
     assert embedding is model.vision_model.embeddings.patch_embedding and isinstance(embedding, nn.Conv2d)
@@ -172,13 +177,15 @@ def test_input_embeddings_are_the_patch_embedding_and_train_under_gradient_check
     seen[0].retain_grad()
     output.logits[:, :-1].sum().backward()
     assert seen[0].requires_grad and seen[0].grad is not None and seen[0].grad.abs().sum() > 0
-    replacement = nn.Conv2d(3, tester.hidden_size, tester.patch_size, stride=tester.patch_size, bias=False)
+    replacement = nn.Conv2d(
+        3, model_tester.hidden_size, model_tester.patch_size, stride=model_tester.patch_size, bias=False
+    )
     model.set_input_embeddings(replacement)
     assert model.get_input_embeddings() is replacement
 
 
 @pytest.mark.parametrize("overrides", [{}, {"temporal_pooling": "attention"}, {"inference_only": True}])
-def test_both_construction_paths_initialise_every_weight_alike(tester, monkeypatch, overrides):
+def test_both_construction_paths_initialise_every_weight_alike(model_tester, monkeypatch, overrides):
     """`HESPForOpenSetVideoClassification(config)` and `from_pretrained(None, config=config, state_dict={})` give
     the same value to every parameter and buffer when each module's initialisation draws from the same seed (so a
     weight initialised by different code on the two paths shows as a difference)."""
@@ -189,14 +196,14 @@ def test_both_construction_paths_initialise_every_weight_alike(tester, monkeypat
         return original(self, module, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "_initialize_weights", seeded)
-    config = tester.get_config(**overrides)
+    config = model_tester.get_config(**overrides)
     built = HESPForOpenSetVideoClassification(config).state_dict()
     loaded = HESPForOpenSetVideoClassification.from_pretrained(None, config=config, state_dict={}).state_dict()
     assert built.keys() == loaded.keys()
     different = sorted(name for name in built if not torch.equal(built[name], loaded[name]))
     assert different == []
     # And the towers follow CLIP's scheme (not the generic std 0.02 of a plain linear layer).
-    width = tester.hidden_size
-    expected_std = width**-0.5 * (2 * tester.num_hidden_layers) ** -0.5
+    width = model_tester.hidden_size
+    expected_std = width**-0.5 * (2 * model_tester.num_hidden_layers) ** -0.5
     q_proj = loaded["vision_model.encoder.layers.0.self_attn.q_proj.weight"]
     assert abs(q_proj.std().item() - expected_std) < 0.25 * expected_std

@@ -11,10 +11,10 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..atomic_files import write_text_atomic
+from ..modeling.provenance_hesp import BUILD_INFO_NAME
 
 
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # owner/name
-BUILD_INFO_NAME = "build_info.json"  # how a locally built backbone describes itself
 
 
 def known_ness_description(config: Any) -> str:

@@ -5,7 +5,7 @@ so the three cannot drift apart."""
 
 from typing import Any
 
-from ..calibration import known_p_value
+from ..calibration import config_p_values
 
 
 def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
@@ -17,23 +17,23 @@ def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
     known = config.known_labels
     logits = outputs.logits.float()
     temperature = getattr(config, "probability_temperature", 1.0)
-    probabilities = (logits[:, : len(known)] / temperature).softmax(dim=-1)
-    top = logits[:, : len(known)].argmax(dim=-1)
+    probabilities = (logits[:, : len(known)] / temperature).softmax(dim=-1).tolist()
+    top = logits[:, : len(known)].argmax(dim=-1).tolist()
+    scores = outputs.open_set_score.float().tolist()
     threshold = config.unknown_threshold
     found = []
-    for row in range(len(logits)):
-        score = float(outputs.open_set_score[row].float())
+    for index, score, p_value, row in zip(top, scores, config_p_values(config, scores), probabilities, strict=True):
         # Decided from the config's threshold, not the output's "unknown" column: an export's graph holds the
         # threshold it was exported with, and `--known_acceptance` may have moved it since (hesp_hf.calibration).
         is_known = threshold is None or score >= threshold
         found.append(
             {
-                "label": known[int(top[row])] if is_known else config.unknown_label,
+                "label": known[index] if is_known else config.unknown_label,
                 "known": is_known,
                 "score": score,
                 "threshold": threshold,
-                "known_p_value": known_p_value(config, score),
-                "probabilities": dict(zip(known, probabilities[row].tolist(), strict=True)),
+                "known_p_value": p_value,
+                "probabilities": dict(zip(known, row, strict=True)),
             }
         )
     return found

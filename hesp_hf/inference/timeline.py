@@ -163,7 +163,7 @@ def timeline(
     num_frames = int(processor.num_frames)
     rate, steps = frames_per_window_step(window, stride, num_frames)
     device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
-    stream = FrameStream(video, rate, shortest_edge=None if face_crop else _shortest_edge(processor))
+    stream = FrameStream(video, rate, shortest_edge=None if face_crop else processor.decode_edge(face_crop=False))
     scorer = _WindowScorer(model, num_frames, steps, 1 / rate, device, bf16)
     batches = _processed_batches(stream, processor, batch_size, face_crop)
     windows: list[TimelineWindow] = []
@@ -227,12 +227,6 @@ class _Batch:
     pixels: list[torch.Tensor | None]
     has_face: list[bool]
     boxes: list[list[float] | None]
-
-
-def _shortest_edge(processor: HESPVideoProcessor) -> int | None:
-    size = processor.size or {}
-    edge = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
-    return int(edge) if edge else None
 
 
 def _processed_batches(
@@ -364,7 +358,9 @@ def _whole_clip_window(
 ) -> TimelineWindow:
     """A recording shorter than one window: its `num_frames` frames sampled over all of it, decided as a clip."""
     # As the stream: at the model's input size, or whole frames with face cropping (face boxes are in frame pixels).
-    clip = sample_clip(video, scorer.num_frames, shortest_edge=None if face_crop else _shortest_edge(processor))
+    clip = sample_clip(
+        video, scorer.num_frames, shortest_edge=None if face_crop else processor.decode_edge(face_crop=False)
+    )
     window = TimelineWindow(start=0.0, end=duration)
     frames = clip.frames
     if face_crop:

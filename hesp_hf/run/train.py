@@ -20,7 +20,7 @@ from ..calibration import (
     calibration_records,
     card_text,
     conformal_rank,
-    minimum_calibration_size,
+    out_of_reach,
 )
 from ..data import OpenSetSplit, clip_dataset, collate_clips
 from ..data.features import dataset_features
@@ -307,13 +307,8 @@ def warn_on_calibration_size(n: int, acceptance: float) -> None:
     """Before training: say when the known validation clips are too few for the level asked (`n < 1/alpha - 1`)."""
     if n and conformal_rank(n, acceptance) == 0:
         logger.warning(
-            "--known_acceptance %s cannot be guaranteed with n=%d known validation clips (split conformal needs "
-            "n >= %d): the threshold will be the lowest validation score, which guarantees only %.4f. Hold out more "
-            "validation clips (--validation_fraction) or ask a lower level.",
-            acceptance,
-            n,
-            minimum_calibration_size(acceptance),
-            n / (n + 1),
+            "%s Hold out more validation clips (--validation_fraction) or ask a lower level.",
+            out_of_reach(n, acceptance),
         )
 
 

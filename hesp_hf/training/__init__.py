@@ -1,7 +1,7 @@
 """Training HESP with the `Trainer`: `HESPTrainer` composes the optimiser (`optim`), the schedule (`schedule`), the
-class-stratified sampler (`sampler`), bf16 frozen towers (`precision`), per-term loss logs (`loss_log`), the run's trajectory for the derailing check
-(`health`) and the step helpers (`steps`); after training, `prototypes` fits the prototype head and `calibration` the unknown
-threshold."""
+class-stratified sampler (`sampler`), bf16 frozen towers (`precision`), per-term loss logs (`loss_log`), the run's
+trajectory for the derailing check (`health`) and the step helpers (`steps`); after training, `prototypes` fits the
+prototype head and `calibration` the unknown threshold."""
 
 from .calibration import calibrate_threshold, set_unknown_threshold
 from .health import TrainingHealth, TrainingTrajectory, log_training_health

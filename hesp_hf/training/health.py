@@ -57,11 +57,15 @@ class TrainingTrajectory(TrainerCallback):
 
     def __init__(self) -> None:
         self.epochs: list[EpochRecord] = []
-        self._loss_sum = 0.0
-        self._correct = 0
-        self._clips = 0
         self._non_finite_epoch: int | None = None
         self.num_classes: int | None = None
+        self._start_epoch()
+
+    def _start_epoch(self) -> None:
+        # Sums kept as tensors on the model's device: read once per epoch, not once per step (no sync in the loop).
+        self._loss_sum: torch.Tensor | float = 0.0
+        self._correct: torch.Tensor | int = 0
+        self._clips = 0
 
     def observe(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
         """One training step: its loss, the model's logits `(B, K + 1)` (the last column "unknown", never a
@@ -69,24 +73,29 @@ class TrainingTrajectory(TrainerCallback):
         clips = int(labels.shape[0])
         known = logits.detach()[:, :-1]
         self.num_classes = int(known.shape[-1])
-        value = float(loss.detach())
-        if not math.isfinite(value) and self._non_finite_epoch is None:
-            self._non_finite_epoch = len(self.epochs) + 1
-        self._loss_sum += value * clips
-        self._correct += int((known.argmax(dim=-1) == labels).sum())
+        self._loss_sum = self._loss_sum + loss.detach().float() * clips
+        self._correct = self._correct + (known.argmax(dim=-1) == labels).sum()
         self._clips += clips
+
+    def _epoch_loss(self) -> float:
+        """The current epoch's mean loss so far; a non-finite step leaves the sum non-finite, and its epoch is noted."""
+        loss = float(self._loss_sum) / self._clips
+        if not math.isfinite(loss) and self._non_finite_epoch is None:
+            self._non_finite_epoch = len(self.epochs) + 1
+        return loss
 
     def on_epoch_end(self, args, state, control, model=None, **kwargs):
         if self._clips:
+            loss = self._epoch_loss()
             self.epochs.append(
                 EpochRecord(
                     epoch=len(self.epochs) + 1,
-                    loss=self._loss_sum / self._clips,
-                    training_accuracy=self._correct / self._clips,
+                    loss=loss,
+                    training_accuracy=int(self._correct) / self._clips,
                     visual_prompt_max_change=visual_prompt_max_change(model),
                 )
             )
-        self._loss_sum, self._correct, self._clips = 0.0, 0, 0
+        self._start_epoch()
         return control
 
     def assess(
@@ -98,6 +107,8 @@ class TrainingTrajectory(TrainerCallback):
         when the trained embedding classifies those clips worse than the frozen CLIP by more than `margin`. The advice
         names the visual prompt first when the run trained one (`visual_prompt`): it is what derailed the runs
         measured."""
+        if self._clips:  # steps of an epoch that did not end (a run cut short)
+            self._epoch_loss()
         last = self.epochs[-1] if self.epochs else None
         reasons = []
         if self._non_finite_epoch is not None:

@@ -5,8 +5,8 @@ import torch
 
 
 # The pixel-space prompts: the visual prompt and the negative visual prompt images.
-PIXEL_PROMPT_PARAMETERS = ("visual_prompt.delta", "reciprocal_points.images")
 VISUAL_PROMPT_PARAMETER = "visual_prompt.delta"
+PIXEL_PROMPT_PARAMETERS = (VISUAL_PROMPT_PARAMETER, "reciprocal_points.images")
 
 
 class PromptSGD(torch.optim.SGD):
