@@ -229,6 +229,13 @@ def calibration_metrics(known_logits: np.ndarray, labels: np.ndarray, temperatur
 
 
 # ------------------------------------------------------------------------------------------------ on a config
+def uncalibrated_logits(logits: np.ndarray, config: Any) -> np.ndarray:
+    """A model's output logits as they were before temperature scaling (the model divides them by
+    `config.probability_temperature`): what the metrics' known-ness score, the reliability "before" and a new fit
+    read, so that calibrating never changes a reported ACC / AUROC / OSCR."""
+    return np.asarray(logits) * getattr(config, "probability_temperature", 1.0)
+
+
 def calibrate(
     config: Any,
     scores: np.ndarray,

@@ -125,8 +125,9 @@ class HESPConfig(CLIPConfig):
             The known-ness scores of the known calibration clips (sorted; a few hundred floats at most), from which
             `hesp_hf` computes each clip's conformal p-value and re-decides at another level without retraining.
         probability_temperature (`float`, *optional*, defaults to 1.0):
-            Temperature dividing the known-class logits before their softmax wherever probabilities are reported
-            (fitted on the known validation clips); it changes neither the top class nor the known-ness score.
+            Temperature dividing the model's output logits (fitted on the known validation clips), so that their
+            softmax gives calibrated probabilities wherever they are read (the pipeline, the predictor, the timeline,
+            every export); it changes neither the top class nor the known-ness score.
         open_set_score (`str`, *optional*, defaults to `"max_logit"`):
             Known-ness score: `"max_logit"`, the maximum logit (as published HESP results, on the ensemble), or
             `"max_softmax"`, the maximum softmax probability over the known classes (shift-invariant, so it ignores

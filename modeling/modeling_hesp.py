@@ -58,7 +58,9 @@ class HESPVideoClassifierOutput(ModelOutput):
         The `K` ensemble logits `(clip_logits + reciprocal_logits) / 2` (`clip_logits` alone with
         `config.inference_logits="clip"`, the prototype head's `prototype_logits` with `"prototypes"`), then the
         "unknown" column, built so that the arg-max is "unknown" exactly
-        when `open_set_score` falls below `config.unknown_threshold`.
+        when `open_set_score` falls below `config.unknown_threshold`; all `K + 1` divided by
+        `config.probability_temperature` (1.0 until calibrated), so that a softmax over the `K` known columns gives
+        the calibrated probabilities (the stock pipeline's scores are a softmax over all `K + 1`).
     open_set_score (`torch.FloatTensor` of shape `(B,)`):
         Known-ness score (higher means more likely a known expression) of those `K` logits: their maximum, or the
         maximum known-class softmax probability with `config.open_set_score="max_softmax"`.
@@ -877,6 +879,9 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
             known_logits = self.prototype_logits(video_embeds if frozen_video_embeds is None else frozen_video_embeds)
         open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
         logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
+        temperature = self.config.probability_temperature
+        if temperature != 1.0:  # calibrated: every column divided, so the arg-max (the decision) stays the same and
+            logits = logits / temperature  # the softmax over the known columns is the calibrated probabilities
 
         loss, loss_terms = None, None
         if labels is not None:

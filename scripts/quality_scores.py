@@ -151,7 +151,7 @@ def trained_outputs(folder: Path, data: Path) -> dict[str, np.ndarray]:
             pixels = transform({"video": [r.path for r in chunk], "label": [0] * len(chunk)})["pixel_values_videos"]
             with torch.no_grad():
                 output = model(pixel_values_videos=torch.stack(pixels))
-            parts["logits"].append(output.logits[:, :-1])
+            parts["logits"].append(output.logits[:, :-1] * model.config.probability_temperature)  # as uncalibrated
             parts["clip_logits"].append(output.clip_logits)
             parts["embeds"].append(output.video_embeds)
         for name, values in parts.items():

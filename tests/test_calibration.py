@@ -27,6 +27,7 @@ from hesp_hf.calibration import (
     minimum_calibration_size,
     negative_log_likelihood,
     redecide,
+    uncalibrated_logits,
 )
 from hesp_hf.embedded.video_writer import write_video
 from hesp_hf.inference.prediction import decisions, predict_clips
@@ -156,17 +157,60 @@ def test_ece_and_brier_by_hand():
     assert brier_score(probs, labels) == pytest.approx(((0.01 + 0.01) + (0.36 + 0.36)) / 2)
 
 
-def test_decisions_use_saved_scores_for_p_values_and_the_temperature():
+def test_decisions_use_saved_scores_for_p_values_and_the_config_threshold():
     config = HESPConfig(id2label={0: "a", 1: "b", 2: "unknown"}, calibration_scores=[1.0, 2.0, 3.0, 4.0])
-    config.known_acceptance, config.unknown_threshold, config.probability_temperature = 0.8, 1.0, 2.0
+    config.known_acceptance, config.unknown_threshold = 0.8, 1.0
     outputs = SimpleNamespace(
         logits=torch.tensor([[3.0, 1.0, 9.0], [0.5, 0.2, -9.0]]), open_set_score=torch.tensor([2.5, 0.5])
     )  # "unknown" columns as an export baked them at another threshold: the config's threshold decides
     first, second = decisions(outputs, config)
     assert first["label"] == "a" and first["known"] and first["known_p_value"] == pytest.approx(3 / 5)
     assert second["label"] == "unknown" and not second["known"] and second["known_p_value"] == pytest.approx(1 / 5)
-    # softmax of (3, 1) / 2: 1 / (1 + e^-1)
-    assert first["probabilities"]["a"] == pytest.approx(1 / (1 + math.exp(-1)), rel=1e-6)
+    assert first["probabilities"]["a"] == pytest.approx(1 / (1 + math.exp(-2)), rel=1e-6)  # softmax of (3, 1)
+
+
+@pytest.mark.parametrize("open_set_score", ["max_logit", "max_softmax"])
+def test_the_temperature_reaches_the_pipeline_and_changes_no_decision(
+    make_model, tiny_clip_dir, tmp_path, open_set_score
+):
+    from transformers import pipeline
+
+    threshold = 0.0 if open_set_score == "max_logit" else 0.4
+    model = make_model(unknown_threshold=threshold, open_set_score=open_set_score).eval()
+    processor = HESPVideoProcessor.from_clip(str(tiny_clip_dir), num_frames=4)
+    clips = torch.stack(
+        [
+            processor(str(write_video(tmp_path / f"c{i}.mp4", random_video(6, 40, 48, seed=i))))[
+                "pixel_values_videos"
+            ][0]
+            for i in range(6)
+        ]
+    )
+    with torch.no_grad():
+        raw = model(pixel_values_videos=clips)
+        model.config.probability_temperature = 2.5
+        scaled = model(pixel_values_videos=clips)
+    # Every column divided by T: the decisions (arg-max over K + 1) and the known-ness score stay; the softmax over
+    # the known columns is softmax(raw / T), and `uncalibrated_logits` gives the raw logits back.
+    assert torch.equal(scaled.logits.argmax(-1), raw.logits.argmax(-1))
+    torch.testing.assert_close(scaled.open_set_score, raw.open_set_score)
+    torch.testing.assert_close(scaled.logits, raw.logits / 2.5)
+    assert np.allclose(uncalibrated_logits(scaled.logits.numpy(), model.config), raw.logits.numpy(), atol=1e-5)
+    rows = decisions(scaled, model.config)
+    before = decisions(raw, model.config)
+    expected = (raw.logits[:, :3] / 2.5).softmax(-1)
+    for row, old, p in zip(rows, before, expected, strict=True):
+        assert (row["label"], row["known"], row["score"]) == (old["label"], old["known"], old["score"])
+        assert list(row["probabilities"].values()) == pytest.approx(p.tolist(), rel=1e-5)
+    # The stock pipeline reads the same logits: its scores over the known classes are in the calibrated ratios.
+    folder = tmp_path / "calibrated"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    clip = str(tmp_path / "c0.mp4")
+    answer = {a["label"]: a["score"] for a in pipeline("video-classification", model=str(folder))(clip, top_k=4)}
+    assert max(answer, key=answer.get) == rows[0]["label"]
+    known = [answer[name] for name in ("happy", "sad", "neutral")]
+    assert (np.array(known) / sum(known)).tolist() == pytest.approx(expected[0].tolist(), rel=1e-4)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ import torch
 from transformers import pipeline
 
 from hesp_hf import HESPVideoProcessor
+from hesp_hf.calibration import uncalibrated_logits
 from hesp_hf.commands.cli import ArgumentParser, run_command
 from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
 from hesp_hf.commands.train import options_argv, train_from_argv
@@ -185,7 +186,10 @@ def evaluate_at_true_boxes(checkpoint: Path, scenes: Path) -> dict:
     with torch.no_grad():
         logits = model(pixel_values_videos=torch.stack(pixels)).logits
     return open_set_metrics(
-        logits.numpy(), np.asarray(labels), score=model.config.open_set_score, has_unknown_column=True
+        uncalibrated_logits(logits.numpy(), model.config),
+        np.asarray(labels),
+        score=model.config.open_set_score,
+        has_unknown_column=True,
     )
 
 

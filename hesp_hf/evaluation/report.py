@@ -13,6 +13,7 @@ import numpy as np
 from transformers import Trainer
 
 from ..atomic_files import write_text_atomic
+from ..calibration import uncalibrated_logits
 from ..metrics import open_set_analysis, open_set_metrics
 from ..metrics.plots import draw_open_set_curves
 from ..modeling.loss_hesp import ensemble_logits
@@ -23,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 
 class OpenSetPredictions(NamedTuple):
-    """A model's predictions on a dataset: the `(N, K + 1)` logits, the `(N,)` known-ness scores and labels, and the
+    """A model's predictions on a dataset: the `(N, K + 1)` logits (before temperature scaling, as calibrating found
+    them: `hesp_hf.calibration.uncalibrated_logits`), the `(N,)` known-ness scores and labels, and the
     `(N, K)` logits of each branch (`"clip"`, and `"reciprocal"` when the model has reciprocal points)."""
 
     logits: np.ndarray
@@ -50,7 +52,8 @@ def predict_open_set(trainer: Trainer, dataset: Any) -> OpenSetPredictions:
     branch_logits = {
         branch: arrays[f"{branch}_logits"] for branch in ("clip", "reciprocal") if f"{branch}_logits" in arrays
     }
-    return OpenSetPredictions(arrays["logits"], arrays["open_set_score"], np.asarray(output.label_ids), branch_logits)
+    logits = uncalibrated_logits(arrays["logits"], trainer.model.config)
+    return OpenSetPredictions(logits, arrays["open_set_score"], np.asarray(output.label_ids), branch_logits)
 
 
 def branch_metrics(

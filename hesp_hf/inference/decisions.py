@@ -11,13 +11,13 @@ from ..calibration import config_p_values
 def decisions(outputs: Any, config: Any) -> list[dict[str, Any]]:
     """Per row of a model output: the top `label` (a known class or the unknown label), `known`, the known-ness
     `score`, the `threshold` it is compared with, the clip's conformal `known_p_value` (None for a checkpoint without
-    saved calibration scores) and the `probabilities` over the known classes (softmax of their logits divided by
-    `config.probability_temperature`). One reading of the output for the predictor's rows, the timeline's windows
+    saved calibration scores) and the `probabilities` over the known classes (softmax of their logits, which the
+    model divides by `config.probability_temperature`). One reading of the output for the predictor's rows, the timeline's windows
     and the app."""
     known = config.known_labels
     logits = outputs.logits.float()
-    temperature = getattr(config, "probability_temperature", 1.0)
-    probabilities = (logits[:, : len(known)] / temperature).softmax(dim=-1).tolist()
+    # The model divides its logits by `config.probability_temperature` itself, in every form (an export's graph too).
+    probabilities = logits[:, : len(known)].softmax(dim=-1).tolist()
     top = logits[:, : len(known)].argmax(dim=-1).tolist()
     scores = outputs.open_set_score.float().tolist()
     threshold = config.unknown_threshold
