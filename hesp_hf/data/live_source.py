@@ -68,7 +68,7 @@ class _PipeReader:
 
     def read(self, size: int) -> bytes:
         waited_since = time.monotonic()
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.stalled:  # after a stall, the demuxer's retries end at once
             ready, _, _ = select.select([self.fd], [], [], _POLL_S)
             if ready:
                 data = os.read(self.fd, size)
@@ -197,9 +197,9 @@ class LiveFrames:
 
     def _checked(self, container: Any) -> Any:
         if not container.streams.video:
-            container.close()
             audio = len(container.streams.audio)
             what = f"audio only ({audio} audio stream{'s' * (audio != 1)})" if audio else "no streams"
+            container.close()
             raise VideoDecodeError(f"{self.name} has no video stream: {what}.")
         return container
 
