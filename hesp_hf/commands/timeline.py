@@ -97,7 +97,13 @@ def main() -> None:
 
     if is_onnx_export(args.checkpoint) and args.precision != "fp32":
         parser.error("--precision applies to PyTorch checkpoints; an export's precision is its graph's")
-    model, processor = load_for_prediction(args.checkpoint, precision=args.precision)
+    if args.live is not None:  # an export's threads keep off the core that decodes the stream
+        from hesp_hf.inference.live import model_threads
+
+        threads = {"threads": model_threads(), "spinning": False}
+    else:
+        threads = {}
+    model, processor = load_for_prediction(args.checkpoint, precision=args.precision, **threads)
     state_guarantee(model.config, args.checkpoint, args.known_acceptance)
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
         model = model.to("cuda")

@@ -24,9 +24,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..data.frame_stream import StreamedFrame
 from ..data.live_source import LiveFrames
 from ..modeling.video_processing_hesp import HESPVideoProcessor
+from .background import cores_per_process
 from .timeline import UNREADABLE, Timeline, TimelineWindow, WindowDecider, merge_segments
 from .timeline_outputs import write_timeline
 
@@ -82,7 +85,8 @@ class LiveTimeline:
     `LiveFrames` takes it: '-', a stream URL, a capture device with `input_format`, a named pipe or an open pipe's
     descriptor). `max_queue_frames`: sampled frames that may wait for the model before the oldest are dropped
     (default: two windows' worth). `stall_timeout_s`: how long a silent stream is waited for before it is taken as ended.
-    Opening happens here: a source that is missing or not video raises a one-line `ValueError`."""
+    Opening happens here: a source that is missing or not video raises a one-line `ValueError`; `warm_up` runs the
+    model once on blank frames before the stream's frames come."""
 
     def __init__(
         self,
@@ -98,12 +102,17 @@ class LiveTimeline:
         stall_timeout_s: float = 10.0,
         max_queue_frames: int | None = None,
         input_format: str | None = None,
+        warm_up: bool = True,
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.model, self.window, self.batch_size = model, window, batch_size
         self.decider = WindowDecider(model, processor, window, stride, face_crop=face_crop, bf16=bf16)
         self.stride, self.face_crop = self.decider.stride, face_crop
+        parameters = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
+        self.cpu_model = parameters is not None and parameters.device.type == "cpu"
+        if warm_up:  # before opening: a pipe's writer is not kept waiting
+            self.warm_up()
         self.frames = LiveFrames(
             source,
             self.decider.rate,
@@ -123,7 +132,23 @@ class LiveTimeline:
         self._stopping = True
         self.frames.stop()
 
+    def warm_up(self) -> None:
+        """Decide one window of blank frames with a scorer of its own, so that the model's first-call costs (memory
+        pools, kernel selection) are paid before the stream's first window, not by it."""
+        decider = self.decider
+        scratch = WindowDecider(self.model, decider.processor, self.window, self.stride, face_crop=False)
+        edge = scratch.decode_edge or 224
+        blank = np.zeros((edge, edge, 3), dtype=np.uint8)
+        scratch.add([StreamedFrame(i, (i + 0.5) / scratch.rate, blank) for i in range(scratch.num_frames)])
+
     def __iter__(self) -> Iterator[LiveWindow]:
+        import torch
+
+        # Decoding never pauses: the model keeps to the cores it leaves, since a torch thread that waits for a
+        # core held by the decoder stalls every parallel region of the forward pass.
+        threads = torch.get_num_threads()
+        if self.cpu_model:
+            torch.set_num_threads(model_threads())
         self.frames.start()
         try:
             while True:
@@ -148,6 +173,7 @@ class LiveTimeline:
                 self._forget_before(self.next_window_start())
         finally:
             self.frames.close()
+            torch.set_num_threads(threads)
 
     def next_window_start(self) -> int:
         """The first sampled frame a window still to come holds: what came before it is done with."""
@@ -227,6 +253,12 @@ def record_live(
         windows = [LiveWindow(**json.loads(line)) for line in rows_path.read_text().splitlines() if line.strip()]
         summary = write_timeline(live.record(windows), folder, stem, settings)
     return summary
+
+
+def model_threads() -> int:
+    """CPU threads for the model beside a live stream's decoding: the cores of this process less one (at least 1).
+    For an ONNX export, pass it as `load_for_prediction(..., threads=model_threads(), spinning=False)`."""
+    return max(1, cores_per_process(1) - 1)
 
 
 def _latency_summary(latencies: list[float]) -> dict[str, float | None]:
