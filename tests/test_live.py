@@ -58,7 +58,7 @@ class Feeder:
             if not keep_open:
                 self.close()
 
-        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread = threading.Thread(target=run, daemon=True)  # closes the write end itself unless keep_open
         self.thread.start()
 
     def close(self) -> None:
@@ -68,9 +68,10 @@ class Feeder:
             pass
 
     def join(self) -> None:
-        self.close()
+        os.close(self.read_fd)  # a writer still feeding gets a broken pipe and ends
+        if self.keep_open:
+            self.close()
         self.thread.join(timeout=30)
-        os.close(self.read_fd)
 
 
 def rows(folder: Path) -> list[dict]:
@@ -279,3 +280,43 @@ def test_a_source_that_is_missing_or_not_video_is_one_line(tmp_path, make_model,
     assert errors[0].startswith("hesp-timeline: error: live source") and "does not exist" in errors[0]
     assert not errors[1:] or errors[1].startswith("(set HESP_DEBUG=1")
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_in_the_middle_leaves_complete_files(tmp_path, make_model, processor):
+    """The command's handler, in this process: SIGTERM once rows are coming ends the run with every file."""
+    import argparse
+
+    from hesp_hf.commands.timeline_live import run_live
+
+    feeder = Feeder(stream_file(tmp_path / "session.ts", seconds=30.0))
+    args = argparse.Namespace(
+        live=feeder.read_fd,
+        checkpoint="tiny",
+        output=str(tmp_path / "out"),
+        window_s=WINDOW,
+        stride_s=STRIDE,
+        face_crop=False,
+        bf16=False,
+        precision="fp32",
+        batch_size=32,
+        stall_timeout_s=10.0,
+        max_queue_frames=None,
+        input_format=None,
+    )
+    before = signal.getsignal(signal.SIGTERM)
+
+    def terminate_once_rows_come() -> None:  # rows exist only once run_live's handler is in place
+        while not any(len(rows(folder)) >= 2 for folder in (tmp_path / "out").glob("live-*")):
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=terminate_once_rows_come, daemon=True)
+    sender.start()
+    summary = run_live(args, make_model().eval(), processor)
+    sender.join(timeout=30)
+    assert not feeder.finished.is_set()  # stopped while the stream still played
+    feeder.join()
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back
+    folder = next((tmp_path / "out").glob("live-*"))
+    assert summary["live"]["ended"] == "stopped" and 2 <= summary["windows"] < 117
+    assert_complete(folder, summary)

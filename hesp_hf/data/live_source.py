@@ -6,7 +6,7 @@ sampled moment) and hands the sampled frames to the model through a bounded queu
     frames = LiveFrames("-", rate=4.0, shortest_edge=224)
     frames.start()
     while not frames.done:
-        for arrived in frames.take(32):
+        for arrived in frames.take(32):  # [] when none came within its timeout
             ...  # arrived.frame (a StreamedFrame), arrived.arrived (time.monotonic() when it was decoded)
 
 Back-pressure: decoding never waits for the model (a camera or a pipe cannot be paused without losing data), so when
@@ -23,7 +23,6 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,8 +150,8 @@ class LiveFrames:
                 f"({', '.join(STREAM_SCHEMES[:8])}, ...://) or a capture device"
             )
         mode = path.stat().st_mode
-        if stat.S_ISFIFO(mode):
-            return self._open_pipe(os.open(text, os.O_RDONLY | os.O_NONBLOCK), owned=True)
+        if stat.S_ISFIFO(mode):  # opening waits for a writer, as FFmpeg does
+            return self._open_pipe(os.open(text, os.O_RDONLY), owned=True)
         if stat.S_ISCHR(mode) and path.name.startswith("video"):
             raise LiveSourceError(_missing_format("v4l2", text))
         if stat.S_ISREG(mode):
@@ -273,11 +272,6 @@ class LiveFrames:
         if getattr(self, "_owned_fd", None) is not None:
             os.close(self._owned_fd)  # type: ignore[arg-type]
             self._owned_fd = None
-
-    def __iter__(self) -> Iterator[ArrivedFrame]:
-        """Every frame, one at a time, until the end (for callers without batching)."""
-        while not self.done:
-            yield from self.take(1)
 
 
 def _missing_format(name: str, source: str | int) -> str:
