@@ -42,7 +42,9 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
             status = gr.Markdown(WAITING, elem_id="live-status")
             decision = gr.Markdown(elem_id="live-decision")
             probabilities = gr.Label(label="Probabilities", num_top_classes=len(known), show_heading=False)
-            face = gr.Image(label="Face crop", type="numpy", interactive=False, height=160, elem_id="live-face")
+            face = gr.Image(  # shown once a session crops to the face
+                label="Face crop", type="numpy", interactive=False, height=160, visible=False, elem_id="live-face"
+            )
     recent = gr.ScatterPlot(
         x="centre (s)",
         y="known-ness",
@@ -68,7 +70,7 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
             f"Live: {current.seconds:.1f} s, {len(current.windows)} windows.",
             window_text(latest),
             dict(latest.probabilities) if latest.probabilities else None,
-            face_crop_of(current.latest, latest.face_box),
+            gr.update(value=face_crop_of(current.latest, latest.face_box), visible=current.face_crop),
             recent_table(current),
         )
 

@@ -1,11 +1,12 @@
 """The expression timeline of a live stream (a webcam piped in, a stream URL), window by window as it happens.
 
     from hesp_hf.inference.live import LiveTimeline, record_live
-    live = LiveTimeline(model, processor, "-", window=2.0, stride=0.5)   # '-': a stream on standard input
-    for window in live:                                                  # each as soon as it is decided
+    live = LiveTimeline(model, processor, "-", window=2.0, stride=0.5)  # '-': a stream on standard input
+    for window in live:  # each window as soon as it is decided
         print(window.start, window.decision, window.latency_s)
 
-    summary = record_live(live, "timelines/live-1", "live-1")            # or: rows appended as they come, files at the end
+    # or: each row appended to windows.jsonl as it comes, every other file when the stream ends
+    summary = record_live(LiveTimeline(model, processor, "-"), "timelines/live-1", "live-1")
 
 Each window is decided by the timeline's own scorer (`hesp_hf.inference.timeline.WindowDecider`: the same decisions
 as `hesp_hf.timeline` on the same frames) as soon as its last sampled frame has arrived. Decoding runs in a thread
@@ -126,6 +127,7 @@ class LiveTimeline:
         self._arrivals: dict[int, float] = {}
         self._dropped: set[int] = set()
         self._stopping = False
+        self._iterated = False
 
     def stop(self) -> None:
         """End the run once the frames already read are decided (from a signal handler, or another thread)."""
@@ -143,6 +145,10 @@ class LiveTimeline:
 
     def __iter__(self) -> Iterator[LiveWindow]:
         import torch
+
+        if self._iterated:
+            raise RuntimeError(f"{self.source} was read to its end already: open the source again for another run.")
+        self._iterated = True
 
         # Decoding never pauses: the model keeps to the cores it leaves, since a torch thread that waits for a
         # core held by the decoder stalls every parallel region of the forward pass.
