@@ -85,7 +85,8 @@ class LiveTimeline:
     """Iterate for the `LiveWindow`s of a live `source` as they are decided (see the module; `source` as
     `LiveFrames` takes it: '-', a stream URL, a capture device with `input_format`, a named pipe or an open pipe's
     descriptor). `max_queue_frames`: sampled frames that may wait for the model before the oldest are dropped
-    (default: two windows' worth). `stall_timeout_s`: how long a silent stream is waited for before it is taken as ended.
+    (default: two windows' worth). Each model pass takes at most one stride's frames (and at most `batch_size`).
+    `stall_timeout_s`: how long a silent stream is waited for before it is taken as ended.
     Opening happens here: a source that is missing or not video raises a one-line `ValueError`; `warm_up` runs the
     model once on blank frames before the stream's frames come."""
 
@@ -158,7 +159,9 @@ class LiveTimeline:
         self.frames.start()
         try:
             while True:
-                taken = self.frames.take(self.batch_size)
+                # At most a stride's frames a pass: after a slow spell the backlog's windows are decided one by one,
+                # each as soon as its frames are encoded, not all at the end of one long pass.
+                taken = self.frames.take(min(self.batch_size, self.decider.steps))
                 if not taken:
                     if self.frames.done:
                         return
