@@ -173,7 +173,8 @@ def _add_live_options(parser: argparse.ArgumentParser) -> None:
         "--max_queue_frames",
         type=int,
         default=None,
-        help="sampled frames that may wait for the model before the oldest are dropped (default: two windows')",
+        help="sampled frames that may wait for the model; when that many wait, they are dropped and the model goes "
+        "on from the newest (default: two windows' worth)",
     )
 
 

@@ -10,8 +10,8 @@ sampled moment) and hands the sampled frames to the model through a bounded queu
             ...  # arrived.frame (a StreamedFrame), arrived.arrived (time.monotonic() when it was decoded)
 
 Back-pressure: decoding never waits for the model (a camera or a pipe cannot be paused without losing data), so when
-the model falls behind and `max_queue_frames` frames wait, the oldest is dropped and counted (`dropped`); the
-model then goes on from the newest frames, and memory holds at most that many frames whatever the duration.
+the model falls behind and `max_queue_frames` frames wait, those frames are dropped and counted (`dropped`) and the
+model goes on from the newest frame; memory holds at most that many frames whatever the duration.
 A stream that stalls is waited for `stall_timeout_s` seconds, then taken as ended; one that breaks (a packet cut
 short, a connection lost) ends the reading where it broke, and what came before it stands.
 """
@@ -214,8 +214,11 @@ class LiveFrames:
                 item = ArrivedFrame(frame, time.monotonic())
                 with self._ready:
                     if len(self._queue) >= self.capacity:
-                        self._queue.popleft()  # the model is behind: the oldest frame goes
-                        self.dropped += 1
+                        # The model is a full queue behind: the backlog goes and the model resumes from this frame.
+                        # Dropping it whole, not one frame at a time, leaves runs of consecutive frames that make
+                        # whole windows, and brings the latency back to the present at once.
+                        self.dropped += len(self._queue)
+                        self._queue.clear()
                     self._queue.append(item)
                     self.frames += 1
                     self.most_queued = max(self.most_queued, len(self._queue))

@@ -10,8 +10,9 @@
 
 Each window is decided by the timeline's own scorer (`hesp_hf.inference.timeline.WindowDecider`: the same decisions
 as `hesp_hf.timeline` on the same frames) as soon as its last sampled frame has arrived. Decoding runs in a thread
-and never waits for the model (`hesp_hf.data.live_source.LiveFrames`); when the model falls behind, the oldest
-waiting frames are dropped, and a window that lost a frame that way is marked `dropped`, not decided. Each window
+and never waits for the model (`hesp_hf.data.live_source.LiveFrames`); when the model falls a full queue behind,
+the waiting frames are dropped and it resumes from the newest, and a window that lost a frame that way is marked
+`dropped`, not decided. Each window
 carries `latency_s` (from the arrival of its last sampled frame to its decision) and `dropped_frames` (frames dropped
 so far in the run). `stop()` ends the run after the frames already read (what SIGINT and SIGTERM call).
 """
@@ -84,7 +85,7 @@ class LiveRecord(Timeline):
 class LiveTimeline:
     """Iterate for the `LiveWindow`s of a live `source` as they are decided (see the module; `source` as
     `LiveFrames` takes it: '-', a stream URL, a capture device with `input_format`, a named pipe or an open pipe's
-    descriptor). `max_queue_frames`: sampled frames that may wait for the model before the oldest are dropped
+    descriptor). `max_queue_frames`: sampled frames that may wait for the model before they are dropped
     (default: two windows' worth). Each model pass takes at most one stride's frames (and at most `batch_size`).
     `stall_timeout_s`: how long a silent stream is waited for before it is taken as ended.
     Opening happens here: a source that is missing or not video raises a one-line `ValueError`; `warm_up` runs the
