@@ -30,9 +30,15 @@ def train(**options):
     return run_training(**options)
 
 
-def timeline(model, processor, video, window: float = 2.0, stride: float = 0.5, **options):
+def timeline(model, processor, video, window: float = 2.0, stride: float = 0.5, *, live: bool = False, **options):
     """The expression timeline of a long recording (windows, merged segments, unreadable and face-less stretches
-    marked); see `hesp_hf.inference.timeline.timeline`, and `hesp_hf.inference.timeline_outputs` for its files."""
+    marked); see `hesp_hf.inference.timeline.timeline`, and `hesp_hf.inference.timeline_outputs` for its files.
+    `live=True`: `video` is a live source ('-', a stream URL, a pipe) and the result an iterator of windows, each as
+    soon as it is decided (`hesp_hf.inference.live.LiveTimeline`)."""
+    if live:
+        from .inference.live import LiveTimeline
+
+        return LiveTimeline(model, processor, video, window=window, stride=stride, **options)
     from .inference.timeline import timeline as make_timeline
 
     return make_timeline(model, processor, video, window=window, stride=stride, **options)

@@ -3,7 +3,7 @@
     python scripts/benchmark.py [--quick] [--json FILE]
 
 Sections (one module each under `scripts/benchmarks/`, whose docstrings say what they measure): inference, train,
-memory, metric, decode, clip, predict, export, deploy, datasets, timeline.
+memory, metric, decode, clip, predict, export, deploy, datasets, timeline, live.
 
 Absolute times are printed with the machine they came from; compare ratios, not seconds, across machines.
 """
@@ -18,6 +18,7 @@ from benchmarks import (
     deploy,
     export,
     inference,
+    live,
     memory,
     metric,
     predict,
@@ -39,6 +40,7 @@ SECTIONS: dict[str, Section] = {
     "deploy": deploy.run,
     "datasets": datasets_source.run,
     "timeline": timeline.run,
+    "live": live.run,
 }
 
 

@@ -25,6 +25,7 @@ import gradio as gr
 from ..calibration import guarantee_statement
 from ..modeling.provenance_hesp import DRAWN_FACES_NOTICE, learned_drawn_faces
 from .analysis import Analysis, RequestProblem, analyse_video
+from .live_page import build_live_page
 
 
 logger = logging.getLogger(__name__)
@@ -236,6 +237,8 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
             outputs=[status, decision, probabilities, crops, plot, segments, files],
             api_name="analyse",
         )
+    with page.route("Live", "live"):  # the webcam, decided as it plays (`hesp_hf.app.live_page`)
+        build_live_page(model, processor, settings)
     page.queue(default_concurrency_limit=settings.concurrency)
     janitor.page = page
     page.hesp_requests = counter  # type: ignore[attr-defined] -- read by the tests and the logs

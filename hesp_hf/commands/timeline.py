@@ -9,6 +9,12 @@ end in seconds, label or the unknown label, known-ness score and threshold, prob
 play beside the recording), `timeline.png` and `summary.json`. Stretches with no readable frame are marked
 "unreadable" and, with --face_crop, stretches without a face "no_face". A file that cannot be read is reported and
 skipped; running again skips the recordings already finished with the same settings.
+
+    ffmpeg -f v4l2 -i /dev/video0 -f mpegts - | hesp-timeline --live - --checkpoint runs/dfew-1 --output live/
+
+--live SOURCE follows a live stream instead ('-': standard input; a stream URL; a capture device with
+--input_format): each window is printed and appended to windows.jsonl as soon as it is decided, and the other files
+are written when the stream ends, stalls past --stall_timeout_s, breaks, or is stopped (Ctrl-C, SIGTERM).
 """
 
 import argparse
@@ -28,7 +34,7 @@ logger = logging.getLogger("hesp-timeline")
 
 def main() -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="video files, folders of videos, or glob patterns")
+    parser.add_argument("inputs", nargs="*", help="video files, folders of videos, or glob patterns")
     parser.add_argument(
         "--checkpoint", required=True, help="a trained HESP folder or Hub id, or an ONNX or int8 export (hesp-export)"
     )
@@ -66,13 +72,22 @@ def main() -> None:
     )
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even where a GPU is available")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    _add_live_options(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.window_s > 0 or not args.stride_s > 0:
         parser.error(f"--window_s and --stride_s must be > 0 seconds, got {args.window_s} and {args.stride_s}")
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
-    videos = list_videos(args.inputs)
+    if args.live is not None and args.inputs:
+        parser.error(f"--live {args.live} reads one stream: give no other inputs (got {' '.join(args.inputs)})")
+    if args.live is None and not args.inputs:
+        parser.error("give video files, folders or patterns, or --live SOURCE")
+    if not args.stall_timeout_s > 0:
+        parser.error(f"--stall_timeout_s must be > 0 seconds, got {args.stall_timeout_s}")
+    if args.max_queue_frames is not None and args.max_queue_frames < 1:
+        parser.error(f"--max_queue_frames must be >= 1, got {args.max_queue_frames}")
+    videos = list_videos(args.inputs) if args.live is None else []
 
     import torch
 
@@ -82,10 +97,21 @@ def main() -> None:
 
     if is_onnx_export(args.checkpoint) and args.precision != "fp32":
         parser.error("--precision applies to PyTorch checkpoints; an export's precision is its graph's")
-    model, processor = load_for_prediction(args.checkpoint, precision=args.precision)
+    if args.live is not None:  # an export's threads keep off the core that decodes the stream
+        from hesp_hf.inference.live import model_threads
+
+        threads = {"threads": model_threads(), "spinning": False}
+    else:
+        threads = {}
+    model, processor = load_for_prediction(args.checkpoint, precision=args.precision, **threads)
     state_guarantee(model.config, args.checkpoint, args.known_acceptance)
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
         model = model.to("cuda")
+    if args.live is not None:
+        from hesp_hf.commands.timeline_live import run_live
+
+        run_live(args, model, processor)
+        return
     output = Path(args.output)
     failures: list[tuple[str, str]] = []
     for video, name in zip(videos, output_names(videos), strict=True):
@@ -121,6 +147,35 @@ def main() -> None:
         if len(failures) == len(videos):
             raise ValueError(f"no recording could be read ({listed})")
         logger.warning("%d of %d recordings skipped: %s", len(failures), len(videos), listed)
+
+
+def _add_live_options(parser: argparse.ArgumentParser) -> None:
+    live = parser.add_argument_group("live streams")
+    live.add_argument(
+        "--live",
+        metavar="SOURCE",
+        default=None,
+        help="follow a live stream: '-' (standard input, e.g. ffmpeg ... -f mpegts -), a stream URL (rtsp://, "
+        "udp://, srt://, http://) or a capture device (with --input_format); results in OUTPUT/live-<time>/",
+    )
+    live.add_argument(
+        "--input_format",
+        default=None,
+        help="FFmpeg input format of a capture device (avfoundation, dshow; PyAV's wheels have no v4l2: pipe it)",
+    )
+    live.add_argument(
+        "--stall_timeout_s",
+        type=float,
+        default=10.0,
+        help="seconds a live stream may send nothing before it is taken as ended (default 10)",
+    )
+    live.add_argument(
+        "--max_queue_frames",
+        type=int,
+        default=None,
+        help="sampled frames that may wait for the model; when that many wait, they are dropped and the model goes "
+        "on from the newest (default: two windows' worth)",
+    )
 
 
 def list_videos(inputs: list[str]) -> list[str]:

@@ -68,6 +68,7 @@ class FrameStream:
     declared_seconds: float | None = None
     gaps: list[Gap] = field(default_factory=list)
     decode_errors: int = 0
+    thread_type: str = "AUTO"  # "SLICE" for a live stream: frame threads hold each frame back a frame per thread
 
     def __post_init__(self) -> None:
         self._origin: float | None = None  # the first frame's stream time: moments count from it
@@ -84,14 +85,19 @@ class FrameStream:
             decode_video(path, 1)  # raises VideoDecodeError (text file, no index, ...)
             raise VideoDecodeError(f"Video file {path} cannot be opened.") from None
         with container:
-            if not container.streams.video:
-                audio = len(container.streams.audio)
-                what = f"audio only ({audio} audio stream{'s' * (audio != 1)})" if audio else "no streams"
-                raise VideoDecodeError(f"File {path} has no video stream: {what}.")
-            yield from self._moments(container, container.streams.video[0])
+            yield from self.read(container, f"File {path}")
+
+    def read(self, container: Any, name: str) -> Iterator[StreamedFrame]:
+        """The moments of an open PyAV `container` (a file, or a live stream that `hesp_hf.data.live_source` opened);
+        `name` says what it is in the error for a container without video."""
+        if not container.streams.video:
+            audio = len(container.streams.audio)
+            what = f"audio only ({audio} audio stream{'s' * (audio != 1)})" if audio else "no streams"
+            raise VideoDecodeError(f"{name} has no video stream: {what}.")
+        yield from self._moments(container, container.streams.video[0])
 
     def _moments(self, container: Any, stream: Any) -> Iterator[StreamedFrame]:
-        stream.thread_type = "AUTO"  # frame threads: a long file's decoding is most of the work around a small model
+        stream.thread_type = self.thread_type  # frame threads: a long file's decoding is most of the work beside it
         time_base = float(stream.time_base) if stream.time_base else None
         nominal = float(1 / stream.average_rate) if stream.average_rate else 1 / 25
         self.declared_seconds = _declared_seconds(container, stream)

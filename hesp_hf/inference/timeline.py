@@ -217,6 +217,35 @@ def merge_segments(windows: Sequence[TimelineWindow], stride: float, duration: f
     return segments
 
 
+class WindowDecider:
+    """Sampled frames in, decided windows out, each window as soon as its last frame is in: the timeline's own
+    scorer for frames that arrive a few at a time (a live stream, `hesp_hf.inference.live`). Feed `add` the
+    `StreamedFrame`s of a `FrameStream` at `rate` (shortest edge `decode_edge`), in order and without holes (a frame
+    that is missing has `image=None`; its windows are `UNREADABLE`)."""
+
+    def __init__(
+        self,
+        model: Any,
+        processor: HESPVideoProcessor,
+        window: float = 2.0,
+        stride: float = 0.5,
+        *,
+        face_crop: bool = False,
+        bf16: bool = False,
+    ):
+        self.processor, self.face_crop = processor, face_crop
+        self.num_frames = int(processor.num_frames)
+        self.rate, self.steps = frames_per_window_step(window, stride, self.num_frames)
+        self.stride = self.steps / self.rate
+        self.decode_edge = None if face_crop else processor.decode_edge(face_crop=False)
+        device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+        self._scorer = _WindowScorer(model, self.num_frames, self.steps, 1 / self.rate, device, bf16)
+
+    def add(self, frames: list[StreamedFrame]) -> list[TimelineWindow]:
+        """The windows that the frames of `frames` complete (none when they complete no window)."""
+        return self._scorer.add(_process(frames, self.processor, self.face_crop)) if frames else []
+
+
 # --------------------------------------------------------------------------------------------- frames -> windows
 @dataclass
 class _Batch:
