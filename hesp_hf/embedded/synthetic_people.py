@@ -95,9 +95,12 @@ def two_people_recording(
     fps: int = CLIP_FPS,
     background_seed: int = 5,
     people: Sequence[str] = ("A", "B"),
+    tiles: dict | None = None,
 ) -> PeopleRecording:
     """Write the two-person recording (16:9, `height` pixels high, 24 s) to `path`, near-losslessly; `people`: who
-    is in it (the others' places stay empty)."""
+    is in it (the others' places stay empty). `tiles`: a dict that keeps the rendered faces for the next call (the
+    one-person recordings of the same footage)."""
+    tiles = {} if tiles is None else tiles
     labels = labels or DEFAULT_LABELS
     width = int(round(height * 16 / 9))
     count = int(round(len(labels["A"]) * CLIP_SECONDS * fps))
@@ -115,7 +118,10 @@ def two_people_recording(
             x, y, side = place
             size = int(round(side))
             identity, actions = people[name]
-            tile = render_frame(identity, actions[t], (t % per_clip) / max(per_clip - 1, 1), size)
+            key = (name, t, size, IDENTITY_SEEDS[name], tuple(labels[name]))
+            if key not in tiles:
+                tiles[key] = render_frame(identity, actions[t], (t % per_clip) / max(per_clip - 1, 1), size)
+            tile = tiles[key]
             x0, y0 = int(round(x - size / 2)), int(round(y - size / 2))
             frame[y0 : y0 + size, x0 : x0 + size] = tile
             boxes[name][t] = (x0, y0, x0 + size, y0 + size)

@@ -70,6 +70,8 @@ class TimelineWindow:
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["start"], row["end"] = round(self.start, 3), round(self.end, 3)
+        if self.person is None:
+            del row["person"]
         return row
 
 
@@ -90,6 +92,8 @@ class TimelineSegment:
         row = asdict(self)
         row["start"], row["end"] = round(self.start, 3), round(self.end, 3)
         row["mean_score"] = None if self.mean_score is None else round(self.mean_score, 6)
+        if self.person is None:
+            del row["person"]
         return row
 
 
@@ -310,9 +314,11 @@ def _process(frames: list[StreamedFrame], processor: HESPVideoProcessor) -> _Bat
     return _Batch([frame.time for frame in frames], pixels)
 
 
-# A sampled frame's state for a window: the frame (or the followed person) is there; following a person, they are
-# off screen while other faces are there, or while no face is (no model input for either).
-ON_SCREEN, OFF_SCREEN, OFF_SCREEN_FACELESS = "on", "off", "off_faceless"
+# A sampled frame's state for a window: the frame (or the followed person, detected in it) is there. Following a
+# person: shown at their last box (not detected in this frame, while other faces are / no face is), or off screen
+# (while other faces are there / no face is; no model input).
+ON_SCREEN, HELD, HELD_FACELESS, OFF_SCREEN, OFF_SCREEN_FACELESS = "on", "held", "held_faceless", "off", "off_faceless"
+_NOT_SHOWN = (OFF_SCREEN, OFF_SCREEN_FACELESS)
 
 
 class WindowScorer:
@@ -320,8 +326,8 @@ class WindowScorer:
     frames (or frame features) that a later window still needs. Each frame comes with its state (`ON_SCREEN`, ...)
     and crop box; a frame without model input is unreadable unless its person is off screen.
 
-    A window is `UNREADABLE` when a frame of it is; `NO_FACE` when none of its frames shows a face; `ABSENT` when
-    its person is off screen in more than half of it; else decided, the frames where the person is off screen
+    A window is `UNREADABLE` when a frame of it is; `NO_FACE` when no face is detected in any of its frames; `ABSENT`
+    when its person is off screen in more than half of it or detected in none; else decided, the frames where the person is off screen
     taking the features of the nearest frame that shows them. `person` names the windows' person."""
 
     def __init__(
@@ -403,14 +409,14 @@ class WindowScorer:
             first = index * self.steps - self.first_index
             members = [self.recent[first + k] for k in range(self.num_frames)]
             window = self._window(index)
-            shown = [k for k, (_, state, _) in enumerate(members) if state not in (OFF_SCREEN, OFF_SCREEN_FACELESS)]
+            shown = [k for k, (_, state, _) in enumerate(members) if state not in _NOT_SHOWN]
             middle = members[min(shown, key=lambda k: abs(k - self.num_frames // 2))] if shown else None
             window.face_box = None if middle is None else middle[2]
             if any(entry is None for k, (entry, _, _) in enumerate(members) if k in shown):
                 window.status = UNREADABLE
-            elif all(state == OFF_SCREEN_FACELESS for _, state, _ in members):
+            elif all(state in (HELD_FACELESS, OFF_SCREEN_FACELESS) for _, state, _ in members):
                 window.status = NO_FACE
-            elif 2 * len(shown) < self.num_frames:
+            elif 2 * len(shown) < self.num_frames or not any(state == ON_SCREEN for _, state, _ in members):
                 window.status = ABSENT
             else:  # frames where the person is off screen: the nearest frame that shows them
                 nearest = [min(shown, key=lambda j: (abs(j - k), j)) for k in range(self.num_frames)]

@@ -28,6 +28,8 @@ from .face_tracks import FaceTracker, PeopleFrame, TrackerSettings
 from .timeline import (
     ABSENT,
     FACES,
+    HELD,
+    HELD_FACELESS,
     NO_FACE,
     OFF_SCREEN,
     OFF_SCREEN_FACELESS,
@@ -211,8 +213,9 @@ def _crop(frames: list[PeopleFrame], processor: HESPVideoProcessor, crop_size: i
         processed = transform.process(crop_frames(images, boxes, crop_size))
         own = batch.off()
         for position, k in enumerate(on):
+            detected = frames[k].people[person][1]
             own.pixels[k] = processed[position]
-            own.states[k] = ON_SCREEN
+            own.states[k] = ON_SCREEN if detected else HELD if frames[k].any_face else HELD_FACELESS
             own.boxes[k] = [round(float(v), 1) for v in boxes[position]]
         batch.people[person] = own
     return batch
