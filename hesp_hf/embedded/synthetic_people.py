@@ -69,7 +69,7 @@ def _layout(time: float, height: int, width: int) -> dict[str, tuple[float, floa
         return {"A": (left, middle, side), "B": (right, middle, side)}
     if time < 10.0:
         share = (time - 8.0) / 2.0
-        lift = 0.2 * height * (1 - abs(2 * share - 1))  # out of each other's way, then back level
+        lift = 0.25 * height * (1 - abs(2 * share - 1))  # out of each other's way (no overlap), then back level
         x_a, x_b = left + (right - left) * share, right - (right - left) * share
         return {"A": (x_a, middle - lift, side), "B": (x_b, middle + lift, side)}
     grow = min(1.0, (time - 10.0) / 6.0)

@@ -86,6 +86,15 @@ class Person:
     _thumbnail_quality: float = -1.0
     _last_box: np.ndarray | None = None  # the last resolved face box and frame
     _last_index: int = -(10**9)
+    _velocity: np.ndarray | None = None  # box change per frame between the last two detections
+
+    def expected_box(self, index: int) -> np.ndarray | None:
+        """Where the person's face should be at frame `index` (moving on as it last moved) while undetected."""
+        if self._last_box is None:
+            return None
+        if self._velocity is None:
+            return self._last_box
+        return self._last_box + self._velocity * (index - self._last_index)
 
     def similarity(self, descriptor: np.ndarray) -> float:
         return max((float(descriptor @ kept) for kept in self.gallery), default=-1.0)
@@ -304,10 +313,15 @@ class FaceTracker:
             for person in followed:
                 if person.id in seen:
                     box = self._smoothed(person, seen[person.id][1], index)
+                    if person._last_box is not None and index - person._last_index <= self.hold + 1:
+                        person._velocity = (box - person._last_box) / (index - person._last_index)
+                    else:
+                        person._velocity = None
                     person._last_box, person._last_index = box, index
                     people[person.id] = (self._square(box, frame.image), True)
                 elif person._last_box is not None and index - person._last_index <= self.hold:
-                    people[person.id] = (self._square(person._last_box, frame.image), False)
+                    held = person.expected_box(index)
+                    people[person.id] = (self._square(held, frame.image), False)
             for person in followed:
                 if person.id in people:
                     person.frames_on_screen += 1
