@@ -256,13 +256,15 @@ def test_the_command_checks_faces_in_one_line(tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def scene(path: Path, seconds: int, faces: dict, fps: int = 8) -> tuple[Path, dict]:
-    """A 640x360 room with drawn faces at `faces[name](t) -> (x, y, side)`, each its own identity."""
+def scene(path: Path, seconds: int, faces: dict, fps: int = 8, ids_from: dict | None = None) -> tuple[Path, dict]:
+    """A 640x360 room with drawn faces at `faces[name](t) -> (x, y, side)`, each its own identity (numbered by its
+    place in `ids_from`, default `faces`: the same person with or without the others)."""
     from .test_face_cropping import cluttered_background
 
     backdrop = cluttered_background(360, 640, 4).clip(0, 255).astype(np.uint8)
-    identities = {name: FaceIdentity.sample(np.random.default_rng(40 + k)) for k, name in enumerate(faces)}
-    actions = {name: action_track("neutral", seconds * fps, np.random.default_rng(k)) for k, name in enumerate(faces)}
+    numbers = {name: k for k, name in enumerate(ids_from or faces)}
+    identities = {name: FaceIdentity.sample(np.random.default_rng(40 + numbers[name])) for name in faces}
+    actions = {name: action_track("happiness", seconds * fps, np.random.default_rng(numbers[name])) for name in faces}
     frames, boxes = [], {name: [] for name in faces}
     for t in range(seconds * fps):
         frame = backdrop.copy()
@@ -274,3 +276,36 @@ def scene(path: Path, seconds: int, faces: dict, fps: int = 8) -> tuple[Path, di
             boxes[name].append((x0, y0, x0 + side, y0 + side))
         frames.append(frame)
     return write_video(path, np.stack(frames), fps=fps, options={"qp": "0"}), boxes
+
+
+# ------------------------------------------------------------------------------------------- hesp-predict
+def test_predict_gives_each_person_of_a_clip_the_decision_they_get_alone(tmp_path, prototype_model):
+    """`--faces all` on a clip of two people: one row each, the same as on the same clip with that person alone;
+    each person's crops where the one-face path (`HESPVideoProcessor(face_crop=True)`) puts them on that clip."""
+    from hesp_hf.data.decoding import sample_clip
+    from hesp_hf.inference.prediction_people import people_in_clip, predict_people, read_people_rows
+
+    model, processor = prototype_model
+    places = {"A": lambda t: (170, 180, 130), "B": lambda t: (470, 170, 120)}
+    both, _ = scene(tmp_path / "two.mp4", seconds=2, faces=places)
+    empty, _ = scene(tmp_path / "empty.mp4", seconds=2, faces={})
+    alone = {name: scene(tmp_path / f"{name}.mp4", 2, {name: places[name]}, ids_from=places)[0] for name in "AB"}
+    rows = predict_people(model, processor, [both, empty, *alone.values()], tmp_path / "rows.csv", thumbnails=tmp_path)
+    assert [(Path(r["file"]).stem, r["person"]) for r in rows] == [
+        ("two", "person-1"),
+        ("two", "person-2"),
+        ("empty", None),
+        ("A", "person-1"),
+        ("B", "person-1"),
+    ]
+    assert rows[2]["error"] == "no face in any sampled frame" and rows[0]["frames_on_screen"] == 8
+    assert Path(rows[0]["thumbnail"]).read_bytes()[:4] == b"\x89PNG"
+    assert [r["person"] for r in read_people_rows(tmp_path / "rows.csv")] == [r["person"] for r in rows]
+    for together, by_itself in ((rows[0], rows[3]), (rows[1], rows[4])):
+        assert together["label"] == by_itself["label"] and together["score"] == pytest.approx(by_itself["score"])
+    one_face = processor.__class__.from_dict({**processor.to_dict(), "face_crop": True})
+    for name, number in (("A", 0), ("B", 1)):
+        clip = sample_clip(str(alone[name]), 8)
+        expected = one_face.track_face(clip.frames).boxes
+        boxes = people_in_clip(sample_clip(str(both), 8).frames, np.asarray(clip.timestamps), processor)[number][1]
+        np.testing.assert_allclose(boxes, expected, atol=2.0)
