@@ -309,3 +309,27 @@ def test_predict_gives_each_person_of_a_clip_the_decision_they_get_alone(tmp_pat
         expected = one_face.track_face(clip.frames).boxes
         boxes = people_in_clip(sample_clip(str(both), 8).frames, np.asarray(clip.timestamps), processor)[number][1]
         np.testing.assert_allclose(boxes, expected, atol=2.0)
+
+
+# ------------------------------------------------------------------------------------------------- the app
+def test_the_app_gives_each_person_a_decision_and_a_lane(tmp_path, recordings, prototype_model):
+    from hesp_hf.app.analysis import analyse_video
+    from hesp_hf.app.page import decision_text
+
+    model, processor = prototype_model
+    both, _ = recordings
+    result = analyse_video(model, processor, both.path, tmp_path / "long", faces="all")
+    assert [p.person for p in result.people] == [p.id for p in result.timeline.people] == ["person-1", "person-2"]
+    for person in result.people:  # the decision of most of the person's decided time
+        seconds = result.timeline.summary()["people"][person.person]["seconds_per_decision"]
+        decided = {k: v for k, v in seconds.items() if k not in (ABSENT, NO_FACE, "unreadable")}
+        assert person.decision.decision == max(decided, key=decided.get)
+        assert person.thumbnail is not None and person.thumbnail.shape == (96, 96, 3)
+    saved = json.loads((tmp_path / "long" / "result.json").read_text())
+    assert [p["person"] for p in saved["people"]] == ["person-1", "person-2"]
+    assert "- **person-2**: " in decision_text(result)
+
+    places = {"A": lambda t: (170, 180, 130), "B": lambda t: (470, 170, 120)}
+    short, _ = scene(tmp_path / "short.mp4", seconds=2, faces=places)  # one window: no timeline
+    clip = analyse_video(model, processor, short, tmp_path / "short", faces="all")
+    assert clip.timeline is None and [p.person for p in clip.people] == ["person-1", "person-2"]
