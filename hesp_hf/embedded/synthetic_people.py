@@ -96,10 +96,11 @@ def two_people_recording(
     background_seed: int = 5,
     people: Sequence[str] = ("A", "B"),
     tiles: dict | None = None,
+    options: dict[str, str] | None = None,
 ) -> PeopleRecording:
     """Write the two-person recording (16:9, `height` pixels high, 24 s) to `path`, near-losslessly; `people`: who
     is in it (the others' places stay empty). `tiles`: a dict that keeps the rendered faces for the next call (the
-    one-person recordings of the same footage)."""
+    one-person recordings of the same footage). `options`: the H.264 encoder's (default near-lossless, qp 0)."""
     tiles = {} if tiles is None else tiles
     labels = labels or DEFAULT_LABELS
     width = int(round(height * 16 / 9))
@@ -126,7 +127,7 @@ def two_people_recording(
             frame[y0 : y0 + size, x0 : x0 + size] = tile
             boxes[name][t] = (x0, y0, x0 + size, y0 + size)
         frames.append(frame)
-    write_video(path, np.stack(frames), fps=fps, options={"qp": "0"})
+    write_video(path, np.stack(frames), fps=fps, options=options or {"qp": "0"})
     truth = {name: _truth(labels[name], boxes[name], fps) for name in people}
     return PeopleRecording(Path(path), float(fps), count / fps, truth, boxes)
 
