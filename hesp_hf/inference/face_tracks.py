@@ -129,6 +129,7 @@ class _Track:
     person: Person | None = None
     looks: list[np.ndarray] = field(default_factory=list)  # appearance while not yet a person
     last_confirmed: int = 0
+    ended: bool = False  # its person went on in another track
 
 
 class FaceTracker:
@@ -151,13 +152,17 @@ class FaceTracker:
         self.min_frames = settings.frames(settings.min_track_s) if settings.min_track_s > 0 else 1
         self.hold = settings.frames(settings.hold_s)
         self.confirm_every = settings.frames(1.0)
-        choose = settings.frames(settings.choose_s) if follow == "largest" else 0
-        self.delay = max(self.min_frames + self.hold, choose) + 1
+        # Frames wait until a person's first frames know whose they are, and with "largest" until the person is
+        # chosen over `choose_s` from the first person's confirmation.
+        self.choose = settings.frames(settings.choose_s) if follow == "largest" else 0
+        self.delay = self.min_frames + self.hold + self.choose + 1
         self._tracks: list[_Track] = []
         self._next_track = 0
         self._buffer: deque[tuple[StreamedFrame, dict[int, np.ndarray], bool]] = deque()
         self._owner: dict[int, Person] = {}  # track number -> person, for the tracks with frames in the buffer
         self._first_person_index: int | None = None
+        self._latest_index = -1  # the last frame pushed
+        self._flushing = False
         self._warned_crowd = False
         self.appearance_calls = 0  # how often the appearance model ran (cost accounting)
 
@@ -166,6 +171,7 @@ class FaceTracker:
         """Take the next sampled frame; return the frames now resolved (in order)."""
         detected: dict[int, np.ndarray] = {}
         any_face = False
+        self._latest_index = frame.index
         if frame.image is not None:
             faces = self.detector.faces(frame.image)
             any_face = len(faces) > 0
@@ -179,6 +185,7 @@ class FaceTracker:
     def flush(self) -> list[PeopleFrame]:
         """The frames still held, resolved: call at the end of the recording."""
         resolved = []
+        self._flushing = True
         while self._buffer:
             resolved.append(self._resolve(*self._buffer.popleft()))
         return resolved
@@ -205,7 +212,7 @@ class FaceTracker:
         """Link this frame's faces to tracks; returns track number -> face box for this frame."""
         index, image = frame.index, frame.image
         assert image is not None
-        self._tracks = [t for t in self._tracks if index - t.index <= self.hold + 1]  # ended: lost from view
+        self._tracks = [t for t in self._tracks if index - t.index <= self.hold + 1 and not t.ended]
         colours = [self.colour(image, face) for face in faces]
         pairs = []
         for t, track in enumerate(self._tracks):
@@ -216,9 +223,9 @@ class FaceTracker:
         used_tracks, used_faces = set(), set()
         result: dict[int, np.ndarray] = {}
         for _, t, f in sorted(pairs):
-            if t in used_tracks or f in used_faces:
-                continue
             track = self._tracks[t]
+            if t in used_tracks or f in used_faces or track.ended:
+                continue
             # The same place but another face (people who swapped places): the track ends here.
             if float(colours[f] @ track.colour) < self.colour.same_person:
                 continue
@@ -262,6 +269,9 @@ class FaceTracker:
         if best is not None and best.similarity(look) >= self.appearance.same_person:
             logger.info("%s re-linked by appearance at %.2f s.", best.id, time)
             track.person = best
+            for other in self._tracks:  # the person's earlier track, unseen since: it ends (one track a person)
+                if other is not track and other.person is best:
+                    other.ended = True
         elif track.detections >= self.min_frames:
             track.person = Person(id=f"person-{len(self.people) + 1}", first_seen=track.first_time)
             self.people.append(track.person)
@@ -304,7 +314,13 @@ class FaceTracker:
             person = self._owner.get(number)
             if person is not None and person.id not in seen:
                 seen[person.id] = (person, box)
-        if self.follow == "largest" and self.chosen is None and self.people:
+        first = self._first_person_index
+        if (
+            self.follow == "largest"
+            and self.chosen is None
+            and first is not None
+            and (self._flushing or self._latest_index - first >= self.choose)
+        ):
             self.chosen = max(self.people, key=lambda p: p.prominence)
             logger.info("Following %s (the largest, most central face of the first seconds).", self.chosen.id)
         followed = self.people if self.follow == "all" else [p for p in [self.chosen] if p is not None]
