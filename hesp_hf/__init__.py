@@ -32,7 +32,8 @@ def train(**options):
 
 def timeline(model, processor, video, window: float = 2.0, stride: float = 0.5, **options):
     """The expression timeline of a long recording (windows, merged segments, unreadable and face-less stretches
-    marked); see `hesp_hf.inference.timeline.timeline`, and `hesp_hf.inference.timeline_outputs` for its files."""
+    marked; `faces="all"`: a timeline per person); see `hesp_hf.inference.timeline.timeline`, and
+    `hesp_hf.inference.timeline_outputs` for its files."""
     from .inference.timeline import timeline as make_timeline
 
     return make_timeline(model, processor, video, window=window, stride=stride, **options)

@@ -333,3 +333,24 @@ def test_the_app_gives_each_person_a_decision_and_a_lane(tmp_path, recordings, p
     short, _ = scene(tmp_path / "short.mp4", seconds=2, faces=places)  # one window: no timeline
     clip = analyse_video(model, processor, short, tmp_path / "short", faces="all")
     assert clip.timeline is None and [p.person for p in clip.people] == ["person-1", "person-2"]
+
+
+def test_the_summary_line_names_each_person():
+    from hesp_hf.commands.timeline import _summary_line
+
+    summary = {
+        "duration": 10.0,
+        "segments": 3,
+        "seconds_per_decision": {"happy": 8.0, "absent": 2.0},
+        "people": {
+            "person-1": {"seconds_on_screen": 10.0, "seconds_per_decision": {"happy": 10.0}},
+            "person-2": {"seconds_on_screen": 4.0, "seconds_per_decision": {"absent": 6.0, "happy": 4.0}},
+        },
+    }
+    assert _summary_line(summary, Path("out")) == (
+        "10.0 s, 3 segments; person-1: 10.0 s on screen (happy 10.0 s); "
+        "person-2: 4.0 s on screen (absent 6.0 s, happy 4.0 s) -> out"
+    )
+    assert _summary_line({**summary, "people": {}}, Path("out")).endswith(
+        "nobody followed (no face long enough) -> out"
+    )
