@@ -152,12 +152,13 @@ def plot_timeline(result: Timeline) -> Any:
             if segment.decision not in shown:
                 shown.append(segment.decision)
         band.set_yticks([])
-        if lane is not None:
+        if lane is not None and faces.get(lane) is not None:  # the person's face, their id above it
+            inset = band.inset_axes((-0.075, 0.0, 0.06, 0.8), transform=band.transAxes)
+            inset.imshow(faces[lane])
+            inset.set_axis_off()
+            inset.set_title(lane, fontsize=7, pad=2)
+        elif lane is not None:
             band.set_ylabel(lane, fontsize=8, rotation=0, ha="right", va="center")
-            if faces.get(lane) is not None:
-                inset = band.inset_axes((-0.075, 0.0, 0.06, 1.0), transform=band.transAxes)
-                inset.imshow(faces[lane])
-                inset.set_axis_off()
     axes[0].set_title(Path(result.file).name, fontsize=9, loc="left")
     axes[0].legend(
         handles=[
@@ -170,9 +171,10 @@ def plot_timeline(result: Timeline) -> Any:
         frameon=False,
     )
     curve = axes[-1]
-    for number, lane in enumerate(lanes):
-        decided = [w for w in result.windows if w.score is not None and w.person == lane]
-        centres, scores = [(w.start + w.end) / 2 for w in decided], [w.score for w in decided]
+    for number, lane in enumerate(lanes):  # a break where the person has no decision (absent, no face)
+        own = [w for w in result.windows if w.person == lane]
+        centres = [(w.start + w.end) / 2 for w in own]
+        scores = [float("nan") if w.score is None else w.score for w in own]
         curve.plot(centres, scores, lw=1.0, color=f"C{number}", label=lane if lane is not None else None)
     decided = [w for w in result.windows if w.score is not None]
     threshold = next((w.threshold for w in decided if w.threshold is not None), None)
