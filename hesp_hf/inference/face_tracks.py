@@ -113,9 +113,10 @@ class PeopleFrame:
 
     index: int
     time: float
-    image: np.ndarray | None  # None: unreadable
+    image: np.ndarray | None  # None: unreadable (or let go once cropped: see `unreadable`)
     people: dict[str, tuple[np.ndarray, bool]]
     any_face: bool
+    unreadable: bool = False
 
 
 @dataclass
@@ -343,7 +344,7 @@ class FaceTracker:
                     person.frames_on_screen += 1
         live = {t.number for t in self._tracks} | {n for _, d, _ in self._buffer for n in d}
         self._owner = {number: person for number, person in self._owner.items() if number in live}
-        return PeopleFrame(index, frame.time, frame.image, people, any_face)
+        return PeopleFrame(index, frame.time, frame.image, people, any_face, unreadable=frame.image is None)
 
     def _smoothed(self, person: Person, box: np.ndarray, index: int) -> np.ndarray:
         """The face box averaged with the person's boxes of the frames just before and after (less jitter)."""

@@ -188,35 +188,38 @@ def _people_batches(
     frames: Iterator[PeopleFrame], processor: HESPVideoProcessor, crop_size: int, batch_size: int
 ) -> Iterator[_PeopleBatch]:
     """Resolved frames in batches, each person's face cropped and turned into model input (the reading thread's
-    work)."""
-    pending: list[PeopleFrame] = []
+    work). Each frame is cropped as soon as it is resolved and its image let go: what a batch holds is crops."""
+    pending: list[tuple[PeopleFrame, dict[str, np.ndarray]]] = []
     for frame in frames:
-        pending.append(frame)
+        crops = {
+            person: crop_frames([frame.image], box[None], crop_size)[0] for person, (box, _) in frame.people.items()
+        }
+        pending.append(
+            (PeopleFrame(frame.index, frame.time, None, frame.people, frame.any_face, frame.unreadable), crops)
+        )
         if len(pending) == batch_size:
-            yield _crop(pending, processor, crop_size)
+            yield _batch(pending, processor)
             pending = []
     if pending:
-        yield _crop(pending, processor, crop_size)
+        yield _batch(pending, processor)
 
 
-def _crop(frames: list[PeopleFrame], processor: HESPVideoProcessor, crop_size: int) -> _PeopleBatch:
+def _batch(frames: list[tuple[PeopleFrame, dict[str, np.ndarray]]], processor: HESPVideoProcessor) -> _PeopleBatch:
     base_states = [
-        ON_SCREEN if frame.image is None else OFF_SCREEN if frame.any_face else OFF_SCREEN_FACELESS for frame in frames
+        ON_SCREEN if frame.unreadable else OFF_SCREEN if frame.any_face else OFF_SCREEN_FACELESS for frame, _ in frames
     ]
-    batch = _PeopleBatch(frames[0].index, [frame.time for frame in frames], base_states)
-    shown = sorted({person for frame in frames for person in frame.people}, key=_person_number)
+    batch = _PeopleBatch(frames[0][0].index, [frame.time for frame, _ in frames], base_states)
+    shown = sorted({person for _, crops in frames for person in crops}, key=_person_number)
     transform = ClipTransform(processor, training=False)
     for person in shown:
-        on = [k for k, frame in enumerate(frames) if person in frame.people]
-        images = np.stack([frames[k].image for k in on])  # type: ignore[misc]
-        boxes = np.stack([frames[k].people[person][0] for k in on])
-        processed = transform.process(crop_frames(images, boxes, crop_size))
+        on = [k for k, (_, crops) in enumerate(frames) if person in crops]
+        processed = transform.process(np.stack([frames[k][1][person] for k in on]))
         own = batch.off()
         for position, k in enumerate(on):
-            detected = frames[k].people[person][1]
+            box, detected = frames[k][0].people[person]
             own.pixels[k] = processed[position]
-            own.states[k] = ON_SCREEN if detected else HELD if frames[k].any_face else HELD_FACELESS
-            own.boxes[k] = [round(float(v), 1) for v in boxes[position]]
+            own.states[k] = ON_SCREEN if detected else HELD if frames[k][0].any_face else HELD_FACELESS
+            own.boxes[k] = [round(float(v), 1) for v in box]
         batch.people[person] = own
     return batch
 
