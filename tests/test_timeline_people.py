@@ -171,6 +171,18 @@ def test_each_person_is_as_right_as_alone_with_no_identity_switch(recordings, pr
     assert len(b_windows) == len([w for w in result.windows if w.person == "person-1"])  # one grid
 
 
+def test_one_person_who_leaves_is_one_person(recordings, prototype_model):
+    """Person B alone (leaving 16-20 s): one person, absent while gone, the same id on return."""
+    model, processor = prototype_model
+    _, alone = recordings
+    result = make_timeline(model, processor, alone["B"].path, window=2.0, stride=0.5, faces="all")
+    assert [p.id for p in result.people] == ["person-1"]
+    scored = score(result, alone["B"], model)
+    assert scored.identity == {"person-1": "B"} and scored.identity_switches == 0 and scored.relinked["B"]
+    # Gone 16-20 s with no other face there: those windows show no face at all.
+    assert {w.status for w in result.windows if 16.5 <= w.start and w.end <= 19.5} == {NO_FACE}
+
+
 def test_largest_follows_one_person_chosen_once(tmp_path, prototype_model):
     """A large face at the centre, a small one aside that grows past it after 3 s: the large one is followed
     throughout (chosen once, not again per batch of frames)."""
