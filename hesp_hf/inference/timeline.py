@@ -122,7 +122,7 @@ class Timeline:
     gaps: list[Gap] = field(default_factory=list)
     decode_errors: int = 0
     face_crop: bool = False
-    faces: str | None = None  # None: whole frames or one face per batch; "largest" / "all": people followed
+    faces: str | None = None  # None: whole frames; "largest" / "all": people followed (`timeline_people`)
     people: list[PersonSummary] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
@@ -156,6 +156,7 @@ class Timeline:
 
 
 def seconds_per_decision(segments: Sequence[TimelineSegment]) -> dict[str, float]:
+    """Seconds covered by each decision in `segments`."""
     seconds: dict[str, float] = {}
     for segment in segments:
         seconds[segment.decision] = seconds.get(segment.decision, 0.0) + segment.end - segment.start
