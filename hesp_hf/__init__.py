@@ -32,9 +32,9 @@ def train(**options):
 
 def timeline(model, processor, video, window: float = 2.0, stride: float = 0.5, *, live: bool = False, **options):
     """The expression timeline of a long recording (windows, merged segments, unreadable and face-less stretches
-    marked); see `hesp_hf.inference.timeline.timeline`, and `hesp_hf.inference.timeline_outputs` for its files.
-    `live=True`: `video` is a live source ('-', a stream URL, a pipe) and the result an iterator of windows, each as
-    soon as it is decided (`hesp_hf.inference.live.LiveTimeline`)."""
+    marked; `faces="all"`: a timeline per person); see `hesp_hf.inference.timeline.timeline`, and
+    `hesp_hf.inference.timeline_outputs` for its files. `live=True`: `video` is a live source ('-', a stream URL, a
+    pipe) and the result an iterator of windows, each as soon as it is decided (`hesp_hf.inference.live.LiveTimeline`)."""
     if live:
         from .inference.live import LiveTimeline
 

@@ -247,6 +247,11 @@ class FaceDetector:
         self._lock = threading.Lock()
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
+        return self.faces(frame)[:, :5]
+
+    def faces(self, frame: np.ndarray) -> np.ndarray:
+        """`(N, 15)`: the box and score as `__call__`, then YuNet's five landmarks (right eye, left eye, nose tip,
+        right and left mouth corner; `x, y` each, frame pixels), which align a face for a recognition model."""
         height, width = frame.shape[:2]
         scale = self.input_size / max(height, width)
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -257,10 +262,10 @@ class FaceDetector:
                 self._net_size = size
             _, faces = self._net.detect(self._cv2.cvtColor(resized, self._cv2.COLOR_RGB2BGR))
         if faces is None:
-            return np.zeros((0, 5))
+            return np.zeros((0, 15))
         x, y, w, h = faces[:, 0], faces[:, 1], faces[:, 2], faces[:, 3]
         boxes = np.stack([x, y, x + w, y + h], axis=1).clip(0) / scale
-        return np.concatenate([boxes, faces[:, -1:]], axis=1).astype(float)
+        return np.concatenate([boxes, faces[:, -1:], faces[:, 4:14] / scale], axis=1).astype(float)
 
 
 @functools.lru_cache(maxsize=4)

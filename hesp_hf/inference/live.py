@@ -32,7 +32,7 @@ from ..data.frame_stream import StreamedFrame
 from ..data.live_source import LiveFrames
 from ..modeling.video_processing_hesp import HESPVideoProcessor
 from .background import cores_per_process
-from .timeline import UNREADABLE, Timeline, TimelineWindow, WindowDecider, merge_segments
+from .timeline import UNREADABLE, Timeline, TimelineWindow, WindowDecider
 from .timeline_outputs import write_timeline
 
 
@@ -100,6 +100,9 @@ class LiveTimeline:
         stride: float = 0.5,
         *,
         face_crop: bool = False,
+        faces: str | None = None,
+        min_track_s: float = 1.0,
+        max_faces: int = 8,
         bf16: bool = False,
         batch_size: int = 32,
         stall_timeout_s: float = 10.0,
@@ -110,8 +113,18 @@ class LiveTimeline:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         self.model, self.window, self.batch_size = model, window, batch_size
-        self.decider = WindowDecider(model, processor, window, stride, face_crop=face_crop, bf16=bf16)
-        self.stride, self.face_crop = self.decider.stride, face_crop
+        self.decider = WindowDecider(
+            model,
+            processor,
+            window,
+            stride,
+            face_crop=face_crop,
+            faces=faces,
+            min_track_s=min_track_s,
+            max_faces=max_faces,
+            bf16=bf16,
+        )
+        self.stride, self.face_crop = self.decider.stride, self.decider.faces is not None
         parameters = next(iter(model.parameters()), None) if hasattr(model, "parameters") else None
         self.cpu_model = parameters is not None and parameters.device.type == "cpu"
         if warm_up:  # before opening: a pipe's writer is not kept waiting
@@ -164,7 +177,11 @@ class LiveTimeline:
                 # each as soon as its frames are encoded, not all at the end of one long pass.
                 taken = self.frames.take(min(self.batch_size, self.decider.steps))
                 if not taken:
-                    if self.frames.done:
+                    if self.frames.done:  # the windows the face tracker still held
+                        held = self.decider.finish(self.next_index / self.decider.rate)
+                        decided_at = time.monotonic()
+                        for window in held:
+                            yield self._live(window, decided_at)
                         return
                     continue
                 batch: list[StreamedFrame] = []
@@ -180,7 +197,7 @@ class LiveTimeline:
                 decided_at = time.monotonic()
                 for window in decided:
                     yield self._live(window, decided_at)
-                self._forget_before(self.next_window_start())
+                self._forget_before(self.next_window_start() - self.decider.held_frames)
         finally:
             self.frames.close()
             torch.set_num_threads(threads)
@@ -211,7 +228,8 @@ class LiveTimeline:
         """The run's timeline from its `windows` (in order), once the iteration has ended."""
         stream = self.frames.stream
         duration = stream.duration if self.frames.ended in ("end of input", "broken", "stalled") else 0.0
-        duration = max(duration, self.next_index / self.decider.rate, windows[-1].end if windows else 0.0)
+        duration = max(duration, self.next_index / self.decider.rate, *(w.end for w in windows))
+        segments, people = self.decider.segments_and_people(windows, duration)
         config = self.model.config
         if not windows:
             logger.warning(
@@ -227,10 +245,12 @@ class LiveTimeline:
             labels=list(config.known_labels),
             unknown_label=config.unknown_label,
             windows=windows,
-            segments=merge_segments(windows, self.stride, duration),
+            segments=segments,
             gaps=list(stream.gaps),
             decode_errors=stream.decode_errors,
             face_crop=self.face_crop,
+            faces=self.decider.faces,
+            people=people,
             ended=self.frames.ended or ("stopped" if self._stopping else "end of input"),
             frames=self.next_index,
             dropped=self.frames.dropped,

@@ -35,16 +35,20 @@ from .decisions import decisions
 
 logger = logging.getLogger(__name__)
 
-# Window states besides a decision: a sampled frame is missing (damage), or no frame of the window shows a face.
+# Window states besides a decision: a sampled frame is missing (damage), no frame of the window shows a face, or
+# (following people, `faces=`) the window's person is off screen for most of it.
 UNREADABLE = "unreadable"
 NO_FACE = "no_face"
+ABSENT = "absent"
+FACES = ("largest", "all")
 
 
 @dataclass
 class TimelineWindow:
     """One window `[start, end)` in seconds. `status` is "ok" (decided: `label`, `known`, `score` against
-    `threshold`, `known_p_value`, `probabilities` over the known classes) or `UNREADABLE` / `NO_FACE` (no decision). `face_box`:
-    with face cropping, the crop square of the window's middle frame (`x0, y0, x1, y1`, frame pixels)."""
+    `threshold`, `known_p_value`, `probabilities` over the known classes) or `UNREADABLE` / `NO_FACE` / `ABSENT` (no
+    decision). `face_box`: with face cropping, the crop square of the window's middle frame (`x0, y0, x1, y1`, frame
+    pixels). `person`: following people (`faces=`), whose window it is."""
 
     start: float
     end: float
@@ -56,6 +60,7 @@ class TimelineWindow:
     probabilities: dict[str, float] = field(default_factory=dict)
     face_box: list[float] | None = None
     known_p_value: float | None = None  # conformal p-value of `score` (hesp_hf.calibration); None: no saved scores
+    person: str | None = None
 
     @property
     def decision(self) -> str:
@@ -65,6 +70,8 @@ class TimelineWindow:
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["start"], row["end"] = round(self.start, 3), round(self.end, 3)
+        if self.person is None:
+            del row["person"]
         return row
 
 
@@ -75,16 +82,29 @@ class TimelineSegment:
 
     start: float
     end: float
-    decision: str  # a known label, the unknown label, UNREADABLE or NO_FACE
+    decision: str  # a known label, the unknown label, UNREADABLE, NO_FACE or ABSENT
     known: bool | None
     windows: int
     mean_score: float | None
+    person: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         row = asdict(self)
         row["start"], row["end"] = round(self.start, 3), round(self.end, 3)
         row["mean_score"] = None if self.mean_score is None else round(self.mean_score, 6)
+        if self.person is None:
+            del row["person"]
         return row
+
+
+@dataclass
+class PersonSummary:
+    """A followed person: id, first appearance and time on screen (seconds), and the clearest face crop seen."""
+
+    id: str
+    first_seen: float
+    seconds_on_screen: float
+    thumbnail: np.ndarray | None = None  # (96, 96, 3) uint8 RGB
 
 
 @dataclass
@@ -102,26 +122,45 @@ class Timeline:
     gaps: list[Gap] = field(default_factory=list)
     decode_errors: int = 0
     face_crop: bool = False
+    faces: str | None = None  # None: whole frames; "largest" / "all": people followed (`timeline_people`)
+    people: list[PersonSummary] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        """Totals per decision (seconds), the settings and the damage, for `summary.json` and logs."""
-        seconds: dict[str, float] = {}
-        for segment in self.segments:
-            seconds[segment.decision] = seconds.get(segment.decision, 0.0) + segment.end - segment.start
-        return {
+        """Totals per decision (seconds; summed over people when following several), the settings and the damage,
+        and each person's time on screen and seconds per decision, for `summary.json` and logs."""
+        summary = {
             "file": self.file,
             "duration": round(self.duration, 3),
             "window": self.window,
             "stride": self.stride,
             "face_crop": self.face_crop,
+            "faces": self.faces,
             "windows": len(self.windows),
             "segments": len(self.segments),
-            "seconds_per_decision": {key: round(value, 3) for key, value in sorted(seconds.items())},
+            "seconds_per_decision": seconds_per_decision(self.segments),
             "known_labels": self.labels,
             "unknown_label": self.unknown_label,
             "gaps": [gap.to_json() for gap in self.gaps],
             "decode_errors": self.decode_errors,
         }
+        if self.faces is not None:
+            summary["people"] = {
+                person.id: {
+                    "first_seen": round(person.first_seen, 3),
+                    "seconds_on_screen": round(person.seconds_on_screen, 3),
+                    "seconds_per_decision": seconds_per_decision([s for s in self.segments if s.person == person.id]),
+                }
+                for person in self.people
+            }
+        return summary
+
+
+def seconds_per_decision(segments: Sequence[TimelineSegment]) -> dict[str, float]:
+    """Seconds covered by each decision in `segments`."""
+    seconds: dict[str, float] = {}
+    for segment in segments:
+        seconds[segment.decision] = seconds.get(segment.decision, 0.0) + segment.end - segment.start
+    return {key: round(value, 3) for key, value in sorted(seconds.items())}
 
 
 def frames_per_window_step(window: float, stride: float, num_frames: int) -> tuple[float, int]:
@@ -153,28 +192,51 @@ def timeline(
     stride: float = 0.5,
     *,
     face_crop: bool = False,
+    faces: str | None = None,
+    min_track_s: float = 1.0,
+    max_faces: int = 8,
     batch_size: int = 32,
     bf16: bool = False,
     progress: Callable[[float], None] | None = None,
 ) -> Timeline:
     """The expression timeline of `video` (any length): a decision every `stride` seconds over `window`-second
-    windows, and the merged segments. `batch_size`: sampled frames per vision-tower pass. `progress(seconds)` is
-    called with the stream time reached. Raises `VideoDecodeError` naming the file when it holds no readable video."""
+    windows, and the merged segments. `faces`: "largest" follows one person, chosen once, through the whole
+    recording (`face_crop=True` means this); "all" makes a timeline per person (`hesp_hf.inference.timeline_people`:
+    tracks shorter than `min_track_s` dropped, at most `max_faces` faces a frame). `batch_size`: sampled frames per
+    vision-tower pass. `progress(seconds)` is called with the stream time reached. Raises `VideoDecodeError` naming
+    the file when it holds no readable video."""
+    if faces is None and face_crop:
+        faces = "largest"
+    if faces is not None:
+        from .timeline_people import people_timeline  # the people's pipeline builds on this module
+
+        return people_timeline(
+            model,
+            processor,
+            video,
+            window,
+            stride,
+            faces=faces,
+            min_track_s=min_track_s,
+            max_faces=max_faces,
+            batch_size=batch_size,
+            bf16=bf16,
+            progress=progress,
+        )
     num_frames = int(processor.num_frames)
     rate, steps = frames_per_window_step(window, stride, num_frames)
-    device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
-    stream = FrameStream(video, rate, shortest_edge=None if face_crop else processor.decode_edge(face_crop=False))
-    scorer = _WindowScorer(model, num_frames, steps, 1 / rate, device, bf16)
-    batches = _processed_batches(stream, processor, batch_size, face_crop)
+    stream = FrameStream(video, rate, shortest_edge=processor.decode_edge(face_crop=False))
+    scorer = WindowScorer(model, num_frames, steps, 1 / rate, bf16)
+    batches = _processed_batches(stream, processor, batch_size)
     windows: list[TimelineWindow] = []
     seen = 0
     for batch in decoded_in_background(batches):
-        windows += scorer.add(batch)
+        windows += scorer.add(batch.pixels, [ON_SCREEN] * len(batch.pixels), [None] * len(batch.pixels))
         seen += len(batch.times)
         if progress is not None and batch.times:
             progress(batch.times[-1])
     if seen < num_frames:  # shorter than one window: one window over the whole recording, as a clip
-        windows = [_whole_clip_window(scorer, processor, video, stream.duration, face_crop)]
+        windows = [_whole_clip_window(scorer, processor, video, stream.duration)]
     config = model.config
     result = Timeline(
         file=str(video),
@@ -187,11 +249,14 @@ def timeline(
         segments=merge_segments(windows, steps / rate, stream.duration),
         gaps=list(stream.gaps),
         decode_errors=stream.decode_errors,
-        face_crop=face_crop,
     )
-    for gap in result.gaps:
-        logger.warning("%s: %.2f-%.2f s marked %s (%s).", video, gap.start, gap.end, UNREADABLE, gap.reason)
+    log_gaps(result)
     return result
+
+
+def log_gaps(result: Timeline) -> None:
+    for gap in result.gaps:
+        logger.warning("%s: %.2f-%.2f s marked %s (%s).", result.file, gap.start, gap.end, UNREADABLE, gap.reason)
 
 
 def merge_segments(windows: Sequence[TimelineWindow], stride: float, duration: float) -> list[TimelineSegment]:
@@ -221,7 +286,9 @@ class WindowDecider:
     """Sampled frames in, decided windows out, each window as soon as its last frame is in: the timeline's own
     scorer for frames that arrive a few at a time (a live stream, `hesp_hf.inference.live`). Feed `add` the
     `StreamedFrame`s of a `FrameStream` at `rate` (shortest edge `decode_edge`), in order and without holes (a frame
-    that is missing has `image=None`; its windows are `UNREADABLE`)."""
+    that is missing has `image=None`; its windows are `UNREADABLE`), and call `finish` at the end. With `faces`
+    ("largest", what `face_crop=True` means, or "all") the people's pipeline decides (`timeline_people.PeopleDecider`):
+    windows carry a `person` and come once the face tracker has settled their frames."""
 
     def __init__(
         self,
@@ -231,85 +298,153 @@ class WindowDecider:
         stride: float = 0.5,
         *,
         face_crop: bool = False,
+        faces: str | None = None,
+        min_track_s: float = 1.0,
+        max_faces: int = 8,
         bf16: bool = False,
     ):
-        self.processor, self.face_crop = processor, face_crop
+        self.processor = processor
+        self.faces = faces or ("largest" if face_crop else None)
         self.num_frames = int(processor.num_frames)
         self.rate, self.steps = frames_per_window_step(window, stride, self.num_frames)
         self.stride = self.steps / self.rate
-        self.decode_edge = None if face_crop else processor.decode_edge(face_crop=False)
-        device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
-        self._scorer = _WindowScorer(model, self.num_frames, self.steps, 1 / self.rate, device, bf16)
+        self.decode_edge = None if self.faces else processor.decode_edge(face_crop=False)
+        self._people: Any = None
+        if self.faces:
+            from .timeline_people import PeopleDecider  # the people's pipeline builds on this module
+
+            self._people = PeopleDecider(
+                model,
+                processor,
+                self.rate,
+                self.steps,
+                self.faces,
+                min_track_s=min_track_s,
+                max_faces=max_faces,
+                bf16=bf16,
+            )
+        else:
+            self._scorer = WindowScorer(model, self.num_frames, self.steps, 1 / self.rate, bf16)
 
     def add(self, frames: list[StreamedFrame]) -> list[TimelineWindow]:
         """The windows that the frames of `frames` complete (none when they complete no window)."""
-        return self._scorer.add(_process(frames, self.processor, self.face_crop)) if frames else []
+        if not frames:
+            return []
+        if self._people is not None:
+            return self._people.add(frames)
+        pixels = _process(frames, self.processor).pixels
+        return self._scorer.add(pixels, [ON_SCREEN] * len(pixels), [None] * len(pixels))
+
+    @property
+    def held_frames(self) -> int:
+        """How many sampled frames a window may still need once the stream has passed its end (the face tracker's
+        delay and a window): what a caller keeping per-frame records must keep."""
+        return 0 if self._people is None else self._people.tracker.delay + self.num_frames
+
+    def finish(self, duration: float) -> list[TimelineWindow]:
+        """At the end of the stream: the windows still held back (by the face tracker; none without faces)."""
+        return [] if self._people is None else self._people.finish(duration)
+
+    def segments_and_people(
+        self, windows: Sequence[TimelineWindow], duration: float
+    ) -> tuple[list[TimelineSegment], list[PersonSummary]]:
+        """The segments of `windows` (every window this decider gave, in any order), merged person by person, and
+        the people followed."""
+        if self._people is None:
+            return merge_segments(windows, self.stride, duration), []
+        _, segments, people = self._people.assemble(duration)
+        return segments, people
 
 
 # --------------------------------------------------------------------------------------------- frames -> windows
 @dataclass
 class _Batch:
-    """Consecutive sampled frames: their times, their model input `(N, C, H, W)` (None for a missing frame), and
-    with face cropping whether each had a face of its own and its crop box."""
+    """Consecutive sampled frames: their times and their model input `(N, C, H, W)` (None for a missing frame)."""
 
     times: list[float]
     pixels: list[torch.Tensor | None]
-    has_face: list[bool]
-    boxes: list[list[float] | None]
 
 
-def _processed_batches(
-    stream: FrameStream, processor: HESPVideoProcessor, batch_size: int, face_crop: bool
-) -> Iterator[_Batch]:
-    """The stream's frames in batches, face-cropped (one face followed through each batch) and turned into model
-    input: the work that runs beside the model, in the reading thread."""
+def _processed_batches(stream: FrameStream, processor: HESPVideoProcessor, batch_size: int) -> Iterator[_Batch]:
+    """The stream's frames in batches, turned into model input: the work that runs beside the model, in the
+    reading thread."""
     pending: list[StreamedFrame] = []
     for item in stream:
         pending.append(item)
         if len(pending) == batch_size:
-            yield _process(pending, processor, face_crop)
+            yield _process(pending, processor)
             pending = []
     if pending:
-        yield _process(pending, processor, face_crop)
+        yield _process(pending, processor)
 
 
-def _process(frames: list[StreamedFrame], processor: HESPVideoProcessor, face_crop: bool) -> _Batch:
+def _process(frames: list[StreamedFrame], processor: HESPVideoProcessor) -> _Batch:
     readable = [i for i, frame in enumerate(frames) if frame.image is not None]
     pixels: list[torch.Tensor | None] = [None] * len(frames)
-    has_face = [not face_crop] * len(frames)
-    boxes: list[list[float] | None] = [None] * len(frames)
     if readable:
         images = np.stack([frames[i].image for i in readable])  # type: ignore[misc]
-        if face_crop:
-            track = processor.track_face(images)
-            if track.found:
-                images = processor.crop_to_face(images, track)
-                for position, i in enumerate(readable):
-                    has_face[i] = bool(track.detected[position])
-                    boxes[i] = [round(float(v), 1) for v in track.boxes[position]]
         processed = ClipTransform(processor, training=False).process(images)  # the data path's frames -> input
         for position, i in enumerate(readable):
             pixels[i] = processed[position]
-    return _Batch([frame.time for frame in frames], pixels, has_face, boxes)
+    return _Batch([frame.time for frame in frames], pixels)
 
 
-class _WindowScorer:
+# A sampled frame's state for a window: the frame (or the followed person, detected in it) is there. Following a
+# person: shown at their last box (not detected in this frame, while other faces are / no face is), or off screen
+# (while other faces are there / no face is; no model input).
+ON_SCREEN, HELD, HELD_FACELESS, OFF_SCREEN, OFF_SCREEN_FACELESS = "on", "held", "held_faceless", "off", "off_faceless"
+_NOT_SHOWN = (OFF_SCREEN, OFF_SCREEN_FACELESS)
+
+
+class WindowScorer:
     """Turns sampled frames into decided windows as soon as each window's last frame arrives, keeping only the
-    frames (or frame features) that a later window still needs."""
+    frames (or frame features) that a later window still needs. Each frame comes with its state (`ON_SCREEN`, ...)
+    and crop box; a frame without model input is unreadable unless its person is off screen.
 
-    def __init__(self, model: Any, num_frames: int, steps: int, frame_step: float, device: torch.device, bf16: bool):
-        self.model = model
-        self.num_frames, self.steps, self.frame_step, self.device = num_frames, steps, frame_step, device
-        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    A window is `UNREADABLE` when a frame of it is; `NO_FACE` when no face is detected in any of its frames; `ABSENT`
+    when its person is off screen in more than half of it or detected in none; else decided, the frames where the person is off screen
+    taking the features of the nearest frame that shows them. `person` names the windows' person."""
+
+    def __init__(
+        self,
+        model: Any,
+        num_frames: int,
+        steps: int,
+        frame_step: float,
+        bf16: bool,
+        person: str | None = None,
+        start_index: int = 0,
+    ):
+        self.model, self.person = model, person
+        self.device = next(iter(model.parameters())).device if hasattr(model, "parameters") else torch.device("cpu")
+        self.num_frames, self.steps, self.frame_step = num_frames, steps, frame_step
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
         # HESP models share each frame's tower pass between the windows that hold it.
         self.shares_frames = hasattr(model, "frame_features") and hasattr(model, "classify_frame_features")
-        self.recent: deque[tuple[Any, bool, list[float] | None]] = deque()  # (features or pixels, face, box)
-        self.first_index = 0  # the stream index of recent[0]
-        self.next_window = 0
+        self.recent: deque[tuple[Any, str, list[float] | None]] = deque()  # (features or pixels, state, box)
+        # A person first seen at frame `start_index`: the windows that begin before it are absent.
+        self.next_window = -(-start_index // steps)
+        self.first_index = self.next_window * steps  # the stream index of recent[0]
+        self.skip = self.first_index - start_index  # frames still to drop before recent[0]
 
-    def add(self, batch: _Batch) -> list[TimelineWindow]:
-        for entry, face, box in zip(self._encode(batch.pixels), batch.has_face, batch.boxes, strict=True):
-            self.recent.append((entry, face, box))
+    def absent_before(self) -> list[TimelineWindow]:
+        """The windows before this person's first frame, marked `ABSENT`."""
+        return [self._window(index, ABSENT) for index in range(self.next_window)]
+
+    def add(self, pixels: list[Any], states: list[str], boxes: list[list[float] | None]) -> list[TimelineWindow]:
+        """The next frames' model input (None: none), states and boxes; returns the windows now complete."""
+        return self.add_encoded(self.encode(pixels), states, boxes)
+
+    def add_encoded(
+        self, entries: list[Any], states: list[str], boxes: list[list[float] | None]
+    ) -> list[TimelineWindow]:
+        """As `add`, with the frames already through `encode` (several people's crops in one tower pass)."""
+        if self.skip:
+            dropped = min(self.skip, len(entries))
+            self.skip -= dropped
+            entries, states, boxes = entries[dropped:], states[dropped:], boxes[dropped:]
+        for entry, state, box in zip(entries, states, boxes, strict=True):
+            self.recent.append((entry, state, box))
         ready = []
         while self.next_window * self.steps + self.num_frames <= self.first_index + len(self.recent):
             ready.append(self.next_window)
@@ -322,7 +457,8 @@ class _WindowScorer:
         return windows
 
     @torch.inference_mode()
-    def _encode(self, pixels: list[torch.Tensor | None]) -> list[Any]:
+    def encode(self, pixels: list[torch.Tensor | None]) -> list[Any]:
+        """Frame features (HESP models: one tower pass for all given frames) or the pixels (other models)."""
         if not self.shares_frames:
             return list(pixels)
         readable = [i for i, p in enumerate(pixels) if p is not None]
@@ -335,26 +471,47 @@ class _WindowScorer:
                 entries[i] = (prompted[position].float(), None if frozen is None else frozen[position].float())
         return entries
 
+    def _window(self, index: int, status: str = "ok") -> TimelineWindow:
+        start = index * self.steps * self.frame_step
+        return TimelineWindow(
+            start=start, end=start + self.num_frames * self.frame_step, status=status, person=self.person
+        )
+
     def _decide(self, window_indices: list[int]) -> list[TimelineWindow]:
         results: list[TimelineWindow] = []
         to_score: list[tuple[TimelineWindow, list[Any]]] = []
         for index in window_indices:
             first = index * self.steps - self.first_index
             members = [self.recent[first + k] for k in range(self.num_frames)]
-            start = index * self.steps * self.frame_step
-            window = TimelineWindow(start=start, end=start + self.num_frames * self.frame_step)
-            middle = members[self.num_frames // 2]
-            window.face_box = middle[2]
-            if any(entry is None for entry, _, _ in members):
+            window = self._window(index)
+            shown = [k for k, (_, state, _) in enumerate(members) if state not in _NOT_SHOWN]
+            middle = members[min(shown, key=lambda k: abs(k - self.num_frames // 2))] if shown else None
+            window.face_box = None if middle is None else middle[2]
+            if any(entry is None for k, (entry, _, _) in enumerate(members) if k in shown):
                 window.status = UNREADABLE
-            elif not any(face for _, face, _ in members):
+            elif all(state in (HELD_FACELESS, OFF_SCREEN_FACELESS) for _, state, _ in members):
                 window.status = NO_FACE
-            else:
-                to_score.append((window, [entry for entry, _, _ in members]))
+            elif 2 * len(shown) < self.num_frames or not any(state == ON_SCREEN for _, state, _ in members):
+                window.status = ABSENT
+            else:  # frames where the person is off screen: the nearest frame that shows them
+                nearest = [min(shown, key=lambda j: (abs(j - k), j)) for k in range(self.num_frames)]
+                to_score.append((window, [members[j][0] for j in nearest]))
             results.append(window)
         if to_score:
             self._score(to_score)
         return results
+
+    def decide_short(self, duration: float) -> TimelineWindow:
+        """A recording shorter than one window: one window over all of it, its frames spread over the ones held."""
+        if not self.recent:
+            return TimelineWindow(start=0.0, end=duration, status=ABSENT, person=self.person)
+        picks = np.linspace(0, len(self.recent) - 1, self.num_frames).round().astype(int)
+        held = list(self.recent)
+        self.recent = deque(held[i] for i in picks)
+        self.first_index = 0
+        window = self._decide([0])[0]
+        window.start, window.end = 0.0, duration
+        return window
 
     @torch.inference_mode()
     def _score(self, items: list[tuple[TimelineWindow, list[Any]]]) -> None:
@@ -383,23 +540,12 @@ def fill_decisions(windows: Sequence[TimelineWindow], output: Any, config: Any) 
 
 
 def _whole_clip_window(
-    scorer: _WindowScorer, processor: HESPVideoProcessor, video: str | Path, duration: float, face_crop: bool
+    scorer: WindowScorer, processor: HESPVideoProcessor, video: str | Path, duration: float
 ) -> TimelineWindow:
     """A recording shorter than one window: its `num_frames` frames sampled over all of it, decided as a clip."""
-    # As the stream: at the model's input size, or whole frames with face cropping (face boxes are in frame pixels).
-    clip = sample_clip(
-        video, scorer.num_frames, shortest_edge=None if face_crop else processor.decode_edge(face_crop=False)
-    )
+    clip = sample_clip(video, scorer.num_frames, shortest_edge=processor.decode_edge(face_crop=False))  # as the stream
     window = TimelineWindow(start=0.0, end=duration)
-    frames = clip.frames
-    if face_crop:
-        track = processor.track_face(frames)
-        if not track.found:
-            window.status = NO_FACE
-            return window
-        frames = processor.crop_to_face(frames, track)
-        window.face_box = [round(float(v), 1) for v in track.boxes[len(frames) // 2]]
-    pixels = ClipTransform(processor, training=False).process(frames)[None]
+    pixels = ClipTransform(processor, training=False).process(clip.frames)[None]
     with torch.inference_mode(), scorer.autocast:
         output = scorer.model(pixel_values_videos=pixels.to(scorer.device))
     fill_decisions([window], output, scorer.model.config)
