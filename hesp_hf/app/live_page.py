@@ -22,6 +22,10 @@ logger = logging.getLogger(__name__)
 
 WAITING = "Start the webcam (the record button under it): decisions appear once the first window is in."
 
+WHOLE_FRAME = "whole frame"
+# The Faces choices and what `LiveSession(faces=...)` gets for each.
+FACE_CHOICES = {WHOLE_FRAME: None, "one person (crop to the face)": "largest", "every person": "all"}
+
 
 def build_live_page(model: Any, processor: Any, settings: Any) -> None:
     """The Live page's components and events, inside the caller's `page.route(...)` context. `settings`: the app's
@@ -36,7 +40,13 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             webcam = gr.Image(label="Webcam", sources=["webcam"], streaming=True, type="numpy", elem_id="live-webcam")
-            face_crop = gr.Checkbox(label="Crop to the face first (set before starting)", value=False)
+            faces = gr.Radio(
+                list(FACE_CHOICES),
+                value=WHOLE_FRAME,
+                label="Faces (set before starting)",
+                info="every person: a decision and a lane each, ids kept while they are in view",
+                elem_id="live-faces",
+            )
             end = gr.Button("End the session", variant="primary", elem_id="live-end")
         with gr.Column(scale=1):
             status = gr.Markdown(WAITING, elem_id="live-status")
@@ -56,11 +66,13 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
     final = gr.Image(label="The session's timeline", type="filepath", interactive=False, elem_id="live-final")
     files = gr.File(label="The session's files", file_count="multiple", interactive=False, elem_id="live-files")
 
-    def on_frame(image: np.ndarray | None, current: LiveSession | None, crop: bool) -> tuple[Any, ...]:
+    def on_frame(image: np.ndarray | None, current: LiveSession | None, choice: str) -> tuple[Any, ...]:
         if image is None:
             return current, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
         if current is None:
-            current = LiveSession(model, processor, settings.window_s, settings.stride_s, face_crop=crop)
+            current = LiveSession(
+                model, processor, settings.window_s, settings.stride_s, faces=FACE_CHOICES.get(choice)
+            )
         decided = current.add_frame(image)
         if not decided:
             return current, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
@@ -68,7 +80,7 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
         return (
             current,
             f"Live: {current.seconds:.1f} s, {len(current.windows)} windows.",
-            window_text(latest),
+            "\n\n".join(window_text(w) for w in latest_per_person(decided)),
             dict(latest.probabilities) if latest.probabilities else None,
             gr.update(value=face_crop_of(current.latest, latest.face_box), visible=current.face_crop),
             recent_table(current),
@@ -76,7 +88,7 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
 
     webcam.stream(
         on_frame,
-        inputs=[webcam, session, face_crop],
+        inputs=[webcam, session, faces],
         outputs=[session, status, decision, probabilities, face, recent],
         stream_every=step,
         show_progress="hidden",
@@ -102,12 +114,19 @@ def build_live_page(model: Any, processor: Any, settings: Any) -> None:
 
 
 def window_text(window: Any) -> str:
-    """The latest window's decision in words (as the upload page words a clip's)."""
+    """A window's decision in words (as the upload page words a clip's), with its person when faces are followed."""
     span = f"{window.start:.1f}-{window.end:.1f} s"
+    who = "" if window.person is None else f"{window.person}: "
     if window.status != "ok":
-        return f"## {window.decision}\n{span}: no decision ({window.status.replace('_', ' ')})."
+        return f"## {who}{window.decision}\n{span}: no decision ({window.status.replace('_', ' ')})."
     threshold = "" if window.threshold is None else f" against threshold {window.threshold:.3f}"
-    return f"## {window.label}\n{span}: known-ness {window.score:.3f}{threshold}."
+    return f"## {who}{window.label}\n{span}: known-ness {window.score:.3f}{threshold}."
+
+
+def latest_per_person(windows: list[Any]) -> list[Any]:
+    """The last of `windows` of each person (one window without faces followed), in order of the person's id."""
+    latest = {window.person: window for window in windows}
+    return [latest[person] for person in sorted(latest, key=lambda p: (p is not None, str(p)))]
 
 
 def face_crop_of(image: np.ndarray | None, box: list[float] | None) -> np.ndarray | None:
@@ -126,7 +145,11 @@ def recent_table(session: LiveSession) -> Any:
     import pandas as pd
 
     rows = [
-        {"centre (s)": round((w.start + w.end) / 2, 3), "known-ness": w.score or 0.0, "decision": w.decision}
+        {
+            "centre (s)": round((w.start + w.end) / 2, 3),
+            "known-ness": w.score or 0.0,
+            "decision": w.decision if w.person is None else f"{w.person}: {w.decision}",
+        }
         for w in session.recent()
     ]
     return pd.DataFrame(rows, columns=["centre (s)", "known-ness", "decision"])

@@ -81,8 +81,10 @@ def run_live(args: argparse.Namespace, model: Any, processor: Any) -> dict[str, 
 
 
 def _show(window: LiveWindow) -> None:
-    """One terminal line per window: when, the decision, known-ness against the threshold, latency, drops."""
-    text = f"{window.start:8.2f}-{window.end:8.2f} s  {window.decision:<14}"
+    """One terminal line per window: when, whose (with --faces), the decision, known-ness against the threshold,
+    latency, drops."""
+    who = "" if window.person is None else f"  {window.person:<9}"
+    text = f"{window.start:8.2f}-{window.end:8.2f} s{who}  {window.decision:<14}"
     if window.score is not None:
         threshold = "" if window.threshold is None else f" (threshold {window.threshold:.2f})"
         text += f" known-ness {window.score:6.2f}{threshold}"
