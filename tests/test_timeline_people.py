@@ -397,3 +397,31 @@ def test_frames_pushed_a_few_at_a_time_give_the_recordings_people_timeline(
         (s.person, s.start, s.end, s.decision) for s in people_timeline.segments
     ]
     assert [p.id for p in people] == [p.id for p in people_timeline.people]
+
+
+def test_the_live_page_follows_every_person_of_the_webcam(tmp_path, recordings, prototype_model, people_timeline):
+    """The Live page's session with *every person*: the webcam's frames (here the two-person recording's, sent as the
+    browser sends them) give each person the windows the recording's timeline gives them, and the session's files a
+    lane and a face per person."""
+    from hesp_hf.app.live_page import FACE_CHOICES, latest_per_person, window_text
+    from hesp_hf.app.live_session import LiveSession
+
+    model, processor = prototype_model
+    session = LiveSession(model, processor, 2.0, 0.5, faces=FACE_CHOICES["every person"])
+    stream = FrameStream(recordings[0].path, session.decider.rate, shortest_edge=None)
+    decided = []
+    for frame in stream:  # each sampled frame sent at its moment, as a browser at the sampling step sends them
+        decided += session.add_frame(frame.image, at=frame.time)
+    summary = session.finish(tmp_path / "session", "webcam")
+    assert {w.person for w in decided} == {"person-1", "person-2"}
+    expected = {(w.person, w.start): w.decision for w in people_timeline.windows}
+    got = {(w.person, w.start): w.decision for w in session.windows}
+    shared = set(got) & set(expected)
+    # The same decisions; only the file's last windows are missing (the session ends at the last frame sent).
+    assert all(got[key] == expected[key] for key in shared)
+    last = max(start for _, start in got)
+    assert shared == set(got) and all(start > last for _, start in set(expected) - shared)
+    assert sorted(summary["people"]) == ["person-1", "person-2"]
+    assert (tmp_path / "session" / "person-1.png").is_file() and (tmp_path / "session" / "person-2.png").is_file()
+    texts = [window_text(w) for w in latest_per_person(decided[-6:])]
+    assert any(t.startswith("## person-1: ") for t in texts) or any(t.startswith("## person-2: ") for t in texts)
