@@ -425,3 +425,30 @@ def test_the_live_page_follows_every_person_of_the_webcam(tmp_path, recordings, 
     assert (tmp_path / "session" / "person-1.png").is_file() and (tmp_path / "session" / "person-2.png").is_file()
     texts = [window_text(w) for w in latest_per_person(decided[-6:])]
     assert any(t.startswith("## person-1: ") for t in texts) or any(t.startswith("## person-2: ") for t in texts)
+
+
+def test_a_tower_pass_takes_at_most_batch_size_crops_and_decides_the_same(
+    recordings, prototype_model, people_timeline, monkeypatch
+):
+    """`batch_size` counts face crops (one tower pass), whatever the number of people: with 3, two people's frames go
+    one at a time, and every window is decided as with 32."""
+    from hesp_hf.inference.timeline import WindowScorer
+
+    model, processor = prototype_model
+    passes: list[int] = []
+    encode = WindowScorer.encode
+
+    def counted(self, pixels):
+        passes.append(len(pixels))
+        return encode(self, pixels)
+
+    monkeypatch.setattr(WindowScorer, "encode", counted)
+    small = make_timeline(model, processor, recordings[0].path, window=2.0, stride=0.5, faces="all", batch_size=3)
+    assert passes and max(passes) <= 3 and 2 in passes
+    assert [(w.person, w.start, w.status, w.label) for w in small.windows] == [
+        (w.person, w.start, w.status, w.label) for w in people_timeline.windows
+    ]
+    for got, expected in zip(small.windows, people_timeline.windows, strict=True):
+        assert (got.score is None) == (expected.score is None)
+        if got.score is not None:
+            assert got.score == pytest.approx(expected.score, abs=1e-5)

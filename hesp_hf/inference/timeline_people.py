@@ -51,7 +51,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class _PersonFrames:
-    pixels: list[Any]  # model input per frame (None: off screen or unreadable)
+    # Each frame's face crop, uint8 `(S, S, 3)` (None: off screen or unreadable), made model input only in the
+    # model's thread: the batches in flight between the threads hold bytes, not 4x as many float32s.
+    pixels: list[Any]
     states: list[str]
     boxes: list[list[float] | None]
 
@@ -93,8 +95,8 @@ def people_timeline(
     rate, steps = frames_per_window_step(window, stride, num_frames)
     tracker = face_tracker(processor, rate, faces, min_track_s, max_faces, appearance)
     stream = FrameStream(video, rate, shortest_edge=None)  # whole frames: face boxes in the frame's pixels
-    scorer = PeopleScorer(model, num_frames, steps, rate, bf16)
-    batches = _people_batches(tracker.frames(iter(stream)), processor, crop_size_of(processor), batch_size)
+    scorer = PeopleScorer(model, processor, num_frames, steps, rate, bf16)
+    batches = _people_batches(tracker.frames(iter(stream)), crop_size_of(processor), batch_size)
     for batch in decoded_in_background(batches):
         scorer.add(batch)
         if progress is not None and batch.times:
@@ -160,8 +162,11 @@ class PeopleScorer:
     unreadable and face-less windows say what a person's windows before their first frame were. `add` returns the
     windows each batch settles, so a live stream shows them as they come; `assemble` gives the whole timeline."""
 
-    def __init__(self, model: Any, num_frames: int, steps: int, rate: float, bf16: bool = False):
+    def __init__(
+        self, model: Any, processor: HESPVideoProcessor, num_frames: int, steps: int, rate: float, bf16: bool = False
+    ):
         self.model, self.num_frames, self.steps, self.rate, self.bf16 = model, num_frames, steps, rate, bf16
+        self.transform = ClipTransform(processor, training=False)
         self.base = WindowScorer(model, num_frames, steps, 1 / rate, bf16)  # nobody's windows: unreadable / no face
         self.base_windows: list[TimelineWindow] = []
         self.scorers: dict[str, WindowScorer] = {}
@@ -195,7 +200,10 @@ class PeopleScorer:
         frames = {person: batch.people.get(person) or batch.off() for person in self.scorers}
         # One tower pass for every person's crops of these frames.
         order = [(person, k) for person in self.scorers for k, p in enumerate(frames[person].pixels) if p is not None]
-        encoded = self.base.encode([frames[person].pixels[k] for person, k in order]) if order else []
+        encoded = []
+        if order:
+            crops = np.stack([frames[person].pixels[k] for person, k in order])
+            encoded = self.base.encode(list(self.transform.process(crops)))  # the data path's frames -> input
         entries: dict[str, list[Any]] = {person: [None] * count for person in self.scorers}
         for (person, k), entry in zip(order, encoded, strict=True):
             entries[person][k] = entry
@@ -271,7 +279,7 @@ class PeopleDecider:
         self.processor, self.rate = processor, rate
         self.tracker = face_tracker(processor, rate, faces, min_track_s, max_faces)
         self.crop_size = crop_size_of(processor)
-        self.scorer = PeopleScorer(model, int(processor.num_frames), steps, rate, bf16)
+        self.scorer = PeopleScorer(model, processor, int(processor.num_frames), steps, rate, bf16)
 
     def add(self, frames: list[StreamedFrame]) -> list[TimelineWindow]:
         return self._score([resolved for frame in frames for resolved in self.tracker.push(frame)])
@@ -285,7 +293,7 @@ class PeopleDecider:
     def _score(self, resolved: list[PeopleFrame]) -> list[TimelineWindow]:
         if not resolved:
             return []
-        return self.scorer.add(_batch([_cropped(frame, self.crop_size) for frame in resolved], self.processor))
+        return self.scorer.add(_batch([_cropped(frame, self.crop_size) for frame in resolved]))
 
 
 def person_segments(
@@ -298,19 +306,24 @@ def person_segments(
     return segments
 
 
-def _people_batches(
-    frames: Iterator[PeopleFrame], processor: HESPVideoProcessor, crop_size: int, batch_size: int
-) -> Iterator[_PeopleBatch]:
-    """Resolved frames in batches, each person's face cropped and turned into model input (the reading thread's
-    work). Each frame is cropped as soon as it is resolved and its image let go: what a batch holds is crops."""
+def _people_batches(frames: Iterator[PeopleFrame], crop_size: int, batch_size: int) -> Iterator[_PeopleBatch]:
+    """Resolved frames in batches of at most `batch_size` face crops (one tower pass; at least one frame), each
+    person's face cropped in the reading thread. Each frame is cropped as soon as it is resolved and its image let
+    go: what a batch holds is crops."""
     pending: list[tuple[PeopleFrame, dict[str, np.ndarray]]] = []
+    crops = 0
     for frame in frames:
-        pending.append(_cropped(frame, crop_size))
+        resolved = _cropped(frame, crop_size)
+        if pending and crops + len(resolved[1]) > batch_size:
+            yield _batch(pending)
+            pending, crops = [], 0
+        pending.append(resolved)
+        crops += len(resolved[1])
         if len(pending) == batch_size:
-            yield _batch(pending, processor)
-            pending = []
+            yield _batch(pending)
+            pending, crops = [], 0
     if pending:
-        yield _batch(pending, processor)
+        yield _batch(pending)
 
 
 def _cropped(frame: PeopleFrame, crop_size: int) -> tuple[PeopleFrame, dict[str, np.ndarray]]:
@@ -319,21 +332,20 @@ def _cropped(frame: PeopleFrame, crop_size: int) -> tuple[PeopleFrame, dict[str,
     return PeopleFrame(frame.index, frame.time, None, frame.people, frame.any_face, frame.unreadable), crops
 
 
-def _batch(frames: list[tuple[PeopleFrame, dict[str, np.ndarray]]], processor: HESPVideoProcessor) -> _PeopleBatch:
+def _batch(frames: list[tuple[PeopleFrame, dict[str, np.ndarray]]]) -> _PeopleBatch:
     base_states = [
         ON_SCREEN if frame.unreadable else OFF_SCREEN if frame.any_face else OFF_SCREEN_FACELESS for frame, _ in frames
     ]
     batch = _PeopleBatch(frames[0][0].index, [frame.time for frame, _ in frames], base_states)
     shown = sorted({person for _, crops in frames for person in crops}, key=_person_number)
-    transform = ClipTransform(processor, training=False)
     for person in shown:
-        on = [k for k, (_, crops) in enumerate(frames) if person in crops]
-        processed = transform.process(np.stack([frames[k][1][person] for k in on]))
         own = batch.off()
-        for position, k in enumerate(on):
-            box, detected = frames[k][0].people[person]
-            own.pixels[k] = processed[position]
-            own.states[k] = ON_SCREEN if detected else HELD if frames[k][0].any_face else HELD_FACELESS
+        for k, (frame, crops) in enumerate(frames):
+            if person not in crops:
+                continue
+            box, detected = frame.people[person]
+            own.pixels[k] = crops[person]
+            own.states[k] = ON_SCREEN if detected else HELD if frame.any_face else HELD_FACELESS
             own.boxes[k] = [round(float(v), 1) for v in box]
         batch.people[person] = own
     return batch
