@@ -35,3 +35,28 @@ def random_video(frames=4, height=32, width=32, seed=0) -> np.ndarray:
 def sample_clip(tmp_path):
     """An H.264 mp4 of 6 frames, written with PyAV."""
     return write_video(tmp_path / "clip.mp4", random_video(frames=6, height=40, width=48))
+
+
+def frozen_prototype_model(known: list[str], num_frames: int = 8):
+    """A prototype head on the embedded CLIP's frozen features, fitted on rendered clips of the `known` classes
+    (seeds 100-109; no training), its threshold below every fitted clip's known-ness with a margin for new
+    identities (known ~12-14, unknown ~3-6 on the drawn faces). Returns the model (eval) and its processor."""
+    from hesp_hf import model_and_processor_from_clip
+    from hesp_hf.embedded import embedded_clip_path
+    from hesp_hf.embedded.synthetic import render_clip
+
+    model, processor = model_and_processor_from_clip(
+        embedded_clip_path(), known, num_frames=num_frames, use_visual_prompt=False
+    )
+    model.eval()
+    model.config.inference_logits, model.config.prototype_space = "prototypes", "frozen"
+    fit = [render_clip(label, seed)[0] for label in known for seed in range(100, 110)]
+    pixels = processor([torch.from_numpy(c).permute(0, 3, 1, 2) for c in fit], return_tensors="pt")
+    with torch.no_grad():
+        prompted = model.frame_features(pixels["pixel_values_videos"].flatten(0, 1))[0]
+        embeds = torch.nn.functional.normalize(prompted.view(len(fit), num_frames, -1), dim=-1).mean(1)
+    model.set_class_prototypes(embeds, torch.arange(len(known)).repeat_interleave(10))
+    with torch.no_grad():
+        fit_scores = model.classify_frame_features(prompted.view(len(fit), num_frames, -1)).open_set_score
+    model.config.unknown_threshold = 0.8 * float(fit_scores.min())
+    return model, processor

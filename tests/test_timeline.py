@@ -20,7 +20,7 @@ from hesp_hf.inference.timeline import timeline as make_timeline
 from hesp_hf.inference.timeline_outputs import finished, write_timeline
 from hesp_hf.modeling.video_decoding_hesp import decode_video
 
-from .conftest import random_video
+from .conftest import frozen_prototype_model, random_video
 
 
 def noise_video(path: Path, seconds: float, fps: int = 8, keyframe_every: int = 8, **options) -> Path:
@@ -288,26 +288,10 @@ def test_accuracy_counts_frames_and_measures_boundaries_by_hand():
 def test_a_stitched_recording_of_known_and_unknown_clips_is_timed_right(tmp_path):
     """Clips of two known and one unknown synthetic class joined end to end, against a prototype head on the
     embedded CLIP's frozen features fitted on other clips of the known classes (no training needed)."""
-    from hesp_hf import model_and_processor_from_clip
-    from hesp_hf.embedded import embedded_clip_path
     from hesp_hf.embedded.synthetic import render_clip
 
     known, unknown = ["happiness", "anger"], "surprise"
-    model, processor = model_and_processor_from_clip(
-        embedded_clip_path(), known, num_frames=8, use_visual_prompt=False
-    )
-    model.eval()
-    model.config.inference_logits, model.config.prototype_space = "prototypes", "frozen"
-    fit = [render_clip(label, seed)[0] for label in known for seed in range(100, 110)]
-    pixels = processor([torch.from_numpy(c).permute(0, 3, 1, 2) for c in fit], return_tensors="pt")
-    with torch.no_grad():
-        prompted = model.frame_features(pixels["pixel_values_videos"].flatten(0, 1))[0]
-        embeds = torch.nn.functional.normalize(prompted.view(len(fit), 8, -1), dim=-1).mean(1)
-    model.set_class_prototypes(embeds, torch.arange(len(known)).repeat_interleave(10))
-    with torch.no_grad():
-        fit_scores = model.classify_frame_features(prompted.view(len(fit), 8, -1)).open_set_score
-    # Below every fitted clip's known-ness, with a margin for new identities (known ~12-14, unknown ~3-6 here).
-    model.config.unknown_threshold = 0.8 * float(fit_scores.min())
+    model, processor = frozen_prototype_model(known)
 
     order = ["happiness", unknown, "anger", "happiness"]
     clips = [render_clip(label, seed)[0] for label in order for seed in (1, 2)]  # 2 s each, 8 fps

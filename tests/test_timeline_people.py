@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 
 pytest.importorskip("cv2")
 
 from hesp_hf.data.frame_stream import FrameStream  # noqa: E402
-from hesp_hf.embedded.synthetic import FaceIdentity, action_track, render_clip, render_frame  # noqa: E402
+from hesp_hf.embedded.synthetic import FaceIdentity, action_track, render_frame  # noqa: E402
 from hesp_hf.embedded.synthetic_people import ABSENT, two_people_recording  # noqa: E402
 from hesp_hf.embedded.video_writer import write_video  # noqa: E402
 from hesp_hf.evaluation.people_accuracy import people_accuracy  # noqa: E402
@@ -24,6 +23,8 @@ from hesp_hf.inference.face_tracks import FaceTracker, TrackerSettings, distinct
 from hesp_hf.inference.timeline import NO_FACE  # noqa: E402
 from hesp_hf.inference.timeline import timeline as make_timeline  # noqa: E402
 from hesp_hf.inference.timeline_outputs import write_timeline  # noqa: E402
+
+from .conftest import frozen_prototype_model  # noqa: E402
 
 
 KNOWN = ["happiness", "anger"]
@@ -45,23 +46,7 @@ def prototype_model():
     """A prototype head on the embedded CLIP's frozen features fitted on centred clips of two known classes, with
     a processor that crops faces at the drawn faces' detector score (as the stitched-recording test of
     test_timeline.py, no training)."""
-    from hesp_hf import model_and_processor_from_clip
-    from hesp_hf.embedded import embedded_clip_path
-
-    model, processor = model_and_processor_from_clip(
-        embedded_clip_path(), KNOWN, num_frames=8, use_visual_prompt=False
-    )
-    model.eval()
-    model.config.inference_logits, model.config.prototype_space = "prototypes", "frozen"
-    fit = [render_clip(label, seed)[0] for label in KNOWN for seed in range(100, 110)]
-    pixels = processor([torch.from_numpy(c).permute(0, 3, 1, 2) for c in fit], return_tensors="pt")
-    with torch.no_grad():
-        prompted = model.frame_features(pixels["pixel_values_videos"].flatten(0, 1))[0]
-        embeds = torch.nn.functional.normalize(prompted.view(len(fit), 8, -1), dim=-1).mean(1)
-    model.set_class_prototypes(embeds, torch.arange(len(KNOWN)).repeat_interleave(10))
-    with torch.no_grad():
-        fit_scores = model.classify_frame_features(prompted.view(len(fit), 8, -1)).open_set_score
-    model.config.unknown_threshold = 0.8 * float(fit_scores.min())
+    model, processor = frozen_prototype_model(KNOWN)
     processor.face_min_score = DRAWN_FACES
     return model, processor
 
