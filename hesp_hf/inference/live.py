@@ -12,9 +12,10 @@ Each window is decided by the timeline's own scorer (`hesp_hf.inference.timeline
 as `hesp_hf.timeline` on the same frames) as soon as its last sampled frame has arrived. Decoding runs in a thread
 and never waits for the model (`hesp_hf.data.live_source.LiveFrames`); when the model falls a full queue behind,
 the waiting frames are dropped and it resumes from the newest, and a window that lost a frame that way is marked
-`dropped`, not decided. Each window
-carries `latency_s` (from the arrival of its last sampled frame to its decision) and `dropped_frames` (frames dropped
-so far in the run). `stop()` ends the run after the frames already read (what SIGINT and SIGTERM call).
+`dropped`, not decided. Each window carries `latency_s` (from the arrival of its last sampled frame to its decision)
+and `dropped_frames` (frames dropped so far in the run). With `face_crop` or `faces="all"` the people's pipeline
+decides, as for a recording: windows carry a `person` and come once the face tracker has settled their frames.
+`stop()` ends the run after the frames already read (what SIGINT and SIGTERM call).
 """
 
 import json
