@@ -167,8 +167,12 @@ class HESPVideoProcessor(BaseVideoProcessor):
         unchanged when the track found no face."""
         from .face_cropping_hesp import crop_to_track
 
-        size = max(self.crop_size.height or 0, self.crop_size.width or 0) if self.crop_size else 224
-        return crop_to_track(frames, track, size, times)
+        return crop_to_track(frames, track, self.face_crop_size, times)
+
+    @property
+    def face_crop_size(self) -> int:
+        """The side of the square a face is cropped to: the larger side of the crop size (224 without one)."""
+        return max(self.crop_size.height or 0, self.crop_size.width or 0) if self.crop_size else 224
 
     def decode_edge(self, face_crop: bool | None = None) -> int | None:
         """The shorter side at which a file's sampled frames are converted to RGB: what the next step needs, so that

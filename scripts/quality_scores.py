@@ -43,6 +43,7 @@ import torch.nn.functional as F
 import hesp_hf
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
 from hesp_hf.atomic_files import atomic_output, write_text_atomic
+from hesp_hf.calibration import uncalibrated_logits
 from hesp_hf.data import ClipTransform, read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
@@ -151,7 +152,7 @@ def trained_outputs(folder: Path, data: Path) -> dict[str, np.ndarray]:
             pixels = transform({"video": [r.path for r in chunk], "label": [0] * len(chunk)})["pixel_values_videos"]
             with torch.no_grad():
                 output = model(pixel_values_videos=torch.stack(pixels))
-            parts["logits"].append(output.logits[:, :-1] * model.config.probability_temperature)  # as uncalibrated
+            parts["logits"].append(torch.from_numpy(uncalibrated_logits(output.logits[:, :-1].numpy(), model.config)))
             parts["clip_logits"].append(output.clip_logits)
             parts["embeds"].append(output.video_embeds)
         for name, values in parts.items():

@@ -213,7 +213,7 @@ def _people(processor: HESPVideoProcessor, clip: Any) -> list[tuple[str, torch.T
         found = people_in_clip(clip.frames, np.asarray(clip.timestamps, dtype=float), processor)
     except ImportError as error:
         raise RequestProblem(f"Following every person is not available here: {error}") from error
-    size = max(processor.crop_size.height or 0, processor.crop_size.width or 0) if processor.crop_size else 224
+    size = processor.face_crop_size
     transform = ClipTransform(processor, training=False)
     return [
         (person, transform.process(crop_frames(clip.frames, boxes, size)), face) for person, boxes, _, face in found

@@ -33,7 +33,7 @@ from ..data.frame_stream import StreamedFrame
 from ..data.live_source import LiveFrames
 from ..modeling.video_processing_hesp import HESPVideoProcessor
 from .background import cores_per_process
-from .timeline import UNREADABLE, Timeline, TimelineWindow, WindowDecider
+from .timeline import UNREADABLE, Timeline, TimelineWindow, WindowDecider, log_gaps
 from .timeline_outputs import write_timeline
 
 
@@ -236,9 +236,7 @@ class LiveTimeline:
             logger.warning(
                 "%s ended after %.2f s, before one window of %g s: no decision.", self.source, duration, self.window
             )
-        for gap in stream.gaps:
-            logger.warning("%s: %.2f-%.2f s marked %s (%s).", self.source, gap.start, gap.end, UNREADABLE, gap.reason)
-        return LiveRecord(
+        record = LiveRecord(
             file=self.source,
             duration=duration,
             window=self.window,
@@ -256,6 +254,8 @@ class LiveTimeline:
             frames=self.next_index,
             dropped=self.frames.dropped,
         )
+        log_gaps(record)
+        return record
 
 
 def record_live(

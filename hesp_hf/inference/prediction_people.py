@@ -94,7 +94,7 @@ def predict_people(
             return clip, " ".join(str(error).split())
         times = np.asarray(sampled.timestamps, dtype=float)
         people = people_in_clip(sampled.frames, times, processor, max_faces)
-        size = max(processor.crop_size.height or 0, processor.crop_size.width or 0) if processor.crop_size else 224
+        size = processor.face_crop_size
         return clip, [
             (person, transform.process(crop_frames(sampled.frames, boxes, size)), on, face, boxes)
             for person, boxes, on, face in people

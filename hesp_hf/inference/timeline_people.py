@@ -96,7 +96,7 @@ def people_timeline(
     tracker = face_tracker(processor, rate, faces, min_track_s, max_faces, appearance)
     stream = FrameStream(video, rate, shortest_edge=None)  # whole frames: face boxes in the frame's pixels
     scorer = PeopleScorer(model, processor, num_frames, steps, rate, bf16)
-    batches = _people_batches(tracker.frames(iter(stream)), crop_size_of(processor), batch_size)
+    batches = _people_batches(tracker.frames(iter(stream)), processor.face_crop_size, batch_size)
     for batch in decoded_in_background(batches):
         scorer.add(batch)
         if progress is not None and batch.times:
@@ -150,10 +150,6 @@ def face_tracker(
         min_score=float(processor.face_min_score),
     )
     return FaceTracker(settings, follow=faces)
-
-
-def crop_size_of(processor: HESPVideoProcessor) -> int:
-    return max(processor.crop_size.height or 0, processor.crop_size.width or 0) if processor.crop_size else 224
 
 
 class PeopleScorer:
@@ -278,7 +274,7 @@ class PeopleDecider:
     ):
         self.processor, self.rate = processor, rate
         self.tracker = face_tracker(processor, rate, faces, min_track_s, max_faces)
-        self.crop_size = crop_size_of(processor)
+        self.crop_size = processor.face_crop_size
         self.scorer = PeopleScorer(model, processor, int(processor.num_frames), steps, rate, bf16)
 
     def add(self, frames: list[StreamedFrame]) -> list[TimelineWindow]:
