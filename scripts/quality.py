@@ -87,6 +87,9 @@ HESP_ROWS = {
         True,
     ),
     "ablation: without reciprocal points (two loss terms)": ({"use_reciprocal_points": False}, None, True),
+    # Training the embedding for the prototype rule: tighter known classes from the supervised contrastive term.
+    "ablation: contrastive temperature 0.1": ({"loss_weights": "contrastive_temperature=0.1"}, None, True),
+    "ablation: contrastive weight 3": ({"loss_weights": "known_contrastive_weight=3"}, None, True),
 }
 
 

@@ -51,6 +51,7 @@ class LiveSession:
         self._started: float | None = None
         self._shown: np.ndarray | None = None
         self._shown_at = 0.0
+        self._shown_scale = 1.0
         self._index = 0
 
     @property
@@ -69,22 +70,23 @@ class LiveSession:
         rate = self.decider.rate
         while self._shown is not None and (moment := (self._index + 0.5) / rate) < elapsed:
             fresh = moment - self._shown_at <= MAX_FRAME_GAP_S
-            frames.append(StreamedFrame(self._index, moment, self._shown if fresh else None))
+            frames.append(StreamedFrame(self._index, moment, self._shown if fresh else None, self._shown_scale))
             if not fresh and (not self.gaps or self.gaps[-1].end < moment - 1 / rate - 1e-9):
                 self.gaps.append(Gap(moment - 0.5 / rate, moment + 0.5 / rate, "no frame from the camera"))
             elif not fresh:
                 self.gaps[-1].end = moment + 0.5 / rate
             self._index += 1
         self._shown, self._shown_at, self.latest = self._scaled(image), elapsed, image
+        self._shown_scale = min(image.shape[:2]) / min(self._shown.shape[:2])  # face boxes in the camera's pixels
         windows = self.decider.add(frames)
         self.windows += windows
         return windows
 
     def _scaled(self, image: np.ndarray) -> np.ndarray:
-        """The frame at the decoder's size (as `FrameStream` converts a file's frames), full size with face crop."""
+        """The frame at the decoder's size (as `FrameStream` converts a file's frames; with faces, never enlarged)."""
         edge = self.decider.decode_edge
         height, width = image.shape[:2]
-        if edge is None or min(height, width) == edge:
+        if edge is None or min(height, width) == edge or (self.decider.shrink_only and min(height, width) < edge):
             return np.ascontiguousarray(image[..., :3])
         from PIL import Image
 

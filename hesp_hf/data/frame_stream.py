@@ -35,11 +35,13 @@ _CUT_TOLERANCE_SECONDS = 0.5
 @dataclass
 class StreamedFrame:
     """The frame shown at grid moment `index` (`time` seconds from the stream's start), as RGB uint8 `(H, W, 3)`
-    upright, or None where damage left no frame."""
+    upright, or None where damage left no frame. `scale`: the source frame's pixels per pixel of `image` (a box found
+    in `image` times `scale` is in the video's own pixels)."""
 
     index: int
     time: float
     image: np.ndarray | None
+    scale: float = 1.0
 
 
 @dataclass
@@ -69,6 +71,7 @@ class FrameStream:
     gaps: list[Gap] = field(default_factory=list)
     decode_errors: int = 0
     thread_type: str = "AUTO"  # "SLICE" for a live stream: frame threads hold each frame back a frame per thread
+    shrink_only: bool = False  # True: `shortest_edge` only shrinks; a smaller frame is converted at its own size
 
     def __post_init__(self) -> None:
         self._origin: float | None = None  # the first frame's stream time: moments count from it
@@ -139,7 +142,7 @@ class FrameStream:
             # Moments before this frame show the frame before it -- or nothing, across damage.
             while (moment := (index + 0.5) / self.rate) < time:
                 lost = shown is None or (damage_start is not None and moment >= damage_start)
-                yield StreamedFrame(index, moment, None if lost else self._pixels(shown, rotation))
+                yield self._streamed(index, moment, None if lost else shown, rotation)
                 index += 1
             if resumes:
                 self.gaps.append(Gap(damage_start, time, "frames that could not be decoded"))
@@ -152,7 +155,7 @@ class FrameStream:
         if damage_start is not None and damage_start < shown_end:
             shown_end = damage_start  # the last frames shown were damaged: the clean part ends where damage began
         while (moment := (index + 0.5) / self.rate) < shown_end:
-            yield StreamedFrame(index, moment, self._pixels(shown, rotation))
+            yield self._streamed(index, moment, shown, rotation)
             index += 1
         declared = self.declared_seconds
         end = max(declared or 0.0, self.duration)
@@ -210,10 +213,17 @@ class FrameStream:
         first = math.ceil(start * self.rate - 0.5)  # the first moment at or after the frame's start
         return (first + 0.5) / self.rate < start + packet.duration * time_base
 
+    def _streamed(self, index: int, moment: float, frame: Any, rotation: int | None) -> StreamedFrame:
+        if frame is None:
+            return StreamedFrame(index, moment, None)
+        image = self._pixels(frame, rotation)
+        return StreamedFrame(index, moment, image, min(frame.width, frame.height) / min(image.shape[:2]))
+
     def _pixels(self, frame: Any, rotation: int | None) -> np.ndarray:
         width, height = frame.width, frame.height
-        if self.shortest_edge is not None and min(width, height) != self.shortest_edge:
-            scale = self.shortest_edge / min(width, height)
+        edge = self.shortest_edge
+        if edge is not None and min(width, height) != edge and not (self.shrink_only and min(width, height) < edge):
+            scale = edge / min(width, height)
             width, height = max(1, round(width * scale)), max(1, round(height * scale))
             # Area averaging when shrinking, as a resize of the full frame would blend the pixels it drops.
             array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")

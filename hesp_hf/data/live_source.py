@@ -101,6 +101,7 @@ class LiveFrames:
         rate: float,
         shortest_edge: int | None = None,
         *,
+        shrink_only: bool = False,
         stall_timeout_s: float = 10.0,
         max_queue_frames: int = 16,
         input_format: str | None = None,
@@ -111,7 +112,7 @@ class LiveFrames:
             raise ValueError(f"max_queue_frames must be >= 1, got {max_queue_frames}.")
         self.name = describe_source(source)
         self.stall_timeout_s = stall_timeout_s
-        self.stream = FrameStream(self.name, rate, shortest_edge, thread_type="SLICE")
+        self.stream = FrameStream(self.name, rate, shortest_edge, thread_type="SLICE", shrink_only=shrink_only)
         self._stop = threading.Event()
         self._queue: deque[ArrivedFrame] = deque()
         self.capacity = max_queue_frames

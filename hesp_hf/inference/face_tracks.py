@@ -117,6 +117,7 @@ class PeopleFrame:
     people: dict[str, tuple[np.ndarray, bool]]
     any_face: bool
     unreadable: bool = False
+    scale: float = 1.0  # the video's pixels per pixel of `image` (StreamedFrame.scale): boxes are in `image`'s
 
 
 @dataclass
@@ -344,7 +345,9 @@ class FaceTracker:
                     person.frames_on_screen += 1
         live = {t.number for t in self._tracks} | {n for _, d, _ in self._buffer for n in d}
         self._owner = {number: person for number, person in self._owner.items() if number in live}
-        return PeopleFrame(index, frame.time, frame.image, people, any_face, unreadable=frame.image is None)
+        return PeopleFrame(
+            index, frame.time, frame.image, people, any_face, unreadable=frame.image is None, scale=frame.scale
+        )
 
     def _smoothed(self, person: Person, box: np.ndarray, index: int) -> np.ndarray:
         """The face box averaged with the person's boxes of the frames just before and after (less jitter)."""

@@ -134,6 +134,7 @@ class LiveTimeline:
             source,
             self.decider.rate,
             self.decider.decode_edge,
+            shrink_only=self.decider.shrink_only,
             stall_timeout_s=stall_timeout_s,
             max_queue_frames=max_queue_frames or 2 * self.decider.num_frames,
             input_format=input_format,

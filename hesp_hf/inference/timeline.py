@@ -308,10 +308,13 @@ class WindowDecider:
         self.num_frames = int(processor.num_frames)
         self.rate, self.steps = frames_per_window_step(window, stride, self.num_frames)
         self.stride = self.steps / self.rate
-        self.decode_edge = None if self.faces else processor.decode_edge(face_crop=False)
+        self.decode_edge = processor.decode_edge(face_crop=False)
+        self.shrink_only = self.faces is not None  # frames for the face tracker are never enlarged
         self._people: Any = None
         if self.faces:
-            from .timeline_people import PeopleDecider  # the people's pipeline builds on this module
+            from .timeline_people import PeopleDecider, people_decode_edge  # the people's pipeline builds on this
+
+            self.decode_edge = people_decode_edge(processor)
 
             self._people = PeopleDecider(
                 model,

@@ -11,6 +11,7 @@ features, whatever the recording's length.
 """
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from ..data.dataset import ClipTransform
 from ..data.frame_stream import FrameStream, StreamedFrame
 from ..modeling.face_cropping_hesp import crop_frames
-from ..modeling.video_processing_hesp import HESPVideoProcessor
+from ..modeling.video_processing_hesp import FACE_CROP_SHORTEST_EDGE, HESPVideoProcessor
 from .background import decoded_in_background
 from .face_appearance import DEFAULT_APPEARANCE
 from .face_tracks import FaceTracker, PeopleFrame, Person, TrackerSettings
@@ -47,6 +48,10 @@ from .timeline import (
 
 
 logger = logging.getLogger(__name__)
+
+# The least shorter side frames are converted at while faces are followed: the detector looks at 640 pixels on the
+# longer side, so a 16:9 (360) or 4:3 (480) frame shows it all it would see of the full-size frame.
+PEOPLE_MIN_EDGE = 480
 
 
 @dataclass
@@ -94,7 +99,7 @@ def people_timeline(
     num_frames = int(processor.num_frames)
     rate, steps = frames_per_window_step(window, stride, num_frames)
     tracker = face_tracker(processor, rate, faces, min_track_s, max_faces, appearance)
-    stream = FrameStream(video, rate, shortest_edge=None)  # whole frames: face boxes in the frame's pixels
+    stream = FrameStream(video, rate, shortest_edge=people_decode_edge(processor), shrink_only=True)
     scorer = PeopleScorer(model, processor, num_frames, steps, rate, bf16)
     batches = _people_batches(tracker.frames(iter(stream)), processor.face_crop_size, batch_size)
     for batch in decoded_in_background(batches):
@@ -128,6 +133,15 @@ def people_timeline(
     )
     log_gaps(result)
     return result
+
+
+def people_decode_edge(processor: HESPVideoProcessor) -> int:
+    """The shorter side at which frames are converted while faces are followed (never enlarged: `FrameStream`'s
+    `shrink_only`): what the face crops need, as `FACE_CROP_SHORTEST_EDGE` is for a 224-pixel crop (a face a third of
+    the frame's height fills the crop without being enlarged), and at least what the detector looks at. Memory then
+    follows the model's input, not the footage: a 720p frame held for a demo-size model (64-pixel crops) is 1.2 MB
+    at 480, not 2.8 MB; a ViT-B/32 (224) keeps 720."""
+    return max(PEOPLE_MIN_EDGE, math.ceil(processor.face_crop_size * FACE_CROP_SHORTEST_EDGE / 224))
 
 
 def face_tracker(
@@ -325,7 +339,7 @@ def _people_batches(frames: Iterator[PeopleFrame], crop_size: int, batch_size: i
 def _cropped(frame: PeopleFrame, crop_size: int) -> tuple[PeopleFrame, dict[str, np.ndarray]]:
     """The frame without its image, and each person's face cropped from it."""
     crops = {person: crop_frames([frame.image], box[None], crop_size)[0] for person, (box, _) in frame.people.items()}
-    return PeopleFrame(frame.index, frame.time, None, frame.people, frame.any_face, frame.unreadable), crops
+    return PeopleFrame(frame.index, frame.time, None, frame.people, frame.any_face, frame.unreadable, frame.scale), crops
 
 
 def _batch(frames: list[tuple[PeopleFrame, dict[str, np.ndarray]]]) -> _PeopleBatch:
@@ -342,7 +356,7 @@ def _batch(frames: list[tuple[PeopleFrame, dict[str, np.ndarray]]]) -> _PeopleBa
             box, detected = frame.people[person]
             own.pixels[k] = crops[person]
             own.states[k] = ON_SCREEN if detected else HELD if frame.any_face else HELD_FACELESS
-            own.boxes[k] = [round(float(v), 1) for v in box]
+            own.boxes[k] = [round(float(v) * frame.scale, 1) for v in box]  # in the video's own pixels
         batch.people[person] = own
     return batch
 
