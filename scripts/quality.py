@@ -90,6 +90,7 @@ HESP_ROWS = {
     # Training the embedding for the prototype rule: tighter known classes from the supervised contrastive term.
     "ablation: contrastive temperature 0.1": ({"loss_weights": "contrastive_temperature=0.1"}, None, True),
     "ablation: contrastive weight 3": ({"loss_weights": "known_contrastive_weight=3"}, None, True),
+    "ablation: batches of 16 clips (twice the steps)": ({"per_device_train_batch_size": 16}, None, True),
 }
 
 

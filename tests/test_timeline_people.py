@@ -23,6 +23,8 @@ from hesp_hf.inference.face_tracks import FaceTracker, TrackerSettings, distinct
 from hesp_hf.inference.timeline import NO_FACE  # noqa: E402
 from hesp_hf.inference.timeline import timeline as make_timeline  # noqa: E402
 from hesp_hf.inference.timeline_outputs import write_timeline  # noqa: E402
+from hesp_hf.modeling.face_cropping_hesp import shared_detector  # noqa: E402
+from hesp_hf.modeling.video_processing_hesp import HESPVideoProcessor  # noqa: E402
 
 from .conftest import frozen_prototype_model  # noqa: E402
 
@@ -300,6 +302,12 @@ def test_the_command_checks_faces_in_one_line(tmp_path, monkeypatch, capsys):
         run_cli(monkeypatch, *base, "--faces", "all")
     errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(errors) == 1 and "--faces all needs the face detector, which is not installed: pip install" in errors[0]
+    # From Python: the error says that following faces needs the extra, and how to install it.
+    from hesp_hf.inference.timeline_people import face_tracker
+
+    shared_detector.cache_clear()  # built per setting and kept: the detector must be built again to fail
+    with pytest.raises(ImportError, match=r"faces='all' / 'largest' for a timeline\) needs OpenCV .*pip install"):
+        face_tracker(HESPVideoProcessor(), 4.0, "all")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
