@@ -111,9 +111,26 @@ def test_loss_weights_are_parsed_once_per_set_of_options(monkeypatch):
     real = arguments.loss_settings
     monkeypatch.setattr(arguments, "loss_settings", lambda value: calls.append(value) or real(value))
     options = ModelArguments(clip_model="x", loss_weights=["negative_clip_weight=0.5"])
-    assert options.loss_overrides() == {"negative_clip_weight": 0.5}
+    assert options.loss_overrides() == {"known_contrastive_weight": 3.0, "negative_clip_weight": 0.5}  # recipe's too
     assert options.config_fields()["negative_clip_weight"] == 0.5
     assert len(calls) == 1  # the options, the overrides and the config fields read one parse
+
+
+def test_each_recipe_sets_its_loss_weights_and_a_given_weight_wins():
+    """hesp-hf weights the supervised contrastive term 3x, the paper's recipe keeps HESPConfig's equal weights; a
+    `--loss_weights` item overrides the recipe's and counts as a departure from it (the model card says so)."""
+    from hesp_hf import HESPConfig
+    from hesp_hf.run.outputs import recipe_summary
+
+    assert HESPConfig().known_contrastive_weight == 1.0
+    ours = ModelArguments(clip_model="x")
+    assert ours.config_fields()["known_contrastive_weight"] == 3.0 and ours.recipe_overrides() == {}
+    assert "`known_contrastive_weight=3`" in recipe_summary(ours)
+    paper = ModelArguments(clip_model="x", recipe="paper")
+    assert "known_contrastive_weight" not in paper.config_fields() and paper.loss_overrides() == {}
+    given = ModelArguments(clip_model="x", loss_weights=["known_contrastive_weight=1"])
+    assert given.config_fields()["known_contrastive_weight"] == 1.0
+    assert given.recipe_overrides() == {"known_contrastive_weight": 1.0}
 
 
 def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
@@ -131,10 +148,11 @@ def test_milestones_and_loss_weights_are_typed_lists_from_every_source():
         ]
     )
     assert parsed.milestones == [8, 10]
-    assert parsed.loss_overrides() == {"negative_clip_weight": 0.5, "known_ce_weight": 2.0}
+    recipe = {"known_contrastive_weight": 3.0}  # the hesp-hf recipe's, under the given ones
+    assert parsed.loss_overrides() == recipe | {"negative_clip_weight": 0.5, "known_ce_weight": 2.0}
     assert (
         ModelArguments(clip_model="x").milestones == [30, 60, 90]
-        and ModelArguments(clip_model="x").loss_overrides() == {}
+        and ModelArguments(clip_model="x").loss_overrides() == recipe
     )
     # Python callers and the comma strings of earlier run_arguments.json files give the same lists.
     old = ModelArguments(clip_model="x", milestones="8,10", loss_weights="negative_clip_weight=0.5,known_ce_weight=2")

@@ -132,13 +132,17 @@ def recipe_summary(model_args: ModelArguments) -> str:
         )
         + f", predicting with `{model_args.inference_logits}` logits."
     )
+    losses = model_args.loss_overrides()
+    if losses:
+        text += " Loss settings: " + ", ".join(f"`{name}={value:g}`" for name, value in losses.items()) + "."
     if model_args.recipe == "hesp-hf":
         text += (
             " hesp-hf's recipe departs from the paper where the paper's form fails on frozen CLIP features: the ARPL "
             "distance ranked unknown clips above known ones, and a shuffled first batch dominated by one class could "
-            "collapse training; and it predicts with class prototypes of the trained video embedding, which tell "
-            "unknown clips apart better than the prompt logits and every training-free score on the frozen features "
-            "(hesp-hf docs/open-set-quality.md)."
+            "collapse training; the pixel-space visual prompt derailed training on some known lists; and it predicts "
+            "with class prototypes of the trained video embedding (its supervised contrastive term weighted 3x), "
+            "which tell unknown clips apart better than the prompt logits and every training-free score on the "
+            "frozen features (hesp-hf docs/open-set-quality.md)."
         )
     return text
 
