@@ -131,6 +131,8 @@ def test_each_recipe_sets_its_loss_weights_and_a_given_weight_wins():
     given = ModelArguments(clip_model="x", loss_weights=["known_contrastive_weight=1"])
     assert given.config_fields()["known_contrastive_weight"] == 1.0
     assert given.recipe_overrides() == {"known_contrastive_weight": 1.0}
+    same = ModelArguments(clip_model="x", recipe="paper", loss_weights=["known_ce_weight=1", "hybrid_ce_weight=2"])
+    assert same.recipe_overrides() == {"hybrid_ce_weight": 2.0}  # the weight the paper's recipe has is no departure
 
 
 def test_milestones_and_loss_weights_are_typed_lists_from_every_source():

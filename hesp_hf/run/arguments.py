@@ -186,7 +186,9 @@ class ModelArguments:
         }
         recipe_losses = RECIPE_LOSS_SETTINGS[self.recipe]
         return fields | {
-            name: value for name, value in self._loss_settings.items() if recipe_losses.get(name) != value
+            name: value
+            for name, value in self._loss_settings.items()
+            if recipe_losses.get(name, getattr(HESPConfig, name)) != value  # HESPConfig's default where no recipe's
         }
 
 
