@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.frame_stream import Gap, StreamedFrame
+from ..data.frame_stream import Gap, StreamedFrame, converted_size
 from ..inference.timeline import Timeline, TimelineWindow, WindowDecider
 from ..inference.timeline_outputs import write_timeline
 
@@ -84,14 +84,12 @@ class LiveSession:
 
     def _scaled(self, image: np.ndarray) -> np.ndarray:
         """The frame at the decoder's size (as `FrameStream` converts a file's frames; with faces, never enlarged)."""
-        edge = self.decider.decode_edge
         height, width = image.shape[:2]
-        if edge is None or min(height, width) == edge or (self.decider.shrink_only and min(height, width) < edge):
+        size = converted_size(width, height, self.decider.decode_edge, self.decider.shrink_only)
+        if size == (width, height):
             return np.ascontiguousarray(image[..., :3])
         from PIL import Image
 
-        scale = edge / min(height, width)
-        size = (max(1, round(width * scale)), max(1, round(height * scale)))
         return np.asarray(Image.fromarray(np.ascontiguousarray(image[..., :3])).resize(size, Image.BOX))
 
     def recent(self, seconds: float = RECENT_S) -> list[TimelineWindow]:

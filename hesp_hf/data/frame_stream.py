@@ -44,6 +44,16 @@ class StreamedFrame:
     scale: float = 1.0
 
 
+def converted_size(width: int, height: int, shortest_edge: int | None, shrink_only: bool = False) -> tuple[int, int]:
+    """`(width, height)` of a frame converted to `shortest_edge` on its shorter side, aspect kept: its own size with
+    no edge, or with `shrink_only` when it is smaller already. Shared by files (`FrameStream`) and the app's camera."""
+    shorter = min(width, height)
+    if shortest_edge is None or shorter == shortest_edge or (shrink_only and shorter < shortest_edge):
+        return width, height
+    scale = shortest_edge / shorter
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 @dataclass
 class Gap:
     """A stretch `[start, end)` (seconds from the stream's start) where no frame could be read, and why."""
@@ -220,11 +230,8 @@ class FrameStream:
         return StreamedFrame(index, moment, image, min(frame.width, frame.height) / min(image.shape[:2]))
 
     def _pixels(self, frame: Any, rotation: int | None) -> np.ndarray:
-        width, height = frame.width, frame.height
-        edge = self.shortest_edge
-        if edge is not None and min(width, height) != edge and not (self.shrink_only and min(width, height) < edge):
-            scale = edge / min(width, height)
-            width, height = max(1, round(width * scale)), max(1, round(height * scale))
+        width, height = converted_size(frame.width, frame.height, self.shortest_edge, self.shrink_only)
+        if (width, height) != (frame.width, frame.height):
             # Area averaging when shrinking, as a resize of the full frame would blend the pixels it drops.
             array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
         else:

@@ -3,7 +3,7 @@
     from hesp_hf.inference.live import LiveTimeline, record_live
     live = LiveTimeline(model, processor, "-", window=2.0, stride=0.5)  # '-': a stream on standard input
     for window in live:  # each window as soon as it is decided
-        print(window.start, window.decision, window.latency_s)
+        show(window.start, window.decision, window.latency_s)  # your own display
 
     # or: each row appended to windows.jsonl as it comes, every other file when the stream ends
     summary = record_live(LiveTimeline(model, processor, "-"), "timelines/live-1", "live-1")

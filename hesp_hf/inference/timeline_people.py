@@ -288,7 +288,6 @@ class PeopleDecider:
     ):
         self.processor, self.rate = processor, rate
         self.tracker = face_tracker(processor, rate, faces, min_track_s, max_faces)
-        self.crop_size = processor.face_crop_size
         self.scorer = PeopleScorer(model, processor, int(processor.num_frames), steps, rate, bf16)
 
     def add(self, frames: list[StreamedFrame]) -> list[TimelineWindow]:
@@ -303,7 +302,7 @@ class PeopleDecider:
     def _score(self, resolved: list[PeopleFrame]) -> list[TimelineWindow]:
         if not resolved:
             return []
-        return self.scorer.add(_batch([_cropped(frame, self.crop_size) for frame in resolved]))
+        return self.scorer.add(_batch([_cropped(frame, self.processor.face_crop_size) for frame in resolved]))
 
 
 def person_segments(
