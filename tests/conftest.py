@@ -1,4 +1,10 @@
-"""Shared fixtures: a tiny CLIP checkpoint saved locally (no download) and HESP models built on it."""
+"""Shared fixtures: a tiny CLIP checkpoint saved locally (no download), HESP models built on it, and commands run in
+this process."""
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -25,6 +31,47 @@ def make_model(tiny_clip_dir):
         return HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=LABELS, **overrides)
 
     return make
+
+
+class CommandResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+    log: str  # what the command logged at INFO and above (a script's log goes to stderr)
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys, caplog):
+    """Run a command's `cli` (the function its script and console command call) in this process, as the script
+    `program` with `arguments`, the Hub offline, one torch thread (as the scripts run in the tests: OMP_NUM_THREADS=1)
+    and `env` set for the call: its exit status, what it printed and what it logged. A fresh interpreter spends 5-7 s importing torch and transformers before the first line of a command;
+    the tests that start one (`subprocess`) check that the scripts and console commands themselves run."""
+    import datasets.config
+    import huggingface_hub.constants
+
+    def run(cli: Callable[[], None], program: str, *arguments: object, env: dict[str, str] | None = None):
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "argv", [program, *map(str, arguments)])
+            patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+            patch.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            caplog.clear()
+            caplog.set_level(logging.INFO)
+            capsys.readouterr()
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                cli()
+                code = 0
+            except SystemExit as stop:
+                code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+            finally:
+                torch.set_num_threads(threads)
+            out, err = capsys.readouterr()
+        return CommandResult(code, out, err, caplog.text)
+
+    return run
 
 
 def random_video(frames=4, height=32, width=32, seed=0) -> np.ndarray:

@@ -219,37 +219,24 @@ def test_two_processes_give_the_single_process_rows(checkpoint, clips, tmp_path)
     assert "could not be read" in done.stderr  # the summary is logged
 
 
-def test_command_reports_user_errors_in_one_line(checkpoint, tmp_path):
-    script = str(REPO / "scripts" / "predict.py")
-    done = subprocess.run(
-        [sys.executable, script, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o.txt"), "x.mp4"],
-        capture_output=True,
-        text=True,
-    )
+def test_command_reports_user_errors_in_one_line(checkpoint, tmp_path, run_cli):
+    from hesp_hf.commands.predict import cli
+
+    def predict(*arguments):
+        return run_cli(cli, "predict.py", "--checkpoint", *arguments)
+
+    done = predict(checkpoint, "--output", tmp_path / "o.txt", "x.mp4")
     assert done.returncode == 2 and "--output must end in .jsonl or .csv" in done.stderr
-    done = subprocess.run(
-        [sys.executable, script, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "o.csv"), "nope/*.mp4"],
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 2 and "matches no file" in done.stderr and "Traceback" not in done.stderr
+    done = predict(checkpoint, "--output", tmp_path / "o.csv", "nope/*.mp4")
+    assert done.returncode == 2 and "predict.py: error:" in done.stderr and "matches no file" in done.stderr
     broken = tmp_path / "broken.mp4"
     broken.write_text("not a video")
-    done = subprocess.run(
-        [sys.executable, script, "--checkpoint", str(checkpoint), "--output", str(tmp_path / "b.csv"), str(broken)],
-        capture_output=True,
-        text=True,
-    )
+    done = predict(checkpoint, "--output", tmp_path / "b.csv", broken)
     assert done.returncode == 2 and "none of the 1 clips could be read" in done.stderr
     assert read_rows(tmp_path / "b.csv")[0]["error"]  # the rows are written all the same
-    done = subprocess.run(
-        [sys.executable, script, "--checkpoint", str(tmp_path / "no-such-run"), "--output", str(tmp_path / "c.csv"),
-         str(broken)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )  # fmt: skip
-    assert done.returncode == 2 and "no-such-run" in done.stderr and "Traceback" not in done.stderr
+    done = predict(tmp_path / "no-such-run", "--output", tmp_path / "c.csv", broken)
+    assert done.returncode == 2 and "no-such-run" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 2  # the error and the HESP_DEBUG hint, no traceback
 
 
 def test_face_crop_rows_say_whether_a_face_was_found(checkpoint, tmp_path):

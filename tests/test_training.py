@@ -58,6 +58,17 @@ def run(command, timeout=600):
     return done
 
 
+def run_here(run_cli, command):
+    """`command` (as `run` takes it: the interpreter, a script of scripts/, its arguments) run in this process."""
+    from hesp_hf.commands import evaluate, protocol, train
+
+    script = Path(command[1]).name
+    cli = {"train.py": train.cli, "run_evaluation.py": evaluate.cli, "run_protocol.py": protocol.cli}[script]
+    done = run_cli(cli, script, *command[2:])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done
+
+
 def metrics_of(folder):
     return json.loads((Path(folder) / "metrics.json").read_text())
 
@@ -138,14 +149,15 @@ def test_train_writes_a_complete_checkpoint_folder(reference_run, tiny_data):
     assert any("eval_oscr_plus_auroc" in entry for entry in state["log_history"])  # selection on validation
 
 
-def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path):
+def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path, run_cli):
     """Killed after epoch 1 (its checkpoint is all that is left), restarted with `--resume_from_checkpoint True` (the
     last checkpoint in the output folder, as the transformers examples resume); the restart also recomputes
     activations in backward (--activation_checkpointing), which must not change a thing."""
     checkpoints = sorted(reference_run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     interrupted = tmp_path / "interrupted"
     shutil.copytree(checkpoints[0], interrupted / checkpoints[0].name)
-    run(
+    run_here(
+        run_cli,
         train_command(
             tiny_data,
             interrupted,
@@ -157,7 +169,7 @@ def test_resume_matches_the_uninterrupted_run(reference_run, tiny_data, tmp_path
             "True",
             "--activation_checkpointing",
             "true",
-        )  # fmt: skip
+        ),  # fmt: skip
     )
     resumed, reference = metrics_of(interrupted), metrics_of(reference_run)
     for name in ("accuracy", "auroc", "oscr"):
@@ -183,7 +195,9 @@ def test_two_process_ddp_matches_single_process(reference_run, tiny_data, tmp_pa
     assert len(list(output.glob("metrics*.json"))) == 1
 
 
-def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, tmp_path):
+def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, tmp_path, run_cli):
+    from hesp_hf.commands.evaluate import cli as evaluate_cli
+
     root, _ = tiny_data
     command = [
         sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(reference_run),
@@ -191,7 +205,7 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
         "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
         "--test_annotation", str(root / "test.csv"), "--num_workers", "0", "--seed", "3", "--report_baselines", "true",
     ]  # fmt: skip
-    run(command)
+    run_here(run_cli, command)
     evaluated, trained = metrics_of(tmp_path / "eval"), metrics_of(reference_run)
     # The same split (seed 3, as trained) and the same frozen CLIP: the baselines the training run reported.
     assert evaluated["strongest_baseline"]["name"] == trained["strongest_baseline"]["name"]
@@ -209,16 +223,16 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
         "--output_dir", str(tmp_path / "alone"), "--dataset", "custom", "--test_annotation", str(root / "test.csv"),
         "--num_workers", "0",
     ]  # fmt: skip
-    run(alone)
+    run_here(run_cli, alone)
     for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
         assert metrics_of(tmp_path / "alone")[name] == pytest.approx(trained[name], abs=1e-6)
-    refused = subprocess.run([*alone, "--report_baselines", "true"], cwd=REPO, capture_output=True, text=True)
+    refused = run_cli(evaluate_cli, "run_evaluation.py", *alone[2:], "--report_baselines", "true")
     assert refused.returncode == 2 and "--report_baselines fits the baselines on the known training clips" in (
         refused.stderr
     )
 
 
-def test_run_protocol_resumes_and_tabulates(tmp_path):
+def test_run_protocol_resumes_and_tabulates(tmp_path, run_cli):
     """Splits whose metrics exist with the same train.py arguments are not trained again; the table has mean ± std
     per setting; splits finished with other arguments are refused, never reused silently."""
     train_arguments = ["--dataset", "mafw", "--clip_model", "none"]
@@ -234,7 +248,7 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
         recorded = [*train_arguments, "--split_index", str(index)]
         (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": recorded}))
     command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
-    run([*command, "--splits", "0-1,5", "--", *train_arguments])
+    run_here(run_cli, [*command, "--splits", "0-1,5", "--", *train_arguments])
     table = (tmp_path / "results.md").read_text()
     assert "| splits 0-4 | 3 known / 8 unknown | 2 | 60.00 ± 14.14 | 70.00 ± 14.14 | 40.00 ± 14.14 | 1 of 2 |" in table
     assert (
@@ -249,8 +263,9 @@ def test_run_protocol_resumes_and_tabulates(tmp_path):
 
     before = (tmp_path / "results.md").stat().st_mtime_ns
     other = [*train_arguments, "--num_train_epochs", "5"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run([*command, "--splits", "0-1,5", "--", *other], env=env, capture_output=True, text=True)
+    from hesp_hf.commands.protocol import cli
+
+    done = run_cli(cli, "run_protocol.py", *command[2:], "--splits", "0-1,5", "--", *other)
     assert done.returncode == 2 and "splits [0, 1, 5]" in done.stderr and "--rerun_changed" in done.stderr
     assert (tmp_path / "results.md").stat().st_mtime_ns == before
 
@@ -302,7 +317,7 @@ def test_protocol_options_and_known_lists_are_checked_before_any_training(tmp_pa
         check_known_lists([], tmp_path / "l.txt", custom)
 
 
-def test_run_protocol_on_custom_known_lists(tmp_path):
+def test_run_protocol_on_custom_known_lists(tmp_path, run_cli):
     """Custom data has no released lists: a file of known-class lists, or seeded random ones, grouped by size."""
     from hesp_hf.commands import protocol
 
@@ -330,27 +345,27 @@ def test_run_protocol_on_custom_known_lists(tmp_path):
         recorded = [*train_arguments, "--known_labels", known]
         (folder / "protocol_arguments.json").write_text(json.dumps({"train_arguments": recorded}))
     command = [sys.executable, str(REPO / "scripts" / "run_protocol.py"), "--output_dir", str(tmp_path)]
-    run([*command, "--known_lists", str(tmp_path / "lists.txt"), "--", *train_arguments])
+    run_here(run_cli, [*command, "--known_lists", str(tmp_path / "lists.txt"), "--", *train_arguments])
     table = (tmp_path / "results.md").read_text()
     assert "| 2 known | x known / y unknown | 2 | 90.00 ± 0.00 | 70.00 ± 14.14 | 50.00 ± 0.00 |" in table
     assert "| 3 known | x known / y unknown | 1 | 90.00 ± 0.00 | 70.00 ± 0.00 |" in table
 
 
-def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_data, tmp_path):
+def test_finished_runs_are_never_overwritten_by_accident(reference_run, tiny_data, tmp_path, run_cli):
     """train.py into a folder holding a run, and run_evaluation.py into a trained folder, stop before touching anything."""
+    from hesp_hf.commands import evaluate, train
+
     before = {p: p.stat().st_mtime_ns for p in reference_run.rglob("*") if p.is_file()}
     command = train_command(tiny_data, reference_run, "--per_device_train_batch_size", "4")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = run_cli(train.cli, "train.py", *command[2:])
     assert done.returncode != 0 and "already holds a run" in done.stderr and "--overwrite_output_dir" in done.stderr
     root, _ = tiny_data
-    evaluate = [
-        sys.executable, str(REPO / "scripts" / "run_evaluation.py"), "--checkpoint", str(reference_run),
-        "--output_dir", str(reference_run), "--dataset", "custom", "--class_names", ",".join(CLASSES),
-        "--known_labels", "calm,smile,frown", "--train_annotation", str(root / "train.csv"),
-        "--test_annotation", str(root / "test.csv"),
+    arguments = [
+        "--checkpoint", str(reference_run), "--output_dir", str(reference_run), "--dataset", "custom",
+        "--class_names", ",".join(CLASSES), "--known_labels", "calm,smile,frown",
+        "--train_annotation", str(root / "train.csv"), "--test_annotation", str(root / "test.csv"),
     ]  # fmt: skip
-    done = subprocess.run(evaluate, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    done = run_cli(evaluate.cli, "run_evaluation.py", *arguments)
     assert done.returncode != 0 and "never writes over training outputs" in done.stderr
     assert {p: p.stat().st_mtime_ns for p in reference_run.rglob("*") if p.is_file()} == before
 
@@ -465,40 +480,46 @@ def test_augmentation_choices():
         make_augmentation(SimpleNamespace(augmentation="mixup"), (32, 32))
 
 
-def test_command_line_errors_are_one_clear_message(tiny_data, tmp_path):
+def test_command_line_errors_are_one_clear_message(tiny_data, tmp_path, run_cli):
     """A flag prefix is not taken for the flag, a typo is answered in two lines, and a bad value is one line naming
     it, without a traceback (HESP_DEBUG=1 shows one)."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    train = [sys.executable, str(REPO / "scripts" / "train.py")]
+    from hesp_hf.commands.train import cli
+
     base = train_command(tiny_data, tmp_path / "run")[2:]
-    done = subprocess.run([*train, *base, "--num_train_epoch", "3"], env=env, capture_output=True, text=True)
+    done = run_cli(cli, "train.py", *base, "--num_train_epoch", "3")
     assert done.returncode == 2 and "not used" in done.stderr and "'--num_train_epoch'" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 2
-    done = subprocess.run([*train, *base, "--recipe", "best"], env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    done = run_cli(cli, "train.py", *base, "--recipe", "best")
     assert "--recipe: invalid choice: 'best' (choose from 'hesp-hf', 'paper')" in done.stderr
-    assert len(done.stderr.strip().splitlines()) == 2
-    # A value the library checks (not argparse): one line naming it; HESP_DEBUG=1 shows the traceback.
-    done = subprocess.run([*train, *base, "--loss_weights", "bogus"], env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-2:]  # after the split summary the run logged
-    assert last[0].startswith("train.py: error: --loss_weights") and "'bogus'" in last[0] and "HESP_DEBUG" in last[1]
-    debug = subprocess.run([*train, *base, "--loss_weights", "bogus"], env={**env, "HESP_DEBUG": "1"},
-                           capture_output=True, text=True)  # fmt: skip
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 2
+    # A value the library checks (not argparse): one line naming it; HESP_DEBUG=1 raises it instead.
+    done = run_cli(cli, "train.py", *base, "--loss_weights", "bogus")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 2
+    first, hint = done.stderr.strip().splitlines()
+    assert first.startswith("train.py: error: --loss_weights") and "'bogus'" in first and "HESP_DEBUG" in hint
+    with pytest.raises(ValueError, match="--loss_weights"):
+        run_cli(cli, "train.py", *base, "--loss_weights", "bogus", env={"HESP_DEBUG": "1"})
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("command", ["hesp-train", "hesp-evaluate", "hesp-protocol", "hesp-push"])
-def test_console_commands_are_installed(command):
-    """A pip user gets the scripts as commands (the same code: `hesp_hf.commands`)."""
-    executable = Path(sys.executable).parent / command
-    assert executable.exists(), f"{command} is not installed next to {sys.executable}: reinstall the package."
-    done = subprocess.run([str(executable), "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "usage:" in done.stdout
+def test_console_commands_are_installed(run_cli):
+    """A pip user gets the scripts as commands (the same code: `hesp_hf.commands`): every command of the package's
+    metadata is installed next to this Python and answers --help; one is started as the user starts it."""
+    from importlib.metadata import distribution
+
+    commands = [point for point in distribution("hesp-hf").entry_points if point.group == "console_scripts"]
+    assert {point.name for point in commands} >= {"hesp-train", "hesp-evaluate", "hesp-protocol", "hesp-predict"}
+    for point in commands:
+        executable = Path(sys.executable).parent / point.name
+        assert executable.exists(), f"{point.name} is not installed next to {sys.executable}: reinstall the package."
+        assert point.value.startswith("hesp_hf.commands.")
+        done = run_cli(point.load(), point.name, "--help")
+        assert done.returncode == 0 and f"usage: {point.name}" in done.stdout, point.name
+    done = subprocess.run([str(Path(sys.executable).parent / "hesp-train"), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "usage: hesp-train" in done.stdout
 
 
-def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tmp_path):
+def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tmp_path, run_cli):
     """Undecodable clips in every split, batch size 1 (so whole batches are bad): training finishes, and
     metrics.json counts distinct clips per split -- the same again on a second run into the folder -- as does
     run_evaluation.py; truncated clips are counted apart from skipped ones."""
@@ -520,7 +541,7 @@ def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tm
         "--on_bad_clip", "skip", "--overwrite_output_dir",
     )  # fmt: skip
     for _ in range(2):  # a second run into the same folder starts a fresh count
-        run(command)
+        run_here(run_cli, command)
         metrics = metrics_of(output)
         skipped = metrics["skipped_clips"]
         assert skipped["train"] + skipped["validation"] == 3 and skipped["test"] == 2
@@ -531,7 +552,7 @@ def test_skipped_clips_are_counted_per_split_by_train_and_evaluate(tiny_data, tm
         "--output_dir", str(tmp_path / "eval"), "--dataset", "custom", "--class_names", ",".join(CLASSES),
         "--test_annotation", str(data / "test.csv"), "--on_bad_clip", "skip", "--on_truncated_clip", "skip",
     ]  # fmt: skip
-    run(evaluate)
+    run_here(run_cli, evaluate)
     evaluated = metrics_of(tmp_path / "eval")
     assert evaluated["skipped_clips"] == {"test": 3} and evaluated["truncated_clips"] == {"test": 0}
     assert evaluated["test_clips"] == 12
@@ -565,10 +586,11 @@ def test_python_api_trains_like_the_script(reference_run, tiny_data, tmp_path):
         hesp_hf.train(output_dir=str(tmp_path / "typo"), num_train_epoch=2, **options)
 
 
-def test_a_run_made_to_derail_says_so(tiny_data, tmp_path):
+def test_a_run_made_to_derail_says_so(tiny_data, tmp_path, run_cli):
     """A learning rate far too large: the run reports itself derailed in metrics.json, the log and the card."""
     output = tmp_path / "derailed"
-    done = run(
+    done = run_here(
+        run_cli,
         train_command(
             tiny_data,
             output,
@@ -582,12 +604,12 @@ def test_a_run_made_to_derail_says_so(tiny_data, tmp_path):
             "no",
             "--load_best_model_at_end",
             "false",
-        )
+        ),
     )
     health = metrics_of(output)["training_health"]
     assert health["derailed"] is True and health["reason"] and health["advice"]
     assert len(health["epochs"]) == 2 and {"loss", "training_accuracy"} <= set(health["epochs"][0])
-    assert "Training derailed" in done.stderr + done.stdout
+    assert "Training derailed" in done.log
     card = ModelCard.load(Path(output) / "README.md").text
     assert "This training run derailed" in card
 

@@ -338,7 +338,9 @@ def _people_batches(frames: Iterator[PeopleFrame], crop_size: int, batch_size: i
 def _cropped(frame: PeopleFrame, crop_size: int) -> tuple[PeopleFrame, dict[str, np.ndarray]]:
     """The frame without its image, and each person's face cropped from it."""
     crops = {person: crop_frames([frame.image], box[None], crop_size)[0] for person, (box, _) in frame.people.items()}
-    return PeopleFrame(frame.index, frame.time, None, frame.people, frame.any_face, frame.unreadable, frame.scale), crops
+    return PeopleFrame(
+        frame.index, frame.time, None, frame.people, frame.any_face, frame.unreadable, frame.scale
+    ), crops
 
 
 def _batch(frames: list[tuple[PeopleFrame, dict[str, np.ndarray]]]) -> _PeopleBatch:
