@@ -44,8 +44,10 @@ class CommandResult(NamedTuple):
 def run_cli(monkeypatch, capsys, caplog):
     """Run a command's `cli` (the function its script and console command call) in this process, as the script
     `program` with `arguments`, the Hub offline, one torch thread (as the scripts run in the tests: OMP_NUM_THREADS=1)
-    and `env` set for the call: its exit status, what it printed and what it logged. A fresh interpreter spends 5-7 s importing torch and transformers before the first line of a command;
-    the tests that start one (`subprocess`) check that the scripts and console commands themselves run."""
+    and `env` set for the call: its exit status, what it printed and what it logged. An error that is not the
+    user's propagates as the exception (a script would print its traceback). A fresh interpreter spends 5-7 s
+    importing torch and transformers before a command's first line; tests that start one (`subprocess`) are kept
+    where the process itself is checked (docs/architecture.md)."""
     import datasets.config
     import huggingface_hub.constants
 

@@ -235,6 +235,8 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
 def test_run_protocol_resumes_and_tabulates(tmp_path, run_cli):
     """Splits whose metrics exist with the same train.py arguments are not trained again; the table has mean ± std
     per setting; splits finished with other arguments are refused, never reused silently."""
+    from hesp_hf.commands import protocol
+
     train_arguments = ["--dataset", "mafw", "--clip_model", "none"]
     health = {0: {"derailed": False}, 1: {"derailed": True, "reason": "the loss became non-finite"}, 5: None}
     for index, values in {0: (0.5, 0.6, 0.3), 1: (0.7, 0.8, 0.5), 5: (0.9, 0.7, 0.6)}.items():
@@ -263,9 +265,7 @@ def test_run_protocol_resumes_and_tabulates(tmp_path, run_cli):
 
     before = (tmp_path / "results.md").stat().st_mtime_ns
     other = [*train_arguments, "--num_train_epochs", "5"]
-    from hesp_hf.commands.protocol import cli
-
-    done = run_cli(cli, "run_protocol.py", *command[2:], "--splits", "0-1,5", "--", *other)
+    done = run_cli(protocol.cli, "run_protocol.py", *command[2:], "--splits", "0-1,5", "--", *other)
     assert done.returncode == 2 and "splits [0, 1, 5]" in done.stderr and "--rerun_changed" in done.stderr
     assert (tmp_path / "results.md").stat().st_mtime_ns == before
 
