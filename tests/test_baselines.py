@@ -180,3 +180,31 @@ def test_baseline_metrics_names_every_scorer():
     assert results["kNN k=5 (probe's class)"]["auroc"] == 1.0
     assert results["Mahalanobis (shared covariance, Ledoit-Wolf shrinkage)"]["auroc"] == 1.0
     assert results["Mahalanobis on L2-normalised features"]["auroc"] == 1.0
+
+
+def test_frame_choice_script_weights_frames_and_scores_prototypes():
+    """scripts/quality_frame_choice.py: the three frame weightings of a 16-frame clip, and the prototype score against
+    AUROC worked out by hand."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    from quality_frame_choice import prototype_metrics, weighted
+
+    e0, e1 = np.eye(4)[0], np.eye(4)[1]
+    features = np.tile(e0, (1, 16, 1))
+    features[0, 5] = e1  # one expressive frame, the others neutral
+    intensity = np.zeros((1, 16))
+    intensity[0, 5] = 1.0
+    frames = {"features": features, "intensity": intensity}
+    np.testing.assert_allclose(weighted(frames, "mean of 8 frames")[0], (7 * e0 + e1) / 8)  # frames 1, 3, ..., 15
+    np.testing.assert_allclose(weighted(frames, "mean of 16 frames")[0], (15 * e0 + e1) / 16)
+    np.testing.assert_allclose(weighted(frames, "true intensity")[0], (1.001 * e1 + 0.015 * e0) / 1.016)
+
+    # Known anger (e0) and disgust (e1), an unknown fear clip: orthogonal to both, then on anger's prototype.
+    train, train_labels = np.stack([e0, e0, e1, e1]), np.array([0, 0, 1, 1])  # CLASSES indices
+    test_labels = np.array([0, 1, 2])
+    apart = prototype_metrics(train, train_labels, np.stack([e0, e1, np.eye(4)[2]]), test_labels, ["anger", "disgust"])
+    assert apart == {"auroc": 1.0, "oscr": 1.0}
+    on_anger = prototype_metrics(train, train_labels, np.stack([e0, e1, e0]), test_labels, ["anger", "disgust"])
+    assert on_anger["auroc"] == pytest.approx(0.5)  # both known clips tie with the unknown one
