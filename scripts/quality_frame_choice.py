@@ -104,6 +104,10 @@ def sharpened(run: Path) -> tuple[list[str], dict[float, dict[str, float]]]:
     arguments = json.loads((run / "run_arguments.json").read_text())
     data = Path(arguments["data"]["train_annotation"]).parent
     model = HESPForOpenSetVideoClassification.from_pretrained(run).eval()
+    if model.config.temporal_pooling != "attention":
+        raise SystemExit(
+            f"{run}: temporal_pooling is {model.config.temporal_pooling!r}; the alpha rows need attention."
+        )
     processor = HESPVideoProcessor.from_pretrained(run)
     preset = get_preset("custom", list(CLASSES))
     frames, labels = {}, {}
@@ -141,6 +145,9 @@ def main() -> None:
     parser.add_argument("--runs", help="glob of trained run folders (scripts/quality.py's) for the alpha rows")
     args = parser.parse_args()
     splits = protocol_splits(parser, args)
+    runs = sorted(Path(path) for path in glob.glob(args.runs)) if args.runs else []
+    if args.runs and not runs:
+        parser.error(f"--runs {args.runs!r} matches no folder.")
     results: dict[str, dict[str, list[dict]]] = {list_name(known): {} for known, _ in splits}
     for seed in args.data_seeds:
         spec = SyntheticSpec(train_per_class=args.train_per_class, seed=seed)
@@ -154,7 +161,7 @@ def main() -> None:
                 train, test = weighted(frames["train"], how), weighted(frames["test"], how)
                 metrics = prototype_metrics(train, frames["train"]["labels"], test, frames["test"]["labels"], known)
                 results[list_name(known)].setdefault(how, []).append(metrics)
-    for run in sorted(Path(path) for path in glob.glob(args.runs or "")):
+    for run in runs:
         known, by_alpha = sharpened(run)
         for alpha, metrics in by_alpha.items():
             results.setdefault(list_name(known), {}).setdefault(f"trained attention, alpha {alpha:g}", []).append(
