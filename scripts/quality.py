@@ -101,16 +101,21 @@ RECOMMENDED = "HESP, hesp-hf recipe (recommended): prototype head"
 RESULTS_VERSION = 6
 
 
-def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:
-    """Mean over `num_frames` segment-centre frames of the normalised CLIP image features, per clip `(N, D)`."""
+def clip_frame_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:
+    """The normalised CLIP image feature of each of `num_frames` segment-centre frames, per clip `(N, T, D)`."""
     features = []
     for start in range(0, len(paths), 32):
         videos = np.stack([sample_clip(path, num_frames).frames for path in paths[start : start + 32]])
         pixels = processor(list(videos), return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
         with torch.no_grad():
             frames = model.get_image_features(pixel_values=pixels.flatten(0, 1)).pooler_output
-        features.append(F.normalize(frames, dim=-1).view(len(videos), num_frames, -1).mean(dim=1))
+        features.append(F.normalize(frames, dim=-1).view(len(videos), num_frames, -1))
     return torch.cat(features)
+
+
+def clip_features(model, processor, paths: list[str], num_frames: int = 8) -> torch.Tensor:
+    """Mean over `num_frames` segment-centre frames of the normalised CLIP image features, per clip `(N, D)`."""
+    return clip_frame_features(model, processor, paths, num_frames).mean(dim=1)
 
 
 def frozen_features(data: Path, cache: Path) -> dict[str, np.ndarray]:

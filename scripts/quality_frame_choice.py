@@ -18,16 +18,17 @@ unknown, OSCR). Needs no training: frozen features are computed per data set (ca
 
 import argparse
 import glob
+import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from quality import clip_frame_features
 from transformers import CLIPModel
 
 from hesp_hf import HESPForOpenSetVideoClassification, HESPVideoProcessor
-from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.atomic_files import atomic_output, write_text_atomic
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
@@ -51,25 +52,17 @@ def frozen_frames(data: Path, spec: SyntheticSpec, split: str, cache: Path) -> d
     model = CLIPModel.from_pretrained(clip_path).eval()
     processor = HESPVideoProcessor.from_clip(clip_path, num_frames=spec.num_frames)
     count = spec.train_per_class if split == "train" else spec.test_per_class
-    videos, intensity, labels = [], [], []
+    paths, intensity, labels = [], [], []
     for label_index, label in enumerate(spec.classes):
         for number in range(count):
             _, actions = render_clip(label, clip_seed(spec, split, label_index, number), spec.num_frames, spec.size)
             intensity.append(np.abs(actions).max(axis=1))
-            videos.append(sample_clip(str(data / f"clips/{split}/{label}_{number:04d}.mp4"), spec.num_frames).frames)
+            paths.append(str(data / f"clips/{split}/{label}_{number:04d}.mp4"))
             labels.append(CLASSES.index(label))
-    features = []
-    for start in range(0, len(videos), 32):
-        batch = list(np.stack(videos[start : start + 32]))
-        pixels = processor(batch, return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
-        with torch.no_grad():
-            frames = model.get_image_features(pixel_values=pixels.flatten(0, 1)).pooler_output
-        features.append(F.normalize(frames, dim=-1).view(len(batch), spec.num_frames, -1).numpy())
-    found = {"features": np.concatenate(features), "intensity": np.array(intensity), "labels": np.array(labels)}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial.npz")  # written whole, then renamed
-    np.savez(partial, **found)
-    partial.replace(cache)
+    features = clip_frame_features(model, processor, paths, spec.num_frames).numpy()
+    found = {"features": features, "intensity": np.array(intensity), "labels": np.array(labels)}
+    with atomic_output(cache) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **found)
     return found
 
 
@@ -98,30 +91,42 @@ def prototype_metrics(train: np.ndarray, train_labels: np.ndarray, test: np.ndar
     return {"auroc": float(found["auroc"]), "oscr": float(found["oscr"])}
 
 
-def sharpened(run: Path) -> tuple[list[str], dict[float, dict[str, float]]]:
-    """A trained run's known classes, and its attention over its frames with the query and the guidance scaled by each
-    alpha: AUROC and OSCR per alpha."""
-    arguments = json.loads((run / "run_arguments.json").read_text())
-    data = Path(arguments["data"]["train_annotation"]).parent
+def run_data(run: Path) -> Path:
+    """The synthetic data set a run of `scripts/quality.py` trained on (its run_arguments.json)."""
+    return Path(json.loads((run / "run_arguments.json").read_text())["data"]["train_annotation"]).parent
+
+
+def decoded_clips(data: Path, num_frames: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The segment-centre frames `(N, T, H, W, 3)` and class indices `(N,)` of every training and test clip of `data`."""
+    preset = get_preset("custom", list(CLASSES))
+    clips = {}
+    for split in ("train", "test"):
+        rows = read_annotation(data / f"{split}.csv", preset)
+        frames = np.stack([sample_clip(row.path, num_frames).frames for row in rows])
+        clips[split] = frames, np.array([row.label for row in rows])
+    return clips
+
+
+def sharpened(
+    run: Path, clips: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[list[str], dict[float, dict[str, float]]]:
+    """A trained run's known classes, and its attention over the frames of `clips` (`decoded_clips` of its data set)
+    with the query and the guidance scaled by each alpha: AUROC and OSCR per alpha."""
     model = HESPForOpenSetVideoClassification.from_pretrained(run).eval()
     if model.config.temporal_pooling != "attention":
         raise SystemExit(
             f"{run}: temporal_pooling is {model.config.temporal_pooling!r}; the alpha rows need attention."
         )
     processor = HESPVideoProcessor.from_pretrained(run)
-    preset = get_preset("custom", list(CLASSES))
     frames, labels = {}, {}
-    for split in ("train", "test"):
-        rows = read_annotation(data / f"{split}.csv", preset)
+    for split, (videos, split_labels) in clips.items():
         features = []
-        for start in range(0, len(rows), 32):
-            videos = np.stack(
-                [sample_clip(row.path, model.config.num_frames).frames for row in rows[start : start + 32]]
-            )
-            pixels = processor(list(videos), return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
+        for start in range(0, len(videos), 32):
+            batch = videos[start : start + 32]
+            pixels = processor(list(batch), return_tensors="pt", do_sample_frames=False)["pixel_values_videos"]
             with torch.no_grad():
-                features.append(model.frame_features(pixels.flatten(0, 1))[0].view(len(videos), videos.shape[1], -1))
-        frames[split], labels[split] = torch.cat(features), np.array([row.label for row in rows])
+                features.append(model.frame_features(pixels.flatten(0, 1))[0].view(len(batch), batch.shape[1], -1))
+        frames[split], labels[split] = torch.cat(features), split_labels
     pooling = model.temporal_pooling
     query, guidance = pooling.query.detach().clone(), pooling.text_guidance.detach().clone()
     found = {}
@@ -161,12 +166,15 @@ def main() -> None:
                 train, test = weighted(frames["train"], how), weighted(frames["test"], how)
                 metrics = prototype_metrics(train, frames["train"]["labels"], test, frames["test"]["labels"], known)
                 results[list_name(known)].setdefault(how, []).append(metrics)
-    for run in runs:
-        known, by_alpha = sharpened(run)
-        for alpha, metrics in by_alpha.items():
-            results.setdefault(list_name(known), {}).setdefault(f"trained attention, alpha {alpha:g}", []).append(
-                metrics
-            )
+    for data, group in itertools.groupby(sorted(runs, key=run_data), key=run_data):  # each data set decoded once
+        group = list(group)
+        clips = decoded_clips(data, json.loads((group[0] / "config.json").read_text())["num_frames"])
+        for run in group:
+            known, by_alpha = sharpened(run, clips)
+            for alpha, metrics in by_alpha.items():
+                results.setdefault(list_name(known), {}).setdefault(f"trained attention, alpha {alpha:g}", []).append(
+                    metrics
+                )
     rows = [
         [known, how, str(len(values)), *(f"{np.mean([v[m] for v in values]):.4f}" for m in ("auroc", "oscr"))]
         for known, by_how in results.items()
