@@ -47,7 +47,7 @@ from transformers import AutoTokenizer, CLIPModel
 
 import hesp_hf
 from hesp_hf import HESPVideoProcessor
-from hesp_hf.atomic_files import write_text_atomic
+from hesp_hf.atomic_files import atomic_output, write_text_atomic
 from hesp_hf.data import read_annotation
 from hesp_hf.data.decoding import sample_clip
 from hesp_hf.data.presets import get_preset
@@ -138,10 +138,8 @@ def frozen_features(data: Path, cache: Path) -> dict[str, np.ndarray]:
         text = model.get_text_features(**tokenizer([f"{n}." for n in CLASSES], padding=True, return_tensors="pt"))
         found["text"] = F.normalize(text.pooler_output, dim=-1).numpy()
     found["logit_scale"] = np.array(float(model.logit_scale.exp()))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    partial = cache.with_suffix(".partial.npz")  # written whole, then renamed
-    np.savez(partial, **found)
-    partial.replace(cache)
+    with atomic_output(cache) as temporary, open(temporary, "wb") as handle:  # written whole, then renamed
+        np.savez(handle, **found)
     return found
 
 
