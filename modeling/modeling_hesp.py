@@ -877,11 +877,7 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
                 known_logits = ensemble_logits(clip_logits, recip_logits)
         if self.config.inference_logits == "prototypes":
             known_logits = self.prototype_logits(video_embeds if frozen_video_embeds is None else frozen_video_embeds)
-        open_set_score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
-        logits = torch.cat([known_logits, unknown], dim=-1)  # (B, K + 1)
-        temperature = self.config.probability_temperature
-        if temperature != 1.0:  # calibrated: every column divided, so the arg-max (the decision) stays the same and
-            logits = logits / temperature  # the softmax over the known columns is the calibrated probabilities
+        open_set_score, logits = self.open_set_logits(known_logits)  # (B,), (B, K + 1)
 
         loss, loss_terms = None, None
         if labels is not None:
@@ -998,6 +994,16 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         sums = torch.zeros_like(self.class_prototypes).index_add_(0, labels, embeds)
         self.class_prototypes.copy_(F.normalize(sums / counts[:, None], dim=-1))
 
+    def open_set_logits(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The known-ness score `(B,)` and the output logits `(B, K + 1)` of the `K` known-class logits: those, then
+        the "unknown" column, all divided by `config.probability_temperature`."""
+        score, unknown = self.unknown_column(known_logits)  # (B,), (B, 1)
+        logits = torch.cat([known_logits, unknown], dim=-1)
+        temperature = self.config.probability_temperature
+        if temperature != 1.0:  # calibrated: every column divided, so the arg-max (the decision) stays the same and
+            logits = logits / temperature  # the softmax over the known columns is the calibrated probabilities
+        return score, self.settle_unknown_column(logits, score)
+
     def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The known-ness score `(B,)` of the `K` known-class logits and the "unknown" logit `(B, 1)` that wins the
         arg-max exactly when the score falls below `config.unknown_threshold`.
@@ -1017,6 +1023,26 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
         if column is None:  # not calibrated: "unknown" is never the top label
             column = torch.full_like(best, torch.finfo(known_logits.dtype).min)
         return score, column[:, None]
+
+    def settle_unknown_column(self, logits: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """`logits` `(B, K + 1)` with the "unknown" column moved, where rounding left it on the wrong side of the best
+        known logit, one step past it: the arg-max is then "unknown" exactly when `score < config.unknown_threshold`,
+        compared in float64 as `hesp_hf.inference.decisions` compares them.
+
+        Why: the column is computed in the logits' dtype. A `max_softmax` score just below its threshold gives a
+        column that differs from the best known logit by less than that logit's rounding step (a tie the arg-max
+        hands to the known class), and dividing by the temperature can merge a `max_logit` threshold with a logit one
+        step below it. Elsewhere the column keeps its value (the pipeline's softmax reads it)."""
+        threshold = self.config.unknown_threshold
+        if threshold is None:
+            return logits
+        known, column = logits[:, :-1], logits[:, -1]
+        best = known.amax(dim=-1)  # (B,)
+        finfo = torch.finfo(logits.dtype)
+        step = best.abs() * finfo.eps + finfo.tiny  # >= one rounding step of `best`, also where `best` is 0
+        is_known = score.double() >= threshold
+        column = torch.where(is_known, torch.minimum(column, best - step), torch.maximum(column, best + step))
+        return torch.cat([known, column[:, None]], dim=-1)
 
     def _check_labels(self, labels: torch.Tensor, batch: int) -> torch.Tensor:
         labels = torch.as_tensor(labels, device=self.logit_scale.device).long().view(-1)

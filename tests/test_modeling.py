@@ -1,5 +1,7 @@
 """HESP model: shapes, Auto-class round trips, batching, determinism, float64, gradients, CLIP equivalence."""
 
+import math
+
 import pytest
 import torch
 from transformers import (
@@ -362,6 +364,38 @@ def test_max_softmax_score_and_its_unknown_column(make_model):
     config = model.config.to_dict()
     with pytest.raises(Exception, match="probability"):
         HESPConfig(**{**config, "unknown_threshold": 1.5})
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+@pytest.mark.parametrize("score", ["max_logit", "max_softmax"])
+def test_the_unknown_column_wins_exactly_when_the_score_is_below_the_threshold(make_model, score, temperature):
+    """At the rounding edge too: CLIP-scale logits saturate the max-softmax score at 1.0 (a clip just below a
+    threshold of 1.0 left a column tied with the best logit, which the arg-max gave to the known class), and
+    thresholds one float32 step either side of a score. The rule is `hesp_hf.inference.decisions`': known when
+    score >= threshold, in float64."""
+    model = make_model(open_set_score=score)
+    model.config.probability_temperature = temperature
+    generator = torch.Generator().manual_seed(3)
+    known_logits = torch.cat(
+        [
+            torch.tensor([[18.4709, 2.0268, -0.3950], [0.0, 0.0, 0.0], [1e-3, 0.0, -1.0]]),
+            torch.randn(60, K, generator=generator) * torch.tensor([0.5, 5.0, 40.0]).repeat_interleave(20)[:, None],
+        ]
+    )
+    scores, _ = model.unknown_column(known_logits)
+    thresholds = {1.0} if score == "max_softmax" else set()
+    for value in scores[::4].tolist():
+        below, above = torch.nextafter(torch.tensor([value, value]), torch.tensor([-math.inf, math.inf])).tolist()
+        thresholds |= {below, value, above}
+    thresholds = {t for t in thresholds if score == "max_logit" or 0 < t <= 1}
+    assert len(thresholds) > 30
+    for threshold in sorted(thresholds):
+        model.config.unknown_threshold = threshold
+        found, logits = model.open_set_logits(known_logits)
+        torch.testing.assert_close(found, scores)
+        expected_unknown = [s < threshold for s in found.double().tolist()]
+        assert (logits.argmax(-1) == K).tolist() == expected_unknown, threshold
+        torch.testing.assert_close(logits[:, :K], known_logits / temperature)  # the known columns untouched
 
 
 @pytest.mark.parametrize("score", ["max_logit", "max_softmax"])
