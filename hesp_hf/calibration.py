@@ -10,7 +10,8 @@ and temperature-scaled probabilities over the known classes.
 - **Spread.** Given the calibration clips, the acceptance rate on new clips follows Beta(n + 1 - k, k); on a test set
   of `m` clips the accepted share follows the beta-binomial with the same parameters.
 - **p-value.** `(1 + #{i: s_i <= s}) / (n + 1)`; "unknown" exactly when it is <= alpha, the same decision as the
-  threshold, so any level can be picked after the fact from the saved scores (`redecide`).
+  threshold, so any level can be picked after the fact from the saved scores (`redecide`). In floating point compare
+  with a tolerance (`p <= alpha + 1e-9`): `1 - 0.9` is 0.0999..., below a p-value of exactly 0.1.
 - **Temperature.** One scalar `T` dividing the known-class logits, fitted by minimising the negative log-likelihood on
   the known validation clips (Guo et al., ICML 2017); the arg-max and the known-ness score are unchanged. ECE uses 15
   equal-width bins of the top-class confidence; Brier is the mean squared distance to the one-hot label.
@@ -80,12 +81,25 @@ def out_of_reach(n: int, acceptance: float) -> str:
     )
 
 
+def sorted_calibration_scores(scores: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The calibration scores as float64, smallest first; one-line errors for none or for NaN, which a sort would
+    place above every score (the most known) while a clip scoring NaN is never accepted."""
+    ordered = np.sort(np.asarray(scores, dtype=np.float64).ravel())
+    if ordered.size == 0:
+        raise ValueError("Conformal calibration needs at least one known calibration clip, got none.")
+    missing = int(np.isnan(ordered).sum())
+    if missing:
+        raise ValueError(
+            f"{missing} of the {ordered.size} known calibration scores are NaN: the model's outputs on those clips are "
+            "not numbers (a derailed or overflowing model); a threshold from them would not hold its stated rate."
+        )
+    return ordered
+
+
 def conformal_threshold(scores: Sequence[float] | np.ndarray, acceptance: float, strict: bool = True) -> float:
     """The `k`-th smallest of the calibration `scores`. `strict=False` falls back to the smallest score (`k = 1`)
     with a warning when the level is out of reach, instead of raising."""
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))
-    if ordered.size == 0:
-        raise ValueError("Conformal calibration needs at least one known calibration clip, got none.")
+    ordered = sorted_calibration_scores(scores)
     check_level(acceptance, None)
     k = conformal_rank(ordered.size, acceptance)
     if k == 0:
@@ -100,9 +114,11 @@ def known_p_values(
     calibration_scores: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> np.ndarray:
     """Conformal p-values `(1 + #{i: s_i <= s}) / (n + 1)` of `scores` against the calibration scores: small when a
-    clip looks less known than almost every known calibration clip."""
-    ordered = np.sort(np.asarray(calibration_scores, dtype=np.float64))
-    at_or_below = np.searchsorted(ordered, np.asarray(scores, dtype=np.float64), side="right")
+    clip looks less known than almost every known calibration clip. A NaN score counts as below every calibration
+    score (`1 / (n + 1)`), as the threshold decides it: never accepted."""
+    ordered = sorted_calibration_scores(calibration_scores)
+    values = np.asarray(scores, dtype=np.float64)
+    at_or_below = np.where(np.isnan(values), 0, np.searchsorted(ordered, values, side="right"))
     return (1 + at_or_below) / (ordered.size + 1)
 
 
@@ -246,7 +262,7 @@ def calibrate(
     """Calibrate `config` in place on known calibration clips: the conformal threshold at `acceptance` from their
     known-ness `scores` (saved, sorted, with the level), and with `known_logits` `(N, K)` and `labels` the
     temperature of the probabilities. Out-of-reach levels fall back to the lowest score, with a warning."""
-    ordered = np.sort(np.asarray(scores, dtype=np.float64))
+    ordered = sorted_calibration_scores(scores)
     config.unknown_threshold = conformal_threshold(ordered, acceptance, strict=False)
     config.known_acceptance = float(acceptance)
     config.calibration_scores = [float(s) for s in ordered]
@@ -365,7 +381,8 @@ def card_text(metrics: dict[str, Any]) -> str:
         )
         lines.append(
             "`hesp-predict --known_acceptance 0.99` re-decides at another level from the saved scores; each row's "
-            "`known_p_value` is the clip's conformal p-value (unknown when it is <= 1 - the level)."
+            "`known_p_value` is the clip's conformal p-value (unknown when it is <= 1 - the level, compared with a "
+            "tolerance of 1e-9: 1 - 0.9 is 0.0999... in floating point)."
         )
     if scaling:
         lines.append(

@@ -71,8 +71,38 @@ def test_p_value_by_hand_and_its_decision_is_the_threshold():
     calibration = np.r_[calibration, new[-5:]]  # ties between new and calibration scores
     for acceptance in (0.8, 0.9, 0.95):
         threshold = conformal_threshold(calibration, acceptance)
-        unknown_by_p = known_p_values(calibration, new) <= 1 - acceptance
+        unknown_by_p = known_p_values(calibration, new) <= 1 - acceptance + 1e-9
         assert (unknown_by_p == (new < threshold)).all()
+    # A whole-number alpha (n + 1) (n = 99 at 0.9, 19 at 0.95): the scores between the (k - 1)-th and the k-th
+    # calibration score get p = k / (n + 1) = alpha exactly, above the float `1 - acceptance`: the documented
+    # tolerance keeps them unknown, as the threshold decides.
+    for n, acceptance in ((99, 0.9), (19, 0.95), (9, 0.8)):
+        calibration = np.arange(1.0, n + 1)
+        threshold = conformal_threshold(calibration, acceptance)
+        new = np.arange(0.25, n + 1, 0.5)
+        p_values = known_p_values(calibration, new)
+        assert ((p_values <= 1 - acceptance + 1e-9) == (new < threshold)).all()
+        band = (new < threshold) & (new > threshold - 1)
+        assert band.any() and np.allclose(p_values[band], 1 - acceptance, rtol=0, atol=1e-12)
+
+
+def test_nan_scores_are_refused_for_calibration_and_never_accepted_at_prediction():
+    with pytest.raises(ValueError, match=r"^2 of the 5 known calibration scores are NaN: "):
+        conformal_threshold([0.3, math.nan, 0.1, math.nan, 0.2], 0.5)
+    config = config_with()
+    with pytest.raises(ValueError, match=r"^1 of the 3 known calibration scores are NaN"):
+        calibrate(config, np.array([0.2, np.nan, 0.4]), 0.5)
+    assert config.unknown_threshold is None and config.calibration_scores is None  # nothing half-calibrated
+    # A NaN score at prediction ranks below every calibration score: p = 1 / (n + 1), and it is not accepted.
+    config = HESPConfig(id2label={0: "a", 1: "b", 2: "unknown"}, calibration_scores=[0.1, 0.2, 0.3, 0.4])
+    config.known_acceptance, config.unknown_threshold = 0.6, 0.2
+    assert known_p_values(config.calibration_scores, [math.nan, 0.25]).tolist() == pytest.approx([0.2, 0.6])
+    outputs = SimpleNamespace(
+        logits=torch.tensor([[1.0, 0.0, 0.0]] * 2), open_set_score=torch.tensor([math.nan, 0.25])
+    )
+    first, second = decisions(outputs, config)
+    assert (first["label"], first["known"], first["known_p_value"]) == ("unknown", False, pytest.approx(0.2))
+    assert (second["label"], second["known"], second["known_p_value"]) == ("a", True, pytest.approx(0.6))
 
 
 def test_spread_is_the_beta_of_conformal_coverage():
