@@ -1,6 +1,7 @@
 """The embedded default: synthetic clips, the embedded tiny CLIP, and a shrunken `make demo`."""
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -114,6 +115,38 @@ def test_same_spec_gives_identical_bytes(tmp_path):
     second = contents(write_synthetic_dataset(tmp_path / "b", spec))
     assert len(first) == 3 + 3 + 3  # 6 clips, train.csv, test.csv, spec.json
     assert first == second
+
+
+def test_the_demo_replaces_only_its_own_earlier_runs(tmp_path, run_cli):
+    """A folder holding someone's model (a config.json, notes beside it) is refused before any work and kept whole;
+    an earlier demo run (trained on the demo's synthetic clips: a spec.json beside its train.csv) is recognised."""
+    from hesp_hf.commands.demo import cli, is_previous_demo_run
+
+    precious = tmp_path / "precious"
+    (precious / "sub").mkdir(parents=True)
+    for name, text in (("config.json", "{}"), ("NOTES.txt", "notes"), ("sub/model.bin", "weights")):
+        (precious / name).write_text(text)
+    data = tmp_path / "synthetic"
+    done = run_cli(cli, "hesp-demo", "--output_dir", precious, "--data_dir", data, "--epochs", "1")
+    assert done.returncode == 2 and "--output_dir" in done.stderr and str(precious) in done.stderr, done.stderr
+    assert "not an earlier hesp-demo run" in done.stderr and "\n(set HESP_DEBUG" in done.stderr
+    assert sorted(p.relative_to(precious).as_posix() for p in precious.rglob("*")) == [
+        "NOTES.txt", "config.json", "sub", "sub/model.bin"
+    ]  # fmt: skip
+    assert not data.exists()  # refused before the clips were written
+
+    def run_folder(name: str, annotation: Path) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "run_arguments.json").write_text(json.dumps({"data": {"train_annotation": str(annotation)}}))
+        return folder
+
+    synthetic = tmp_path / "synthetic-abc"
+    synthetic.mkdir()
+    (synthetic / "spec.json").write_text("{}")
+    assert is_previous_demo_run(run_folder("demo", synthetic / "train.csv"))
+    assert not is_previous_demo_run(run_folder("mine", tmp_path / "mine" / "train.csv"))
+    assert not is_previous_demo_run(precious)
 
 
 def test_shrunken_demo_runs_end_to_end(tmp_path):

@@ -57,6 +57,17 @@ def report(text: str) -> None:
     sys.stdout.flush()
 
 
+def is_previous_demo_run(folder: Path) -> bool:
+    """Whether `folder` is a run this demo wrote: its run_arguments.json trained on the demo's synthetic clips (a
+    spec.json beside the training annotation). Anything else is a user's model and is never deleted."""
+    try:
+        arguments = json.loads((folder / "run_arguments.json").read_text())
+        annotation = Path(arguments["data"]["train_annotation"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return (annotation.parent / "spec.json").is_file()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/demo"))
@@ -72,6 +83,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
+    replace_previous = (args.output_dir / "config.json").exists()
+    if replace_previous and not is_previous_demo_run(args.output_dir):
+        raise ValueError(
+            f"--output_dir {args.output_dir} holds a model that is not an earlier hesp-demo run (its "
+            "run_arguments.json does not name the demo's synthetic clips): choose another --output_dir; the demo "
+            "replaces only its own earlier runs."
+        )
 
     spec = SyntheticSpec(train_per_class=args.train_per_class, test_per_class=args.test_per_class, seed=args.seed)
     logger.info("1/5 synthetic clips (%d classes, cached under %s)", len(CLASSES), args.data_dir)
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     options = synthetic_training_options(
         data, args.output_dir, args.epochs, args.seed, args.batch_size, args.learning_rate, args.clip_model
     )
-    if (args.output_dir / "config.json").exists():  # a previous demo run: start afresh, not from its checkpoints
+    if replace_previous:  # an earlier demo run: start afresh, not from its checkpoints
         shutil.rmtree(args.output_dir)
     # `--extra` holds train.py arguments: the recipe's options go through the same parser, so an extra one wins.
     metrics = train_from_argv([*options_argv(options), *args.extra]).metrics
