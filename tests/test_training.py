@@ -499,6 +499,10 @@ def test_command_line_errors_are_one_clear_message(tiny_data, tmp_path, run_cli)
     assert first.startswith("train.py: error: --loss_weights") and "'bogus'" in first and "HESP_DEBUG" in hint
     with pytest.raises(ValueError, match="--loss_weights"):
         run_cli(cli, "train.py", *base, "--loss_weights", "bogus", env={"HESP_DEBUG": "1"})
+    # A value HESPConfig's own validators refuse: its sentence alone, not the strict dataclass's wrapper.
+    done = run_cli(cli, "train.py", *base, "--num_frames", "0")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 2, done.stderr
+    assert done.stderr.startswith("train.py: error: HESPConfig.num_frames must be >= 1, got 0."), done.stderr
     assert not (tmp_path / "run").exists()
 
 

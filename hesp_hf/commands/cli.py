@@ -9,13 +9,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import HfArgumentParser
 
 
 # Errors that describe what the user asked for; anything else is a bug and keeps its traceback. OSError: a path
 # that is neither a folder nor a Hub name ("couldn't connect to huggingface.co"), a folder without a model;
-# ImportError: an optional extra that is not installed (the messages name it).
-USER_ERRORS = (ValueError, OSError, ImportError)
+# ImportError: an optional extra that is not installed (the messages name it); the strict-dataclass errors: a
+# config value out of range (`--num_frames 0`, a config.json edited by hand), raised by HESPConfig's validators.
+CONFIG_ERRORS = (StrictDataclassClassValidationError, StrictDataclassFieldValidationError)
+USER_ERRORS = (ValueError, OSError, ImportError, *CONFIG_ERRORS)
 
 
 class _ShortErrors:
@@ -43,5 +46,7 @@ def run_command(main: Callable[[], Any]) -> None:
         if os.environ.get("HESP_DEBUG"):
             raise
         name = Path(sys.argv[0]).name
+        if isinstance(error, CONFIG_ERRORS) and error.__cause__ is not None:
+            error = error.__cause__  # the validator's own sentence, without the wrapper's "validator '...'" line
         sys.stderr.write(f"{name}: error: {error}\n(set HESP_DEBUG=1 to see where it was raised)\n")
         sys.exit(2)
