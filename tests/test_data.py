@@ -75,6 +75,18 @@ def test_presets_hold_the_released_splits():
         get_preset("kinetics")
 
 
+def test_custom_class_names_are_named_by_their_option_and_differ_without_case():
+    """Labels in annotations match class names without case, so `anger` and `Anger` would be one class: refused,
+    naming both and the option (`--label_names` is another option: the Trainer's label keys)."""
+    with pytest.raises(ValueError, match=r"needs its class names in index order \(--class_names"):
+        get_preset("custom")
+    with pytest.raises(ValueError, match=r"^--class_names must be distinct.*'anger' and 'Anger'"):
+        get_preset("custom", ["anger", "Anger", "fear"])
+    with pytest.raises(ValueError, match=r"'fear' and 'fear'"):
+        get_preset("custom", ["fear", "anger", "fear"])
+    assert get_preset("custom", ["Anger", "fear"]).class_names == ("Anger", "fear")
+
+
 def test_list_layout_and_label_order(list_layout):
     split = load_open_set_split("mafw", list_layout / "train.txt", list_layout / "test.txt", split_index=0, seed=3)
     # known (10, 5, 6) -> labels in original-index order: sadness 0, surprise 1, disappointment 2

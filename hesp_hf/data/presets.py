@@ -107,16 +107,24 @@ def get_preset(name: str, class_names: list[str] | None = None, label_base: int 
     """
     if name == "custom":
         if not class_names:
-            raise ValueError("The 'custom' dataset needs its class names in index order (label_names).")
-        if len(set(class_names)) != len(class_names):
-            raise ValueError(f"label_names must be distinct, got {class_names}.")
+            raise ValueError(
+                "The 'custom' dataset needs its class names in index order (--class_names; label_names in Python)."
+            )
+        seen: dict[str, str] = {}
+        for class_name in class_names:  # annotations match labels to class names without case: they must differ so too
+            if class_name.lower() in seen:
+                raise ValueError(
+                    f"--class_names must be distinct, also ignoring case (labels are matched without case): "
+                    f"{seen[class_name.lower()]!r} and {class_name!r} in {list(class_names)}."
+                )
+            seen[class_name.lower()] = class_name
         return DatasetPreset(name="custom", class_names=tuple(class_names), label_base=label_base or 0)
     if name not in PRESETS:
         raise ValueError(f"Unknown dataset preset '{name}': expected one of {sorted(PRESETS) + ['custom']}.")
     preset = PRESETS[name]
     if class_names is not None and tuple(class_names) != preset.class_names:
         raise ValueError(
-            f"label_names {class_names} differ from the '{name}' preset's classes {list(preset.class_names)}; "
+            f"--class_names {class_names} differ from the '{name}' preset's classes {list(preset.class_names)}; "
             "use dataset='custom' for another class list."
         )
     if label_base is not None and label_base != preset.label_base:
