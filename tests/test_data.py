@@ -1,6 +1,7 @@
 """Data layer: the three layouts, presets and splits, re-indexing, sampling, augmentation, bad data, datasets."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -130,6 +131,30 @@ def test_csv_layout_with_names_and_indices(tmp_path):
     records = read_annotation(tmp_path / "train.csv", PRESETS["dfew"])
     assert [r.label for r in records] == [0, 2, 1, 0]  # happy, 3->neutral, sad, 1->happy; the 0 row is excluded
     assert records[1].line == 3
+
+
+def test_annotations_saved_by_spreadsheets_read_and_other_encodings_name_their_line(tmp_path):
+    """ "CSV UTF-8" from a spreadsheet starts with a byte-order mark (its header read '\\ufeffvideo_path' before); a
+    Latin-1 file is one line naming the file and the line of the first byte that is not UTF-8 -- for training's
+    annotations and for hesp-predict's CSVs and lists alike."""
+    from hesp_hf.inference.clips import list_clips
+
+    for i in range(2):
+        write_video(tmp_path / "clips" / f"{i}.mp4", indexed_frames(4))
+    (tmp_path / "excel.csv").write_bytes("video_path,label\nclips/0.mp4,happy\nclips/1.mp4,Sad\n".encode("utf-8-sig"))
+    assert [r.label for r in read_annotation(tmp_path / "excel.csv", PRESETS["dfew"])] == [0, 1]
+    assert list_clips(tmp_path / "excel.csv") == [str(tmp_path / "clips" / "0.mp4"), str(tmp_path / "clips" / "1.mp4")]
+    (tmp_path / "excel.txt").write_bytes("clips/1.mp4 4 2\n".encode("utf-8-sig"))
+    assert [r.label for r in read_annotation(tmp_path / "excel.txt", PRESETS["dfew"])] == [1]
+    assert list_clips(tmp_path / "excel.txt") == [str(tmp_path / "clips" / "1.mp4")]
+    latin = "video_path,label\nclips/0.mp4,happy\nclips/caf\u00e9.mp4,sad\n".encode("latin-1")
+    for name in ("latin.csv", "latin.txt"):
+        (tmp_path / name).write_bytes(latin if name.endswith("csv") else latin.replace(b",", b" 4 "))
+        expected = rf"^{re.escape(str(tmp_path / name))}:3: not UTF-8 text \(byte 0xe9\): save the file as UTF-8\.$"
+        with pytest.raises(ValueError, match=expected):
+            read_annotation(tmp_path / name, PRESETS["dfew"])
+        with pytest.raises(ValueError, match=expected):
+            list_clips(tmp_path / name)
 
 
 def test_class_folder_layout(tmp_path):

@@ -7,6 +7,7 @@ Every problem found is reported at once, each with its file and line.
 """
 
 import csv
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,9 +110,22 @@ def _label_index(value: str, preset: DatasetPreset, where: str) -> tuple[int | N
     return index, None
 
 
+def read_text_file(path: Path) -> str:
+    """A user's list or CSV file as text: UTF-8, with or without the byte-order mark that spreadsheet programs write
+    ("CSV UTF-8"); a byte that is not UTF-8 is one line naming the file and its line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x}): save the file as UTF-8."
+        ) from None
+
+
 def _read_list(path: Path, preset: DatasetPreset, root: Path) -> tuple[list[ClipRecord], list[str]]:
     records, problems = [], []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{path}:{number}"
@@ -137,7 +151,7 @@ def _read_list(path: Path, preset: DatasetPreset, root: Path) -> tuple[list[Clip
 
 def _read_csv(path: Path, preset: DatasetPreset, root: Path) -> tuple[list[ClipRecord], list[str]]:
     records, problems = [], []
-    with path.open(newline="") as handle:
+    with io.StringIO(read_text_file(path), newline="") as handle:
         reader = csv.DictReader(handle)
         columns = [name.strip() for name in reader.fieldnames or []]
         duplicated = sorted({name for name in columns if columns.count(name) > 1})

@@ -8,13 +8,14 @@ clips with workers must keep its top-level code under `if __name__ == "__main__"
 
 import csv
 import glob
+import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from ..data.annotations import CSV_COLUMNS, IMAGE_SUFFIXES, VIDEO_SUFFIXES, read_text_file
 from ..data.dataset import ClipTransform
 from ..data.decoding import sample_clip
 from ..modeling.video_processing_hesp import HESPVideoProcessor
@@ -71,12 +72,12 @@ def _holds_images(folder: Path) -> bool:
 
 
 def _content_lines(path: Path) -> list[str]:
-    lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+    lines = (line.split("#", 1)[0].strip() for line in read_text_file(path).splitlines())
     return [line for line in lines if line]
 
 
 def _csv_paths(path: Path) -> list[str]:
-    with path.open(newline="") as handle:
+    with io.StringIO(read_text_file(path), newline="") as handle:
         reader = csv.DictReader(handle)
         column = CSV_COLUMNS[0]
         if reader.fieldnames is None or column not in reader.fieldnames:
