@@ -10,7 +10,9 @@ A pair that disagrees is refused with the message of `check_saved_pair` (`config
 loading path gives: the config owns both values, the processor's file is the one to fix.
 """
 
+import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from .modeling.configuration_hesp import HESPConfig, check_saved_pair, shared_settings
@@ -41,9 +43,40 @@ def model_and_processor_from_clip(
     return model, processor
 
 
+# What the Hub accepts as a model id: `name` or `owner/name`; anything else can only be a local path.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
+
+
+def check_checkpoint_source(checkpoint: str) -> None:
+    """One line naming `checkpoint` when it cannot be a checkpoint: a folder without config.json, a file, or a path
+    that does not exist and cannot be a Hub id (`./runs/x`, `/data/x`, `a/b/c`). Transformers would answer those
+    with advice about tokenizers, repo-id syntax or connecting to the Hub."""
+    path = Path(checkpoint).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(
+                f"{checkpoint} is a folder without config.json, not a saved HESP checkpoint (a training run's "
+                "output folder, or a checkpoint-N folder inside it, holds one)."
+            )
+    elif path.exists():
+        raise ValueError(f"{checkpoint} is a file: pass the checkpoint's folder (the one holding config.json).")
+    elif not _HUB_ID.fullmatch(checkpoint):
+        raise FileNotFoundError(
+            f"{checkpoint} does not exist (expected a checkpoint folder, or a Hub id 'owner/name')."
+        )
+
+
 def load_pair(checkpoint: str, **model_kwargs: Any) -> tuple[HESPForOpenSetVideoClassification, HESPVideoProcessor]:
     """A saved HESP checkpoint's model (in eval mode) and processor (folder or Hub id), checked to agree."""
-    model = HESPForOpenSetVideoClassification.from_pretrained(checkpoint, **model_kwargs).eval()
+    check_checkpoint_source(checkpoint)
+    try:
+        model = HESPForOpenSetVideoClassification.from_pretrained(checkpoint, **model_kwargs).eval()
+    except OSError as error:
+        if Path(checkpoint).expanduser().exists():
+            raise
+        # 'owner/name' that is no local folder: the Hub's answer, in one line that names what was asked for.
+        answer = " ".join(str(error).split())
+        raise OSError(f"{checkpoint} is not a local folder, and the Hub did not give it: {answer}") from error
     processor = HESPVideoProcessor.from_pretrained(checkpoint)
     check_pair(model.config, processor, checkpoint)
     return model, processor

@@ -14,7 +14,7 @@ from transformers import (
 
 from hesp_hf import HESPConfig, HESPForOpenSetVideoClassification
 
-from .conftest import LABELS
+from .conftest import LABELS, random_video
 
 
 B, T, K = 2, 4, len(LABELS)
@@ -618,3 +618,35 @@ def test_compiles_without_graph_breaks(make_model, training):
         explanation = torch._dynamo.explain(model)(videos(), labels=labels)
     assert explanation.graph_break_count == 0, [reason.reason for reason in explanation.break_reasons]
     assert explanation.graph_count == 1
+
+
+def test_what_is_not_a_checkpoint_is_one_line_naming_it(tmp_path, monkeypatch, run_cli):
+    """A folder without config.json, a file, a path that cannot be a Hub id, and an 'owner/name' that is neither a
+    local folder nor on the (offline) Hub: each one line naming what was passed, from the library and the command."""
+    import huggingface_hub.constants
+
+    from hesp_hf.commands.predict import cli
+    from hesp_hf.embedded.video_writer import write_video
+    from hesp_hf.inference.deployment import load_for_prediction
+    from hesp_hf.pairing import load_pair
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty_run").mkdir()
+    (tmp_path / "model.safetensors").write_text("not a folder")
+    cases = {
+        "empty_run": (ValueError, "empty_run is a folder without config.json, not a saved HESP checkpoint"),
+        "model.safetensors": (ValueError, "model.safetensors is a file: pass the checkpoint's folder"),
+        "./runs/x": (FileNotFoundError, "./runs/x does not exist (expected a checkpoint folder, or a Hub id"),
+        "a/b/c": (FileNotFoundError, "a/b/c does not exist"),
+        "runs/x": (OSError, "runs/x is not a local folder, and the Hub did not give it: "),
+    }
+    for checkpoint, (kind, message) in cases.items():
+        for load in (load_pair, load_for_prediction):
+            with pytest.raises(kind) as caught:
+                load(checkpoint)
+            assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+    write_video(tmp_path / "clip.mp4", random_video(4, 32, 32))
+    done = run_cli(cli, "hesp-predict", "--checkpoint", "empty_run", "--output", "rows.jsonl", "clip.mp4")
+    assert done.returncode == 2 and done.stderr.startswith("hesp-predict: error: empty_run is a folder without")
+    assert not (tmp_path / "rows.jsonl").exists()

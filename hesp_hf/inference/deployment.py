@@ -25,7 +25,7 @@ import torch
 from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
 from ..modeling.provenance_hesp import tell_if_drawn_faces
 from ..modeling.video_processing_hesp import HESPVideoProcessor
-from ..pairing import load_pair
+from ..pairing import check_checkpoint_source, load_pair
 from .onnx_runtime import ONNXVideoClassifier, is_onnx_export
 
 
@@ -50,6 +50,7 @@ def load_for_prediction(
     threads) and `spinning` (idle threads busy-wait; turn off where decoding shares the cores) to exports."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}.")
+    check_checkpoint_source(checkpoint)
     if is_onnx_export(checkpoint):
         if precision != "fp32" or compile or inference_only:
             raise ValueError(
