@@ -503,6 +503,8 @@ def test_options_argv_parses_back_to_the_same_arguments(tmp_path):
 
 
 def test_evaluation_never_writes_into_a_trained_folder(tmp_path):
+    from dataclasses import replace
+
     from hesp_hf.commands.evaluate import EvaluationArguments, evaluate_checkpoint
     from hesp_hf.run.arguments import DataArguments
 
@@ -515,6 +517,15 @@ def test_evaluation_never_writes_into_a_trained_folder(tmp_path):
         )
     with pytest.raises(ValueError, match=r"holds a trained model \(the checkpoint\)"):
         evaluate_checkpoint(EvaluationArguments(checkpoint=str(tmp_path / "x"), output_dir=str(tmp_path / "x")), data)
+    # An earlier evaluation is kept unless its replacement is asked for (then the missing checkpoint is reported).
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text('{"auroc": 0.9}')
+    earlier = EvaluationArguments(checkpoint=str(tmp_path / "other"), output_dir=str(tmp_path / "eval"))
+    with pytest.raises(ValueError, match=r"already holds an evaluation \(metrics.json\).*--overwrite_output_dir"):
+        evaluate_checkpoint(earlier, data)
+    assert (tmp_path / "eval" / "metrics.json").read_text() == '{"auroc": 0.9}'
+    with pytest.raises(OSError, match="other"):
+        evaluate_checkpoint(replace(earlier, overwrite_output_dir=True), data)
 
 
 def test_evaluation_refuses_options_it_would_ignore(tmp_path):

@@ -226,7 +226,11 @@ def test_evaluate_script_reproduces_the_test_metrics(reference_run, tiny_data, t
     run_here(run_cli, alone)
     for name in ("accuracy", "auroc", "oscr", "num_known", "num_unknown"):
         assert metrics_of(tmp_path / "alone")[name] == pytest.approx(trained[name], abs=1e-6)
-    refused = run_cli(evaluate_cli, "run_evaluation.py", *alone[2:], "--report_baselines", "true")
+    again = run_cli(evaluate_cli, "run_evaluation.py", *alone[2:])
+    assert again.returncode == 2 and "already holds an evaluation (metrics.json)" in again.stderr
+    refused = run_cli(
+        evaluate_cli, "run_evaluation.py", *alone[2:], "--report_baselines", "true", "--overwrite_output_dir"
+    )
     assert refused.returncode == 2 and "--report_baselines fits the baselines on the known training clips" in (
         refused.stderr
     )

@@ -48,6 +48,9 @@ class EvaluationArguments:
     num_workers: int = field(default=2, metadata={"help": "DataLoader worker processes for decoding."})
     bf16_autocast: bool = field(default=False, metadata={"help": "Run the model under bfloat16 autocast."})
     seed: int = field(default=0, metadata={"help": "Seed of the split's validation hold-out (as in training)."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace an earlier evaluation (metrics.json) in --output_dir."}
+    )
     report_baselines: bool = field(
         default=False,
         metadata={
@@ -74,6 +77,11 @@ def evaluate_checkpoint(eval_args: EvaluationArguments, data_args: DataArguments
         raise ValueError(
             f"--output_dir {eval_args.output_dir} holds a trained model ({', '.join(holds_model) or 'the checkpoint'}):"
             " evaluation never writes over training outputs; choose another folder (e.g. <checkpoint>/eval)."
+        )
+    if (Path(eval_args.output_dir) / "metrics.json").exists() and not eval_args.overwrite_output_dir:
+        raise ValueError(
+            f"--output_dir {eval_args.output_dir} already holds an evaluation (metrics.json): choose another folder, "
+            "or pass --overwrite_output_dir to replace it."
         )
     _refuse_ignored_options(data_args)
     model, processor = load_pair(eval_args.checkpoint)
