@@ -19,6 +19,7 @@ the test clips.
 CLIP a HESP checkpoint was built from, and `checkpoint_baseline_metrics` runs everything on a checkpoint's data.
 """
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ from sklearn.linear_model import LogisticRegression
 from ..data.features import dataset_features
 from ..metrics import open_set_metrics
 from ..modeling.modeling_hesp import HESPForOpenSetVideoClassification
+
+
+logger = logging.getLogger(__name__)
 
 
 METRIC_NAMES = ("accuracy", "auroc", "oscr")
@@ -258,6 +262,9 @@ def baseline_scores(
     results = {f"linear probe, {name.replace('_', '-')}": scores for name, scores in probe.items()}
     results["nearest class prototype (cosine)"] = prototype_scores(train_features, train_labels, test_features)
     for k in ks:
+        if k > len(train_features):  # a small training set (a quick run): the k-th neighbour does not exist
+            logger.info("kNN k=%d left out of the baselines: only %d training clips", k, len(train_features))
+            continue
         results[f"kNN k={k} (probe's class)"] = knn_scores(
             train_features, test_features, k, probe["max_softmax"].predictions
         )
