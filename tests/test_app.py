@@ -270,6 +270,27 @@ def test_page_settings_refuse_values_that_cannot_work():
         PageSettings(window_s=0)
     with pytest.raises(ValueError, match="upload_grace_s must be > 0 and <= keep_results_s"):
         PageSettings(upload_grace_s=0)
+    with pytest.raises(ValueError, match="keep_results_s must be >= 1 second, got 0"):
+        PageSettings(keep_results_s=0)
+    # Results kept for less than the uploads' default grace period: uploads go when results do.
+    assert PageSettings(keep_results_s=10).upload_grace_s == 10 and PageSettings().upload_grace_s == 30
+
+
+def test_command_options_are_checked_before_the_model_loads(run_cli):
+    from hesp_hf.commands.app import cli, file_size
+
+    assert [file_size(text) for text in ("50mb", "1.5GB", "1048576", "none", "None")] == [
+        "50mb", "1.5GB", 1048576, None, None
+    ]  # fmt: skip
+    for option, value, message in (
+        ("--port", "99999", "--port: expected a port number from 0 to 65535, got '99999'"),
+        ("--port", "http", "--port: expected a port number from 0 to 65535, got 'http'"),
+        ("--max_file_size", "abc", '--max_file_size: expected a size such as "50mb"'),
+        ("--max_file_size", "50 parsecs", "got '50 parsecs'"),
+    ):
+        done = run_cli(cli, "hesp-app", "--checkpoint", "no/such-model", option, value)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "no/such-model" not in done.stderr  # refused before loading
 
 
 # ------------------------------------------------------------------------------------------------ a real browser

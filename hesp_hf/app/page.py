@@ -45,17 +45,19 @@ class PageSettings:
     window_s: float = 2.0
     stride_s: float = 0.5
     checkpoint: str = ""
-    upload_grace_s: float = 30.0
+    upload_grace_s: float | None = None  # None: 30 s, or keep_results_s when that is shorter
 
     def __post_init__(self) -> None:
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {self.concurrency}.")
+        if self.keep_results_s < 1:
+            raise ValueError(f"keep_results_s must be >= 1 second, got {self.keep_results_s}.")
+        if self.upload_grace_s is None:
+            self.upload_grace_s = min(30.0, float(self.keep_results_s))
         if not 0 < self.upload_grace_s <= self.keep_results_s:
             raise ValueError(
                 f"upload_grace_s must be > 0 and <= keep_results_s ({self.keep_results_s}), got {self.upload_grace_s}."
             )
-        if self.keep_results_s < 1:
-            raise ValueError(f"keep_results_s must be >= 1 second, got {self.keep_results_s}.")
         if not self.window_s > 0 or not self.stride_s > 0:
             raise ValueError(f"window_s and stride_s must be > 0 seconds, got {self.window_s} and {self.stride_s}.")
 

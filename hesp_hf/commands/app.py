@@ -12,6 +12,7 @@ option can be passed (a Space runs `app.py`). Needs the `app` extra: pip install
 import argparse
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,29 @@ NO_CHECKPOINT = (
 )
 
 
+def port_number(text: str) -> int:
+    """--port: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
+
+
+def file_size(text: str) -> str | int | None:
+    """--max_file_size: what Gradio's upload limit takes (a number of bytes, or a number with b/kb/mb/gb/tb), or
+    "none"; checked here, before the model loads, rather than by Gradio's parser at launch."""
+    if text.strip().lower() == "none":
+        return None
+    if text.strip().isdigit():
+        return int(text)
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb)\s*", text, flags=re.IGNORECASE):
+        raise argparse.ArgumentTypeError(f'expected a size such as "50mb", "1gb" or bytes, or "none"; got {text!r}')
+    return text.strip()
+
+
 def main(argv: list[str] | None = None, block: bool = True) -> object:
     parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -35,9 +59,12 @@ def main(argv: list[str] | None = None, block: bool = True) -> object:
         help="a trained HESP folder or Hub id, or an ONNX export folder (default: $HESP_CHECKPOINT, else outputs/demo)",
     )
     parser.add_argument("--host", default=None, help="address to serve on (default 127.0.0.1; 0.0.0.0: every one)")
-    parser.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
+    parser.add_argument("--port", type=port_number, default=None, help="port (default 7860, or the next free one)")
     parser.add_argument(
-        "--max_file_size", default="200mb", help='largest upload, e.g. "50mb" or "1gb"; "none" for no limit (200mb)'
+        "--max_file_size",
+        type=file_size,
+        default="200mb",
+        help='largest upload, e.g. "50mb" or "1gb"; "none" for no limit (200mb)',
     )
     parser.add_argument("--concurrency", type=int, default=2, help="videos analysed at once; others wait (2)")
     parser.add_argument(
@@ -63,7 +90,6 @@ def main(argv: list[str] | None = None, block: bool = True) -> object:
         if not (DEMO_CHECKPOINT / "config.json").is_file():
             sys.exit(NO_CHECKPOINT)
         checkpoint = str(DEMO_CHECKPOINT)
-    max_file_size = None if str(args.max_file_size).lower() == "none" else args.max_file_size
     # No usage reports leave the machine: the videos may be of patients or study participants.
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -73,7 +99,7 @@ def main(argv: list[str] | None = None, block: bool = True) -> object:
         raise ImportError(f'hesp-app needs Gradio: pip install "hesp-hf[app]" ({error})') from error
     settings = PageSettings(
         concurrency=args.concurrency,
-        max_file_size=max_file_size,
+        max_file_size=args.max_file_size,
         keep_results_s=args.keep_results_s,
         window_s=args.window_s,
         stride_s=args.stride_s,
