@@ -153,6 +153,110 @@ def test_resume_retries_failed_clips_and_refuses_another_models_rows(checkpoint,
     assert summary.predicted_now == 3 and all(row["threshold"] == 0.5 for row in rows)
 
 
+def test_no_resume_never_keeps_another_models_rows(checkpoint, clips, tmp_path, tiny_clip_dir):
+    """--no_resume keeps the rows of clips it does not list: where those come from another model (other classes, as
+    the CSV header would show, or another threshold) the run is refused and the output left as it was; following the
+    advice (every clip of the output among the inputs) replaces them all."""
+    from hesp_hf import HESPForOpenSetVideoClassification
+
+    model, processor = load(checkpoint)
+    other = HESPForOpenSetVideoClassification.from_clip(str(tiny_clip_dir), labels=["anger", "disgust"], num_frames=4)
+    other.config.unknown_threshold = 0.5
+    output = tmp_path / "out.csv"
+    predict_clips(model, processor, clips[:2], output, batch_size=2, num_workers=0, progress=False)
+    before = output.read_bytes()
+    with pytest.raises(ValueError, match=r"out\.csv holds predictions of another model.*clip1\.mp4.*--no_resume"):
+        predict_clips(other, processor, clips[:1], output, resume=False, num_workers=0, progress=False)
+    assert output.read_bytes() == before and not list(tmp_path.glob(".out.part-*"))
+    rows, summary = predict_clips(other, processor, clips[:2], output, resume=False, num_workers=0, progress=False)
+    assert summary.predicted_now == 2 and [row["file"] for row in read_rows(output)] == clips[:2]
+    assert all(list(row["probabilities"]) == ["anger", "disgust"] and row["threshold"] == 0.5 for row in rows)
+    assert output.read_text().splitlines()[0].endswith("p_anger,p_disgust")
+    # Rows of this model's other clips, and error rows (which carry no model), stay as before.
+    again, _ = predict_clips(other, processor, clips[3:5], output, resume=False, num_workers=0, progress=False)
+    assert again[0]["error"] and [row["file"] for row in read_rows(output)] == clips[3:5] + clips[:2]
+
+
+def predict_command(run_cli, checkpoint, output, *arguments):
+    """`predict.py` on the CPU, decoding in a thread, without a progress bar."""
+    from hesp_hf.commands.predict import cli
+
+    common = ["--cpu", "--num_workers", "0", "--no_progress", "--checkpoint", checkpoint, "--output", output]
+    return run_cli(cli, "predict.py", *common, *arguments)
+
+
+def error_line(done) -> str:
+    """The one line of a command's user error (before it only the weights' loading bar), with no traceback."""
+    *_, error, hint = done.stderr.strip().splitlines()
+    assert error.startswith("predict.py: error: ") and hint.startswith("(set HESP_DEBUG")
+    assert "Traceback" not in done.stderr
+    return error
+
+
+def test_command_no_resume_refuses_another_models_rows_in_one_line(checkpoint, clips, tmp_path, run_cli):
+    # Another checkpoint's rows (another calibrated threshold) in the output; --no_resume on a part of its clips.
+    model, processor = load(checkpoint)
+    model.config.unknown_threshold = 0.5
+    output = tmp_path / "out.jsonl"
+    predict_clips(model, processor, clips[:2], output, batch_size=2, num_workers=0, progress=False)
+    before = output.read_text()
+    done = predict_command(run_cli, checkpoint, output, clips[0], "--no_resume")
+    assert done.returncode == 2 and output.read_text() == before
+    assert str(output) in error_line(done) and "another model" in error_line(done) and "--no_resume" in done.stderr
+    done = predict_command(run_cli, checkpoint, output, clips[0], clips[1], "--no_resume")  # the advice, followed
+    assert done.returncode == 0, done.stderr
+    assert [row["threshold"] for row in read_rows(output)] == [pytest.approx(0.34)] * 2
+
+
+def test_command_creates_the_output_folder(checkpoint, clips, tmp_path, run_cli):
+    """An output in folders that do not exist yet: they are created; a folder that cannot be: one line naming the
+    output (not the part file beside it)."""
+    nested = tmp_path / "new" / "sub" / "p.jsonl"
+    done = predict_command(run_cli, checkpoint, nested, clips[0])
+    assert done.returncode == 0, done.stderr
+    assert [row["file"] for row in read_rows(nested)] == [clips[0]] and not list(nested.parent.glob(".p.part-*"))
+    (tmp_path / "afile").write_text("")
+    done = predict_command(run_cli, checkpoint, tmp_path / "afile" / "p.jsonl", clips[0])
+    assert done.returncode == 2 and f"Prediction output {tmp_path / 'afile' / 'p.jsonl'}" in error_line(done)
+    assert ".part-" not in done.stderr
+
+
+def test_a_whole_last_row_without_its_newline_is_kept(checkpoint, clips, tmp_path):
+    """Only a last line that is not a whole row is a torn tail: a row lacking just its newline (an output edited by
+    hand or written by another tool, a part cut after its last character) is read, kept and not predicted again."""
+    model, processor = load(checkpoint)
+    rows, _ = predict_clips(model, processor, clips[:2], tmp_path / "out.jsonl", num_workers=0, progress=False)
+    extra = {**rows[0], "file": "other_clip.mp4"}
+    lines = [json.dumps(row) for row in [*rows, extra]]
+    (tmp_path / "out.jsonl").write_text("\n".join(lines))
+    assert read_rows(tmp_path / "out.jsonl") == [*rows, extra]
+    (tmp_path / "torn.jsonl").write_text("\n".join(lines)[:-5])
+    assert read_rows(tmp_path / "torn.jsonl") == rows
+    predict_clips(model, processor, clips[2:3], tmp_path / "out.jsonl", num_workers=0, progress=False)
+    assert extra in read_rows(tmp_path / "out.jsonl") and len(read_rows(tmp_path / "out.jsonl")) == 4
+
+    # CSV: a whole last row is kept; one cut inside its last column (a probability) or before it is not.
+    as_csv, _ = predict_clips(model, processor, clips[:3], tmp_path / "out.csv", num_workers=0, progress=False)
+    text = (tmp_path / "out.csv").read_text().rstrip("\r\n")
+    last_probability = text.rsplit(",", 1)[1]
+    assert float(last_probability) > 0.01  # so that cutting it to its first digit takes a share off the row's sum
+    for name, body, expected in [
+        ("whole", text, as_csv),
+        ("in-the-last-column", text[: len(text) - len(last_probability) + 1], as_csv[:2]),
+        ("before-the-last-column", text.rsplit(",", 2)[0], as_csv[:2]),
+    ]:
+        (tmp_path / f"{name}.csv").write_text(body)
+        assert read_rows(tmp_path / f"{name}.csv") == expected, name
+
+    # A part whose last whole row lacks its newline: reused, and the new rows go on lines of their own.
+    finished, _ = predict_clips(model, processor, clips[4:6], None, num_workers=0, progress=False)
+    marked = [{**row, "label": "from-the-part"} for row in finished]
+    (tmp_path / ".out.part-0-of-1.jsonl").write_text("\n".join(json.dumps(row) for row in marked))
+    resumed, summary = predict_clips(model, processor, clips, tmp_path / "out.jsonl", num_workers=0, progress=False)
+    assert resumed[4:6] == marked and summary.from_earlier_runs == 3 + 2  # clips 0-2 from the output
+    assert [row["file"] for row in read_rows(tmp_path / "out.jsonl")] == [*clips, "other_clip.mp4"]
+
+
 def test_csv_output_holds_the_jsonl_rows(checkpoint, clips, tmp_path):
     model, processor = load(checkpoint)
     as_json, _ = predict_clips(model, processor, clips, tmp_path / "out.jsonl", batch_size=4, num_workers=0)

@@ -18,6 +18,7 @@ clips already there.
 
 import csv
 import glob
+import io
 import json
 import logging
 import math
@@ -151,14 +152,17 @@ def _csv_fields(labels: Sequence[str]) -> list[str]:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a prediction output (`.jsonl` or `.csv`). A last line cut off by an interrupted write is left out."""
+    """The rows of a prediction output (`.jsonl` or `.csv`). A last line cut off by an interrupted write (no newline
+    and not a whole row) is left out; a whole last row without its newline is kept."""
     path = Path(path)
     if not path.exists():
         return []
+    form = _form_of(path)
     text = path.read_text()
-    if not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]  # the torn tail of an interrupted append
-    if _form_of(path) == ".jsonl":
+    if _has_torn_tail(text, form):
+        logger.warning("%s: left out its unfinished last line (a write that was interrupted).", path)
+        text = text[: text.rfind("\n") + 1]
+    if form == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
             try:
@@ -172,6 +176,34 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     if "file" not in reader.fieldnames:
         raise ValueError(f"{path}: not a prediction output (no 'file' column).")
     return [_from_csv(row) for row in reader]
+
+
+def _has_torn_tail(text: str, form: str) -> bool:
+    """Whether `text` ends in a line an interrupted append left unfinished: no newline, and not a whole row. Only a
+    part file can be torn (outputs are written whole), but an output edited by hand or written by another tool may
+    lack its last newline, and that row must not be lost."""
+    if not text or text.endswith("\n"):
+        return False
+    last = text[text.rfind("\n") + 1 :]
+    if form == ".jsonl":
+        try:
+            row = json.loads(last)
+        except json.JSONDecodeError:
+            return True
+        return not (isinstance(row, dict) and "file" in row)
+    try:
+        records = list(csv.reader(io.StringIO(text)))
+    except csv.Error:  # a quoted field cut open
+        return True
+    if len(records) < 2 or len(records[-1]) != len(records[0]):
+        return True  # a header alone, or a row cut before its last column
+    try:
+        row = _from_csv(dict(zip(records[0], records[-1], strict=True)))
+    except (KeyError, ValueError):
+        return True
+    # The last column is a probability: a row cut inside it still parses, but its probabilities no longer sum to 1.
+    probabilities = row["probabilities"]
+    return not row["error"] and not math.isclose(sum(probabilities.values()), 1.0, abs_tol=1e-3)
 
 
 def _from_csv(row: dict[str, str]) -> dict[str, Any]:
@@ -203,13 +235,19 @@ def _from_csv(row: dict[str, str]) -> dict[str, Any]:
 
 
 def _cut_torn_tail(path: Path) -> None:
-    """Drop a last line an interrupted append left unfinished, so that new rows start on a line of their own."""
+    """Drop a last line an interrupted append left unfinished, so that new rows start on a line of their own; a whole
+    last row without its newline (read as a row by `read_rows`) gets its newline instead."""
     if not path.exists():
         return
     data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
+    if not data or data.endswith(b"\n"):
+        return
+    if _has_torn_tail(path.read_text(), _form_of(path)):
         with path.open("r+b") as handle:
             handle.truncate(data.rfind(b"\n") + 1)
+    else:
+        with path.open("ab") as handle:
+            handle.write(b"\n")
 
 
 def _form_of(path: Path) -> str:
@@ -269,12 +307,15 @@ def predict_clips(
     stale_parts = _part_paths(output) if output is not None else []
     for path in [output, *stale_parts] if output is not None else []:
         earlier.update({row["file"]: row for row in read_rows(path)})
-    if resume:
-        _check_same_model(output, earlier, model.config)
     # Clips that failed before are tried again: a missing dependency or a file being copied must not stick.
     todo = [clip for clip in clips if not resume or clip not in earlier or earlier[clip].get("error")]
+    # The earlier rows that stay in the output, with or without `resume`: one output never mixes two models' rows.
+    predicted_again = set(todo)
+    _check_same_model(output, [row for file, row in earlier.items() if file not in predicted_again], model.config)
     if processor.face_crop:
         shared_detector(processor.face_min_score)  # a missing face extra fails here, once, not in every clip's row
+    if output is not None:
+        _make_folder_of(output)
     state.wait_for_everyone()  # every process has read the same earlier rows before any writes new ones
     if not resume:
         if state.is_main_process:
@@ -349,23 +390,39 @@ def predict_clips(
     return rows, summary
 
 
-def _check_same_model(output: Path | None, earlier: dict[str, dict], config: Any) -> None:
-    """Resuming appends to rows an earlier run wrote; they must come from the same model: the same known classes
-    (the probability columns) and the same calibrated threshold, which differs between any two trained checkpoints."""
-    done = [row for row in earlier.values() if not row.get("error")]
-    if not done:
+def _check_same_model(output: Path | None, kept: list[dict[str, Any]], config: Any) -> None:
+    """The earlier rows that stay in `output` (`kept`) must come from this model: the same known classes (the
+    probability columns) and the same calibrated threshold, which differs between any two trained checkpoints. Rows
+    holding an error carry no model and fit any."""
+    labels, ours = list(config.known_labels), config.unknown_threshold
+    foreign = [row for row in kept if not row.get("error") and not _same_model(row, labels, ours)]
+    if not foreign:
         return
-    row = done[0]
-    labels, threshold, ours = list(row.get("probabilities") or {}), row.get("threshold"), config.unknown_threshold
-    same_threshold = threshold == ours or (
-        None not in (threshold, ours) and math.isclose(threshold, ours, rel_tol=1e-6)
+    first = foreign[0]
+    raise ValueError(
+        f"{output} holds predictions of another model for {len(foreign)} clip(s) this run would keep (the first, "
+        f"{first['file']}: classes {list(first.get('probabilities') or {})}, threshold {first.get('threshold')}; "
+        f"this model: {labels}, {ours}): write to another output, or predict all of them again with this model "
+        "(--no_resume, with those clips among the inputs)."
     )
-    if labels != list(config.known_labels) or not same_threshold:
+
+
+def _same_model(row: dict[str, Any], labels: list[str], threshold: float | None) -> bool:
+    theirs = row.get("threshold")
+    same_threshold = theirs == threshold or (
+        None not in (theirs, threshold) and math.isclose(theirs, threshold, rel_tol=1e-6)
+    )
+    return list(row.get("probabilities") or {}) == labels and same_threshold
+
+
+def _make_folder_of(output: Path) -> None:
+    """Create the output's folder, where the parts go too: a new folder is what users expect of an output path."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
         raise ValueError(
-            f"{output} holds predictions of another model (classes {labels}, threshold {threshold}; this one: "
-            f"{list(config.known_labels)}, {config.unknown_threshold}): write to another output, or predict every "
-            "clip again with resume off (--no_resume)."
-        )
+            f"Prediction output {output}: its folder {output.parent} cannot be created ({error.strerror})."
+        ) from error
 
 
 def _merge(output: Path, clips: list[str], earlier: dict[str, dict], form: str, labels: Sequence[str]) -> None:
