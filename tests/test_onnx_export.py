@@ -89,3 +89,20 @@ def test_the_timeline_runs_an_onnx_export_window_by_window(exported, tmp_path):
     for ours, reference in zip(onnx.windows, eager.windows, strict=True):
         assert (ours.start, ours.label) == (reference.start, reference.label)
         assert ours.score == pytest.approx(reference.score, abs=1e-3)
+
+
+def test_an_opset_the_export_cannot_give_is_refused_and_nothing_written(exported, tmp_path):
+    """The exporter writes opset 18 and converts to the opset asked for; where it cannot (lower than 18, newer than it
+    knows) it kept opset 18 with only a warning, and the export was reported as done."""
+    import onnx
+
+    source = str(tmp_path / "full")
+    with pytest.raises(
+        ValueError, match=r"^--opset 17: the exporter could not convert the graph to opset 17 and wrote opset 18"
+    ):
+        export_onnx(source, tmp_path / "o17", opset=17)
+    with pytest.raises(ValueError, match=r"^--opset 99: .* wrote opset 18; .* choose a lower one\.$"):
+        export_onnx(source, tmp_path / "o99", opset=99)
+    assert not (tmp_path / "o17").exists() and not (tmp_path / "o99").exists()
+    written = onnx.load(str(export_onnx(source, tmp_path / "o21", opset=21) / "model.onnx"), load_external_data=False)
+    assert [entry.version for entry in written.opset_import if entry.domain in ("", "ai.onnx")] == [21]

@@ -108,6 +108,8 @@ def export_onnx(checkpoint: str, output_dir: str | Path, opset: int | None = Non
                 opset_version=opset,
                 external_data=True,
             )
+        if opset is not None:
+            _check_opset(staging / ONNX_FILE, opset)
         lean.config.save_pretrained(staging)
         processor.save_pretrained(staging)
         _copy_run_records(checkpoint, staging)
@@ -123,6 +125,20 @@ def export_onnx(checkpoint: str, output_dir: str | Path, opset: int | None = Non
             )
     logger.info("ONNX export of %s in %s (max logit difference from eager %.1e).", checkpoint, output_dir, difference)
     return output_dir
+
+
+def _check_opset(path: Path, opset: int) -> None:
+    """The exporter falls back to its own opset, with only a warning, when it cannot convert the graph to the one
+    asked for: a graph of another opset than `--opset` is refused (inside the staging folder: nothing is written)."""
+    import onnx
+
+    written = onnx.load(str(path), load_external_data=False).opset_import
+    found = next((entry.version for entry in written if entry.domain in ("", "ai.onnx")), None)
+    if found != opset:
+        raise ValueError(
+            f"--opset {opset}: the exporter could not convert the graph to opset {opset} and wrote opset {found}; "
+            f"nothing was written: leave --opset out, or choose {f'{found} or above' if opset < found else 'a lower one'}."
+        )
 
 
 @contextmanager
