@@ -306,6 +306,8 @@ def test_protocol_options_and_known_lists_are_checked_before_any_training(tmp_pa
         ({"known_lists": tmp_path / "l.txt", "random_splits": 3}, "give one of them"),
         ({"random_splits": 3, "num_known": 2, "splits": "0-4"}, "leave it out"),
         ({"num_known": 2}, "give --random_splits too"),
+        ({"random_splits": -1, "num_known": 2}, r"^--random_splits must be a count >= 0, got -1\.$"),
+        ({"random_splits": 3, "num_known": -2}, r"^--num_known must be a count >= 0, got -2\.$"),
     ):
         with pytest.raises(ValueError, match=message):
             check_protocol_options(options(**given))

@@ -116,7 +116,10 @@ def known_lists_from(args: argparse.Namespace, train_args: list[str]) -> list[li
 
 
 def check_protocol_options(args: argparse.Namespace) -> None:
-    """Options that would be ignored together, refused before any split trains."""
+    """Options that would be ignored together, or counts below zero, refused before any split trains."""
+    for name in ("random_splits", "num_known"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name} must be a count >= 0, got {getattr(args, name)}.")
     if args.known_lists and args.random_splits:
         raise ValueError("--known_lists and --random_splits both choose the known classes: give one of them.")
     if (args.known_lists or args.random_splits) and args.splits is not None:
