@@ -219,6 +219,12 @@ def test_command_creates_the_output_folder(checkpoint, clips, tmp_path, run_cli)
     done = predict_command(run_cli, checkpoint, tmp_path / "afile" / "p.jsonl", clips[0])
     assert done.returncode == 2 and f"Prediction output {tmp_path / 'afile' / 'p.jsonl'}" in error_line(done)
     assert ".part-" not in done.stderr
+    # A file where the thumbnails' folder should be: refused before anything runs (it failed at the end before).
+    done = predict_command(
+        run_cli, checkpoint, tmp_path / "q.jsonl", clips[0], "--faces", "all", "--thumbnails", tmp_path / "afile"
+    )
+    assert done.returncode == 2 and f"--thumbnails {tmp_path / 'afile'} is a file: give a folder" in done.stderr
+    assert not (tmp_path / "q.jsonl").exists()
 
 
 def test_a_whole_last_row_without_its_newline_is_kept(checkpoint, clips, tmp_path):

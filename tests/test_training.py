@@ -509,6 +509,11 @@ def test_command_line_errors_are_one_clear_message(tiny_data, tmp_path, run_cli)
     done = run_cli(cli, "train.py", *base, "--num_frames", "0")
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 2, done.stderr
     assert done.stderr.startswith("train.py: error: HESPConfig.num_frames must be >= 1, got 0."), done.stderr
+    (tmp_path / "afile").write_text("notes")
+    at_file = train_command(tiny_data, tmp_path / "afile")[2:]
+    done = run_cli(cli, "train.py", *at_file)
+    assert done.returncode == 2 and f"--output_dir {tmp_path / 'afile'} is a file: give a folder" in done.stderr
+    assert (tmp_path / "afile").read_text() == "notes"
     assert not (tmp_path / "run").exists()
 
 
