@@ -4,6 +4,7 @@ results downloadable and gone when the server stops), the command without a chec
 headless Chromium (skipped, with the reason, where none is installed)."""
 
 import json
+import math
 import os
 import re
 import shutil
@@ -266,8 +267,10 @@ def test_without_a_checkpoint_the_command_says_in_one_line_how_to_make_one(tmp_p
 def test_page_settings_refuse_values_that_cannot_work():
     with pytest.raises(ValueError, match="concurrency must be >= 1, got 0"):
         PageSettings(concurrency=0)
-    with pytest.raises(ValueError, match="window_s and stride_s must be > 0"):
+    with pytest.raises(ValueError, match=r"^window_s must be a finite number of seconds > 0"):
         PageSettings(window_s=0)
+    with pytest.raises(ValueError, match=r"^stride_s must be a finite number of seconds > 0 .* got inf\.$"):
+        PageSettings(stride_s=math.inf)
     with pytest.raises(ValueError, match="upload_grace_s must be > 0 and <= keep_results_s"):
         PageSettings(upload_grace_s=0)
     with pytest.raises(ValueError, match="keep_results_s must be >= 1 second, got 0"):

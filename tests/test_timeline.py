@@ -109,7 +109,7 @@ def test_stride_is_whole_sampled_frames_and_a_short_video_is_one_window(tmp_path
     with caplog.at_level(logging.WARNING):
         assert frames_per_window_step(1.0, 0.3, 4) == (4.0, 1)
     assert "0.25 s is used" in caplog.text
-    with pytest.raises(ValueError, match="window must be > 0"):
+    with pytest.raises(ValueError, match="window must be a finite number of seconds from 0.0667 to 86400"):
         frames_per_window_step(0.0, 0.5, 8)
 
     model = make_model().eval()
@@ -121,6 +121,29 @@ def test_stride_is_whole_sampled_frames_and_a_short_video_is_one_window(tmp_path
     with torch.no_grad():  # the clip path: the processor samples the whole file
         reference = model(**processor([str(path)], return_tensors="pt"))
     np.testing.assert_allclose(list(only.probabilities.values()), reference.logits[0, :3].softmax(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("window", "stride", "wrong"),
+    [
+        (float("inf"), 0.5, "window must be a finite number of seconds from 0.0667 to 86400 .* got inf"),
+        (float("nan"), 0.5, "window must .* got nan"),
+        (1e-9, 0.5, r"window must .* \(the model's 8 frames at up to 120 frames a second\), got 1e-09"),
+        (0.06, 0.5, "window must .* got 0.06"),  # 8 frames in 0.06 s: 133 frames a second
+        (1e6, 0.5, "window must .* got 1000000.0"),
+        (2.0, float("inf"), "stride must be a finite number of seconds > 0 and up to 86400, got inf"),
+        (2.0, -0.5, "stride must .* got -0.5"),
+    ],
+)
+def test_window_and_stride_out_of_range_are_one_clear_error(window, stride, wrong):
+    with pytest.raises(ValueError, match=wrong) as error:
+        frames_per_window_step(window, stride, 8)
+    assert "\n" not in str(error.value)
+
+
+def test_the_shortest_window_samples_its_frames_at_120_a_second():
+    rate, steps = frames_per_window_step(8 / 120, 1e-9, 8)  # the stride rounds up to one frame step
+    assert rate == pytest.approx(120.0) and steps == 1
 
 
 def test_segments_tile_the_recording_by_window_centres():
@@ -272,6 +295,88 @@ def test_the_command_skips_broken_files_resumes_and_fails_when_nothing_reads(
     with pytest.raises(SystemExit) as exit_info:
         run_cli(monkeypatch, *options, str(broken))
     assert exit_info.value.code == 2
+
+
+def test_folder_names_are_unique_and_keep_each_stem_where_they_can():
+    from hesp_hf.commands.timeline import output_names
+
+    # The old names gave tb/x.mp4 and tc/x-2.mp4 both `x-2`: one timeline replaced the other.
+    assert output_names(["ta/x.mp4", "tb/x.mp4", "tc/x-2.mp4"]) == ["x", "x-3", "x-2"]
+    assert output_names(["a/x.mp4", "b/x.mp4", "c/x.mp4"]) == ["x", "x-2", "x-3"]
+    assert output_names(["a/x.mp4", "b/x.mp4"], taken={"x", "x-2"}) == ["x-3", "x-4"]
+    assert output_names(["a/x.mp4", "b/x.mp4"], kept={"b/x.mp4": "x"}) == ["x-2", "x"]
+
+
+def test_a_folder_that_holds_something_else_goes_to_no_other_recording(tmp_path):
+    from hesp_hf.commands.timeline import folder_names
+
+    out = tmp_path / "out"
+    videos = [str(tmp_path / folder / name) for folder, name in (("a", "x.mp4"), ("b", "y.mp4"), ("c", "z.mp4"))]
+    (out / "x").mkdir(parents=True)  # another recording's timeline
+    (out / "x" / "summary.json").write_text(json.dumps({"settings": {"video": str(tmp_path / "elsewhere/x.mp4")}}))
+    (out / "y").mkdir()  # a run stopped before its summary: made again in place
+    (out / "y" / "windows.jsonl").write_text("{}\n")
+    (out / "y" / "y.vtt").write_text("WEBVTT\n")
+    (out / "z").mkdir()  # the user's own files
+    (out / "z" / "notes.txt").write_text("mine\n")
+    (out / "z-2").mkdir()  # this very recording's earlier timeline: resumed there
+    (out / "z-2" / "summary.json").write_text(json.dumps({"settings": {"video": videos[2]}}))
+    assert folder_names(out, videos) == ["x-2", "y", "z-2"]
+
+
+def test_the_command_gives_every_recording_its_own_folder_within_and_across_runs(
+    tmp_path, make_model, processor, monkeypatch, caplog
+):
+    checkpoint = saved_checkpoint(make_model(), processor, tmp_path / "model")
+    first = noise_video(tmp_path / "ta" / "x.mp4", seconds=1.0)
+    second = write_video(tmp_path / "tb" / "x.mp4", random_video(frames=8, height=32, width=40, seed=5), fps=8)
+    third = write_video(tmp_path / "tc" / "x-2.mp4", random_video(frames=8, height=32, width=40, seed=6), fps=8)
+
+    def run(out: Path, *videos: Path) -> None:
+        options = ["--checkpoint", str(checkpoint), "--output", str(out), "--window_s", "1", "--no_progress"]
+        run_cli(monkeypatch, *options, *map(str, videos))
+
+    def sources(out: Path) -> dict[str, str]:
+        return {f.name: json.loads((f / "summary.json").read_text())["settings"]["video"] for f in out.iterdir()}
+
+    run(tmp_path / "one", first, second, third)  # within one run
+    assert sorted(sources(tmp_path / "one").values()) == sorted(str(v.resolve()) for v in (first, second, third))
+    assert sources(tmp_path / "one")["x-2"] == str(third.resolve())
+
+    out = tmp_path / "two"  # across runs: the second x.mp4 leaves the first one's timeline as it was
+    run(out, first)
+    kept = {f.name: f.read_bytes() for f in (out / "x").iterdir()}
+    with caplog.at_level(logging.INFO):
+        run(out, second)
+    assert {f.name: f.read_bytes() for f in (out / "x").iterdir()} == kept
+    assert sources(out) == {"x": str(first.resolve()), "x-2": str(second.resolve())}
+    assert f"holds {first.resolve()}" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # each resumes from its own folder, in any order
+        run(out, second, first)
+    assert f"finished earlier ({out / 'x-2'})" in caplog.text and f"finished earlier ({out / 'x'})" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["x", "x-2"]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "wrong"),
+    [
+        ("--window_s", "inf", "--window_s must be a finite number of seconds > 0 and up to 86400, got inf."),
+        ("--stride_s", "inf", "--stride_s must be a finite number of seconds > 0 and up to 86400, got inf."),
+        ("--window_s", "1e-9", "--window_s must be a finite number of seconds from 0.0334 to 86400 (the model's 4"),
+    ],
+)
+def test_the_command_refuses_a_window_or_stride_out_of_range(
+    tmp_path, make_model, processor, monkeypatch, capsys, option, value, wrong
+):
+    checkpoint = saved_checkpoint(make_model(), processor, tmp_path / "model")
+    video = noise_video(tmp_path / "a.mp4", seconds=1.0)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(monkeypatch, "--checkpoint", str(checkpoint), "--output", str(out), option, value, str(video))
+    assert exit_info.value.code == 2
+    assert wrong in capsys.readouterr().err
+    assert not out.exists()
 
 
 # -------------------------------------------------------------------------------- accuracy against truth

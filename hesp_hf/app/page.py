@@ -23,6 +23,7 @@ from typing import Any
 import gradio as gr
 
 from ..calibration import guarantee_statement
+from ..inference.timeline import check_window_stride
 from ..modeling.provenance_hesp import DRAWN_FACES_NOTICE, learned_drawn_faces
 from .analysis import Analysis, RequestProblem, analyse_video
 from .live_page import build_live_page
@@ -58,8 +59,7 @@ class PageSettings:
             raise ValueError(
                 f"upload_grace_s must be > 0 and <= keep_results_s ({self.keep_results_s}), got {self.upload_grace_s}."
             )
-        if not self.window_s > 0 or not self.stride_s > 0:
-            raise ValueError(f"window_s and stride_s must be > 0 seconds, got {self.window_s} and {self.stride_s}.")
+        check_window_stride(self.window_s, self.stride_s, names=("window_s", "stride_s"))
 
 
 class RequestCounter:

@@ -23,8 +23,10 @@ are written when the stream ends, stalls past --stall_timeout_s, breaks, or is s
 
 import argparse
 import glob
+import json
 import logging
 import os
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,8 @@ from hesp_hf.inference.onnx_runtime import is_onnx_export
 
 
 logger = logging.getLogger("hesp-timeline")
+
+WINDOW_OPTIONS = ("--window_s", "--stride_s")
 
 
 def main() -> None:
@@ -96,8 +100,12 @@ def main() -> None:
     _add_live_options(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if not args.window_s > 0 or not args.stride_s > 0:
-        parser.error(f"--window_s and --stride_s must be > 0 seconds, got {args.window_s} and {args.stride_s}")
+    from hesp_hf.inference.timeline import check_window_stride
+
+    try:  # the range the model's frames need is checked once the model is loaded
+        check_window_stride(args.window_s, args.stride_s, names=WINDOW_OPTIONS)
+    except ValueError as error:
+        parser.error(str(error))
     if args.batch_size < 1:
         parser.error(f"--batch_size must be >= 1, got {args.batch_size}")
     if args.live is not None and args.inputs:
@@ -127,6 +135,10 @@ def main() -> None:
         threads = {}
     model, processor = load_for_prediction(args.checkpoint, precision=args.precision, **threads)
     state_guarantee(model.config, args.checkpoint, args.known_acceptance)
+    try:
+        check_window_stride(args.window_s, args.stride_s, int(processor.num_frames), names=WINDOW_OPTIONS)
+    except ValueError as error:
+        parser.error(str(error))
     if not args.cpu and torch.cuda.is_available() and hasattr(model, "to"):
         model = model.to("cuda")
     if args.live is not None:
@@ -137,7 +149,7 @@ def main() -> None:
         return
     output = Path(args.output)
     failures: list[tuple[str, str]] = []
-    for video, name in zip(videos, output_names(videos), strict=True):
+    for video, name in zip(videos, folder_names(output, videos), strict=True):
         folder = output / name
         settings = run_settings(args, video)
         if not args.no_resume and finished(folder, settings):
@@ -251,14 +263,89 @@ def list_videos(inputs: list[str]) -> list[str]:
     return list(dict.fromkeys(videos))
 
 
-def output_names(videos: list[str]) -> list[str]:
-    """One folder name per recording: its file stem, numbered where stems repeat."""
-    names, used = [], {}
-    for video in videos:
-        stem = Path(video).stem or "video"
-        used[stem] = used.get(stem, 0) + 1
-        names.append(stem if used[stem] == 1 else f"{stem}-{used[stem]}")
+def output_names(videos: list[str], kept: Mapping[str, str] | None = None, taken: Collection[str] = ()) -> list[str]:
+    """One folder name per recording, no two alike: `kept[video]` where given (the folder of its earlier timeline),
+    else its file stem, numbered (`stem-2`, `stem-3`, ...) where that name is another recording's stem, already
+    given, or in `taken` (folders that hold something else)."""
+    kept = kept or {}
+    stems = [Path(video).stem or "video" for video in videos]
+    claimed = set(taken) | set(kept.values())
+    # A plain stem goes to the first recording with it, so that `x-2.mp4` keeps `x-2` beside two `x.mp4`.
+    owner: dict[str, str] = {}
+    for video, stem in zip(videos, stems, strict=True):
+        if video not in kept and stem not in claimed:
+            owner.setdefault(stem, video)
+    claimed |= set(owner)
+    names: list[str] = []
+    for video, stem in zip(videos, stems, strict=True):
+        if video in kept:
+            name = kept[video]
+        elif owner.get(stem) == video:
+            name = stem
+        else:
+            number = 2
+            while f"{stem}-{number}" in claimed:
+                number += 1
+            name = f"{stem}-{number}"
+            claimed.add(name)
+        names.append(name)
     return names
+
+
+def folder_names(output: Path, videos: list[str]) -> list[str]:
+    """`output_names` against what `output` already holds: a recording whose timeline is there keeps its folder
+    (to resume, or to be made again with other settings), and a folder that holds another recording's timeline (or
+    anything that is not a timeline) is never given to another recording, which gets a numbered folder instead."""
+    own = {str(Path(video).resolve()): video for video in videos}
+    kept: dict[str, str] = {}
+    taken: dict[str, str] = {}  # folder name -> what it holds, for the log
+    if output.is_dir():
+        for folder in sorted(output.iterdir()):  # `x` before `x-2`: a recording's own stem first
+            holds = _folder_holds(folder)
+            if holds is None:
+                continue
+            if holds in own and own[holds] not in kept:
+                kept[own[holds]] = folder.name
+            else:
+                taken[folder.name] = holds
+    names = output_names(videos, kept, taken)
+    for video, name in zip(videos, names, strict=True):
+        stem = Path(video).stem or "video"
+        if name != stem and stem in taken:
+            logger.info(
+                "%s: %s holds %s, so this timeline goes to %s", video, output / stem, taken[stem], output / name
+            )
+    return names
+
+
+# What a run leaves in a recording's folder before its summary: such a folder was never finished, and any recording
+# may have it. `atomic_output`'s temporaries start with a dot.
+_UNFINISHED_FILES = {"windows.jsonl", "windows.csv", "segments.jsonl", "segments.csv", "timeline.png"}
+
+
+def _folder_holds(folder: Path) -> str | None:
+    """The video whose timeline `folder` holds (the resolved path its summary names), words for what else it holds,
+    or None where any recording may have it (an unfinished timeline's files)."""
+    from hesp_hf.inference.timeline_outputs import SUMMARY_FILE
+
+    if not folder.is_dir():
+        return "a file, not a folder"
+    summary = folder / SUMMARY_FILE
+    if summary.exists():
+        try:
+            video = json.loads(summary.read_text()).get("settings", {}).get("video")
+        except (OSError, ValueError, AttributeError):  # unreadable: kept as it is, all the same
+            video = None
+        return video if isinstance(video, str) else f"a {SUMMARY_FILE} that names no video file"
+    unfinished = _UNFINISHED_FILES | {f"{folder.name}.vtt"}
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # what it holds is unknown: left alone
+        return "a folder that cannot be read"
+    for entry in entries:
+        if not (entry.is_file() and (entry.name in unfinished or entry.name.startswith((".", "person-")))):
+            return "files that are not an unfinished timeline's"
+    return None
 
 
 def run_settings(args: argparse.Namespace, video: str) -> dict[str, Any]:

@@ -163,13 +163,43 @@ def seconds_per_decision(segments: Sequence[TimelineSegment]) -> dict[str, float
     return {key: round(value, 3) for key, value in sorted(seconds.items())}
 
 
+# Sampling faster than a recording's frame rate only repeats its frames (recordings run at up to 120 frames a second),
+# while the work and the files grow with the rate: a window's `num_frames` frames are sampled at most this fast.
+MAX_SAMPLING_RATE = 120.0
+# The longest window or stride (a day): any recording is then one window; longer values only risk overflow.
+MAX_WINDOW_SECONDS = 86_400.0
+
+
+def check_window_stride(
+    window: float, stride: float, num_frames: int | None = None, names: tuple[str, str] = ("window", "stride")
+) -> None:
+    """Raise a one-line `ValueError` naming the setting (`names`: how the caller calls `window` and `stride`), its
+    value and the range expected, unless both are finite seconds up to `MAX_WINDOW_SECONDS`, the stride is > 0 and
+    the window holds `num_frames` frames at no more than `MAX_SAMPLING_RATE` frames a second (only > 0 when
+    `num_frames` is None, before the model is known)."""
+    window_name, stride_name = names
+    lowest = 0.0 if num_frames is None else num_frames / MAX_SAMPLING_RATE
+    if not (math.isfinite(window) and lowest <= window <= MAX_WINDOW_SECONDS and window > 0):
+        if num_frames is None:
+            expected = f"> 0 and up to {MAX_WINDOW_SECONDS:g}"
+        else:  # the bound shown rounded up, so that the value shown passes
+            shown = math.ceil(lowest * 10_000) / 10_000
+            expected = (
+                f"from {shown:g} to {MAX_WINDOW_SECONDS:g} (the model's {num_frames} frames at up to "
+                f"{MAX_SAMPLING_RATE:g} frames a second)"
+            )
+        raise ValueError(f"{window_name} must be a finite number of seconds {expected}, got {window}.")
+    if not (math.isfinite(stride) and 0 < stride <= MAX_WINDOW_SECONDS):
+        raise ValueError(
+            f"{stride_name} must be a finite number of seconds > 0 and up to {MAX_WINDOW_SECONDS:g}, got {stride}."
+        )
+
+
 def frames_per_window_step(window: float, stride: float, num_frames: int) -> tuple[float, int]:
     """The sampling rate (frames per second) and the stride in sampled frames for `window` seconds of `num_frames`
-    frames; a stride that is not a whole number of frame steps is rounded to the nearest (at least one)."""
-    if not window > 0:
-        raise ValueError(f"window must be > 0 seconds, got {window}.")
-    if not stride > 0:
-        raise ValueError(f"stride must be > 0 seconds, got {stride}.")
+    frames; a stride that is not a whole number of frame steps is rounded to the nearest (at least one). Raises
+    `ValueError` for a window or stride out of range (`check_window_stride`)."""
+    check_window_stride(window, stride, num_frames)
     rate = num_frames / window
     steps = max(1, round(stride * rate))
     if not math.isclose(steps / rate, stride, rel_tol=1e-6):
