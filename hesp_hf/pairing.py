@@ -60,7 +60,7 @@ def check_checkpoint_source(checkpoint: str) -> None:
             )
     elif path.exists():
         raise ValueError(f"{checkpoint} is a file: pass the checkpoint's folder (the one holding config.json).")
-    elif not _HUB_ID.fullmatch(checkpoint):
+    elif not _HUB_ID.fullmatch(str(checkpoint)):  # a Path object from a Python caller too
         raise FileNotFoundError(
             f"{checkpoint} does not exist (expected a checkpoint folder, or a Hub id 'owner/name')."
         )
