@@ -46,6 +46,13 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def check_output_folder(folder: str | Path, option: str) -> None:
+    """Refuse a file where an output folder goes (created when missing): one line naming the option, before any
+    work is done."""
+    if Path(folder).exists() and not Path(folder).is_dir():
+        raise ValueError(f"{option} {folder} is a file: give a folder (it is created when missing).")
+
+
 def check_new_folder(folder: str | Path, what: str = "the export") -> None:
     """Refuse a target folder that exists and is not empty (one clear line, before any work is done)."""
     folder = Path(folder)

@@ -1006,7 +1006,8 @@ class HESPForOpenSetVideoClassification(HESPPreTrainedModel):
 
     def unknown_column(self, known_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The known-ness score `(B,)` of the `K` known-class logits and the "unknown" logit `(B, 1)` that wins the
-        arg-max exactly when the score falls below `config.unknown_threshold`.
+        arg-max when the score falls below `config.unknown_threshold` (exactly so once `settle_unknown_column` has
+        undone the rounding, as `open_set_logits` does).
 
         `max_logit`: the column is the threshold itself. `max_softmax`: it is `max_e + log(threshold) - log(score)`,
         which exceeds the best known logit `max_e` exactly when `score < threshold`.

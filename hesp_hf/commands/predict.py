@@ -18,9 +18,9 @@ per person per clip (`person`: person-1, ... in order of appearance; `frames_on_
 
 import argparse
 import logging
-from pathlib import Path
 from typing import Any
 
+from hesp_hf.atomic_files import check_output_folder
 from hesp_hf.commands.cli import ArgumentParser, run_command
 from hesp_hf.inference import onnx_runtime
 from hesp_hf.inference.deployment import PRECISIONS, load_for_prediction
@@ -92,8 +92,8 @@ def main() -> None:
         parser.error(f"--num_workers must be >= 0, got {args.num_workers}")
     if not args.output.lower().endswith((".jsonl", ".csv")):
         parser.error(f"--output must end in .jsonl or .csv, got {args.output}")
-    if args.thumbnails is not None and Path(args.thumbnails).exists() and not Path(args.thumbnails).is_dir():
-        parser.error(f"--thumbnails {args.thumbnails} is a file: give a folder (it is created when missing)")
+    if args.thumbnails is not None:
+        check_output_folder(args.thumbnails, "--thumbnails")
     if args.known_acceptance is not None:  # the level itself, before anything loads; n is checked with the model
         from hesp_hf.calibration import check_level
 

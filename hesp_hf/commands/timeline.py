@@ -318,15 +318,10 @@ def folder_names(output: Path, videos: list[str]) -> list[str]:
     return names
 
 
-# What a run leaves in a recording's folder before its summary: such a folder was never finished, and any recording
-# may have it. `atomic_output`'s temporaries start with a dot.
-_UNFINISHED_FILES = {"windows.jsonl", "windows.csv", "segments.jsonl", "segments.csv", "timeline.png"}
-
-
 def _folder_holds(folder: Path) -> str | None:
     """The video whose timeline `folder` holds (the resolved path its summary names), words for what else it holds,
     or None where any recording may have it (an unfinished timeline's files)."""
-    from hesp_hf.inference.timeline_outputs import SUMMARY_FILE
+    from hesp_hf.inference.timeline_outputs import SUMMARY_FILE, timeline_files
 
     if not folder.is_dir():
         return "a file, not a folder"
@@ -337,7 +332,9 @@ def _folder_holds(folder: Path) -> str | None:
         except (OSError, ValueError, AttributeError):  # unreadable: kept as it is, all the same
             video = None
         return video if isinstance(video, str) else f"a {SUMMARY_FILE} that names no video file"
-    unfinished = _UNFINISHED_FILES | {f"{folder.name}.vtt"}
+    # What a run leaves before its summary: a folder never finished, which any recording may have (the temporaries
+    # of `atomic_output` start with a dot, thumbnails with `person-`).
+    unfinished = set(timeline_files(folder.name))
     try:
         entries = list(folder.iterdir())
     except OSError:  # what it holds is unknown: left alone

@@ -242,7 +242,7 @@ def _cut_torn_tail(path: Path) -> None:
     data = path.read_bytes()
     if not data or data.endswith(b"\n"):
         return
-    if _has_torn_tail(path.read_text(), _form_of(path)):
+    if _has_torn_tail(data.decode(), _form_of(path)):
         with path.open("r+b") as handle:
             handle.truncate(data.rfind(b"\n") + 1)
     else:

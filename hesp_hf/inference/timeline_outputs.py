@@ -19,6 +19,11 @@ from .timeline import ABSENT, NO_FACE, UNREADABLE, Timeline, TimelineSegment
 SUMMARY_FILE = "summary.json"
 
 
+def timeline_files(stem: str) -> list[str]:
+    """The files a recording's timeline writes before its summary (besides each person's thumbnail)."""
+    return ["windows.jsonl", "windows.csv", "segments.jsonl", "segments.csv", f"{stem}.vtt", "timeline.png"]
+
+
 def write_timeline(result: Timeline, folder: str | Path, stem: str, settings: dict[str, Any] | None = None) -> dict:
     """Write every file of `result` into `folder` (`stem` names the captions, so that `<stem>.vtt` can sit beside
     `<stem>.mp4`); `settings` (checkpoint, options) go into the summary for `finished` to compare. Returns the
@@ -43,10 +48,7 @@ def write_timeline(result: Timeline, folder: str | Path, stem: str, settings: di
     summary = {**result.summary(), "settings": settings or {}}
     for person, name in thumbnails.items():
         summary["people"][person]["thumbnail"] = name
-    summary["files"] = sorted(
-        ["windows.jsonl", "windows.csv", "segments.jsonl", "segments.csv", f"{stem}.vtt", "timeline.png"]
-        + list(thumbnails.values())
-    )
+    summary["files"] = sorted(timeline_files(stem) + list(thumbnails.values()))
     write_text_atomic(folder / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     return summary
 

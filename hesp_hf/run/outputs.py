@@ -10,6 +10,7 @@ from typing import Any
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from ..atomic_files import check_output_folder
 from ..data import OpenSetSplit
 from .arguments import DataArguments, ModelArguments
 
@@ -23,8 +24,7 @@ MODEL_FILES = ("config.json", "model.safetensors", "metrics.json")
 def check_output_dir(output_dir: Path, overwrite: bool, resuming: bool) -> None:
     """Refuse to train into a folder holding another run, unless it is resumed or `--overwrite_output_dir` says to
     replace it; then its old `checkpoint-*` folders go, so none is left that does not match the new model."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(f"--output_dir {output_dir} is a file: give a folder (it is created when missing).")
+    check_output_folder(output_dir, "--output_dir")
     if resuming or not output_dir.is_dir():
         return
     found = [name for name in MODEL_FILES if (output_dir / name).exists()]
